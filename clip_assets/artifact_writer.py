@@ -1,0 +1,130 @@
+"""Writes one family's artifacts for one partition: hash, skip identical, write, remove stale, record.
+
+Free of Dagster so it can be driven directly by tests and benchmarks; the IO manager wraps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from clip_assets import layout
+from clip_assets.artifacts import Artifact
+from clip_assets.manifest import ManifestEntry, PartitionManifest
+from clip_assets.storage import Storage
+
+
+class DuplicateArtifactError(ValueError):
+    """Two artifacts of one partition mapped to one key: one would silently overwrite the other."""
+
+
+@dataclass
+class WriteResult:
+    manifest: PartitionManifest
+    manifest_key: str
+    written: int = 0
+    skipped: int = 0
+    bytes_written: int = 0
+    removed: list[str] = field(default_factory=list)
+    kept_shared: list[str] = field(default_factory=list)
+
+
+class ArtifactWriter:
+    """Consumes artifacts lazily with at most `2 * max_workers` in flight, so memory stays bounded."""
+
+    def __init__(self, storage: Storage, max_workers: int = 6) -> None:
+        self.storage = storage
+        self.max_workers = max_workers
+
+    def load_manifest(self, family: str, partition_key: str) -> PartitionManifest | None:
+        key = layout.manifest_key(family, partition_key)
+        if self.storage.stat(key) is None:
+            return None
+        return PartitionManifest.from_bytes(self.storage.read(key))
+
+    def write(self, family: str, partition_key: str, source: str, artifacts: Iterable[Artifact]) -> WriteResult:
+        previous = self.load_manifest(family, partition_key)
+        old_entries = previous.entries if previous else {}
+        manifest = PartitionManifest(family, partition_key, source)
+        result = WriteResult(manifest, layout.manifest_key(family, partition_key))
+        lock = threading.Lock()
+        slots = threading.BoundedSemaphore(2 * self.max_workers)
+
+        def store(artifact: Artifact) -> None:
+            try:
+                digest = hashlib.sha256(artifact.data).hexdigest()
+                entry = ManifestEntry(digest, len(artifact.data))
+                old = old_entries.get(artifact.key)
+                unchanged = old == entry and self._has_size(artifact.key, entry.size)
+                if not unchanged:
+                    self.storage.put(artifact.key, artifact.data)
+                with lock:
+                    manifest.entries[artifact.key] = entry
+                    if unchanged:
+                        result.skipped += 1
+                    else:
+                        result.written += 1
+                        result.bytes_written += entry.size
+            finally:
+                slots.release()
+
+        futures: list[Future[None]] = []
+        seen: set[str] = set()
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"write-{family}") as pool:
+            try:
+                for artifact in artifacts:
+                    layout.check_key(artifact.key)
+                    if artifact.key in seen:
+                        raise DuplicateArtifactError(
+                            f"two artifacts of partition {partition_key!r} map to {artifact.key}"
+                        )
+                    seen.add(artifact.key)
+                    slots.acquire()
+                    futures.append(pool.submit(store, artifact))
+                    if len(futures) >= 256:
+                        futures = _drain_done(futures)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        for future in futures:
+            future.result()
+
+        stale = sorted(set(old_entries) - set(manifest.entries))
+        if stale:
+            shared = self._keys_of_other_partitions(family, partition_key)
+            for key in stale:
+                if key in shared:
+                    result.kept_shared.append(key)
+                else:
+                    self.storage.delete(key)
+                    result.removed.append(key)
+        self.storage.put(result.manifest_key, manifest.to_bytes())
+        return result
+
+    def _has_size(self, key: str, size: int) -> bool:
+        info = self.storage.stat(key)
+        return info is not None and info.size == size
+
+    def _keys_of_other_partitions(self, family: str, partition_key: str) -> set[str]:
+        """Keys other partitions' manifests still own; read only when something is stale."""
+        own = layout.manifest_key(family, partition_key)
+        keys: set[str] = set()
+        for info in self.storage.list(layout.manifest_prefix(family)):
+            if info.key != own and info.key.endswith(".json"):
+                keys.update(PartitionManifest.from_bytes(self.storage.read(info.key)).entries)
+        return keys
+
+
+def _drain_done(futures: list[Future[None]]) -> list[Future[None]]:
+    """Surface failures early and keep the pending list short on long videos."""
+    pending = []
+    for future in futures:
+        if future.done():
+            future.result()
+        else:
+            pending.append(future)
+    return pending

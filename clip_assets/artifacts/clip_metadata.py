@@ -1,0 +1,93 @@
+"""Clip metadata JSON (`metas/v0/{uuid}.json`) for every passed and filtered clip.
+
+Key order and meaning follow NeMo's `_write_clip_metadata`, with two documented improvements:
+`num_frames` is the exact count of frames in the MP4 (NeMo: `int(duration * fps)`), and `errors`
+keeps messages (`{key: message}`; NeMo keeps only the keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from clip_assets import layout
+from clip_assets.artifacts.base import Artifact, BuildReport, json_artifact
+from clip_assets.artifacts.captions import caption_models_in_order
+from clip_assets.contract import ClipRecord, ProcessedVideoError, VideoInfo
+from clip_assets.media.probe import MediaError, probe_mp4
+from clip_assets.settings import WriterSettings
+
+
+def clip_metadata(clip: ClipRecord, video: VideoInfo, settings: WriterSettings, file: str) -> dict[str, Any]:
+    """One clip's metadata document; `file` names the input in errors."""
+    doc: dict[str, Any] = {
+        "span_uuid": clip.uuid,
+        "source_video": clip_source_video(video),
+        "duration_span": [clip.span_start, clip.span_end],
+        "width_source": video.width,
+        "height_source": video.height,
+        "framerate_source": video.framerate,
+        "clip_location": layout.full_location(
+            settings.output_location, layout.clip_key(clip.uuid, filtered=clip.filtered)
+        ),
+    }
+    if clip.mp4 is not None:
+        try:
+            probe = probe_mp4(clip.mp4)
+        except MediaError as exc:
+            raise ProcessedVideoError(
+                file, "mp4", f"cannot be probed: {exc}", row=clip.row, clip_id=clip.uuid
+            ) from None
+        doc.update(
+            width=probe.width,
+            height=probe.height,
+            framerate=probe.framerate,
+            num_frames=probe.num_frames,
+            video_codec=probe.video_codec,
+            num_bytes=len(clip.mp4),
+        )
+    if clip.motion_score_global_mean is not None:
+        doc["motion_score"] = {
+            "global_mean": clip.motion_score_global_mean,
+            "per_patch_min_256": clip.motion_score_per_patch_min_256,
+        }
+    if clip.aesthetic_score is not None:
+        doc["aesthetic_score"] = clip.aesthetic_score
+    if clip.errors:
+        doc["errors"] = dict(clip.errors)
+    windows = [] if clip.filtered else clip.windows
+    doc["windows"] = [_window_doc(w, settings) for w in windows]
+    doc["valid"] = bool(clip.mp4) and len(windows) > 0
+    if clip.extra_metadata:
+        doc.update(clip.extra_metadata)
+    return doc
+
+
+def clip_source_video(video: VideoInfo) -> str:
+    """NeMo's clips carry the video path as the splitting stage saw it (`str(Path)` for local paths)."""
+    return layout.nemo_video_path(video.source_video)
+
+
+def _window_doc(window: Any, settings: WriterSettings) -> dict[str, Any]:
+    doc: dict[str, Any] = {"start_frame": window.start_frame, "end_frame": window.end_frame}
+    for model in caption_models_in_order(settings.caption_models, window.captions):
+        doc[f"{model}_caption"] = window.captions[model]
+    for model in caption_models_in_order(settings.enhanced_caption_models, window.enhanced_captions):
+        doc[f"{model}_enhanced_caption"] = window.enhanced_captions[model]
+    return doc
+
+
+def build_clip_metadata(
+    clips: Iterable[ClipRecord], video: VideoInfo, settings: WriterSettings, report: BuildReport, file: str
+) -> list[Artifact]:
+    """Built completely before anything is written, so an unprobeable MP4 fails the partition cleanly.
+
+    Metadata documents are small (about 1 KB per clip), so holding them is cheap.
+    """
+    artifacts: list[Artifact] = []
+    for clip in clips:
+        report.counts["filtered" if clip.filtered else "passed"] += 1
+        document = clip_metadata(clip, video, settings, file)
+        if not settings.dry_run:
+            artifacts.append(json_artifact(layout.clip_metadata_key(clip.uuid), document))
+    return artifacts

@@ -1,0 +1,142 @@
+"""Per-video summary: `processed_videos/{rel}.json` and `processed_clip_chunks/{rel}_{chunk}.json`.
+
+The counters follow NeMo's ClipStats: passed = passed clips; transcoded = clips (passed or filtered)
+with MP4 bytes; with_webp = passed clips with at least one WebP; with_embeddings = passed clips with
+an embedding of the configured algorithm; with_caption = passed clips with a caption of a listed
+model; durations run over passed and filtered clips. Both files are written on a dry run too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clip_assets import layout
+from clip_assets.artifacts.base import Artifact, BuildReport, json_artifact
+from clip_assets.artifacts.captions import caption_models_in_order
+from clip_assets.contract import ClipRecord, VideoInfo
+from clip_assets.settings import WriterSettings
+
+
+@dataclass
+class ChunkStats:
+    """What one clip chunk's JSON reports; accumulated clip by clip."""
+
+    index: int
+    num_passed: int = 0
+    num_transcoded: int = 0
+    num_with_embeddings: int = 0
+    num_with_caption: int = 0
+    num_with_webp: int = 0
+    total_clip_duration: float = 0.0
+    max_clip_duration: float = 0.0
+    filtered_by: Counter[str] = field(default_factory=Counter)
+    clips: list[str] = field(default_factory=list)
+    filtered_clips: list[str] = field(default_factory=list)
+    all_windows: dict[str, dict[str, str]] = field(default_factory=dict)
+    all_windows_enhanced_caption: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, clip: ClipRecord, settings: WriterSettings) -> None:
+        self.total_clip_duration += clip.duration
+        self.max_clip_duration = max(self.max_clip_duration, clip.duration)
+        if clip.mp4:
+            self.num_transcoded += 1
+        if clip.filtered:
+            self.filtered_clips.append(clip.uuid)
+            self.filtered_by[clip.filtered_by or "unknown"] += 1
+            return
+        self.num_passed += 1
+        self.clips.append(clip.uuid)
+        if settings.embedding_algorithm in clip.embeddings:
+            self.num_with_embeddings += 1
+        if any(w.webp for w in clip.windows):
+            self.num_with_webp += 1
+        captions: dict[str, str] = {}
+        enhanced: dict[str, str] = {}
+        has_caption = False
+        for window in clip.windows:
+            window_key = f"{window.start_frame}_{window.end_frame}"
+            models = caption_models_in_order(settings.caption_models, window.captions)
+            if models:
+                has_caption = True
+                captions[window_key] = window.captions[models[0]]
+            enhanced_models = caption_models_in_order(settings.enhanced_caption_models, window.enhanced_captions)
+            if enhanced_models:
+                enhanced[window_key] = window.enhanced_captions[enhanced_models[0]]
+        self.num_with_caption += int(has_caption)
+        self.all_windows[clip.uuid] = captions
+        self.all_windows_enhanced_caption[clip.uuid] = enhanced
+
+
+def collect_chunk_stats(clips: Iterable[ClipRecord], video: VideoInfo, settings: WriterSettings) -> list[ChunkStats]:
+    """Every chunk NeMo would have written a file for: those in `num_clip_chunks`, in the file, or chunk 0."""
+    chunks: dict[int, ChunkStats] = {i: ChunkStats(i) for i in range(video.num_clip_chunks)}
+    for counters in video.chunks or ():
+        chunks.setdefault(counters.index, ChunkStats(counters.index))
+    for clip in clips:
+        chunks.setdefault(clip.chunk_index, ChunkStats(clip.chunk_index)).add(clip, settings)
+    if not chunks:
+        chunks[0] = ChunkStats(0)
+    return [chunks[i] for i in sorted(chunks)]
+
+
+def video_document(video: VideoInfo) -> dict[str, Any]:
+    return {
+        "video": layout.nemo_video_path(video.source_video),
+        "height": video.height,
+        "width": video.width,
+        "framerate": video.framerate,
+        "num_frames": video.num_frames,
+        "duration": video.duration,
+        "video_codec": video.video_codec,
+        "pixel_format": video.pixel_format,
+        "audio_format": video.audio_codec,
+        "num_total_clips": video.num_total_clips,
+        "num_clip_chunks": video.num_clip_chunks,
+    }
+
+
+def chunk_document(stats: ChunkStats, video: VideoInfo) -> dict[str, Any]:
+    """Filter counters come from the producer's `chunks` metadata when given, else from `filtered_by`."""
+    recorded = {c.index: c for c in video.chunks} if video.chunks is not None else None
+    if recorded is not None and stats.index in recorded:
+        by_motion = recorded[stats.index].num_filtered_by_motion
+        by_aesthetic = recorded[stats.index].num_filtered_by_aesthetic
+    elif recorded is not None:
+        by_motion = by_aesthetic = 0
+    else:
+        by_motion = stats.filtered_by["motion"]
+        by_aesthetic = stats.filtered_by["aesthetic"]
+    return {
+        "video": layout.nemo_video_path(video.source_video),
+        "clip_chunk_index": stats.index,
+        "num_clips_filtered_by_motion": by_motion,
+        "num_clips_filtered_by_aesthetic": by_aesthetic,
+        "num_clips_passed": stats.num_passed,
+        "num_clips_transcoded": stats.num_transcoded,
+        "num_clips_with_embeddings": stats.num_with_embeddings,
+        "num_clips_with_caption": stats.num_with_caption,
+        "num_clips_with_webp": stats.num_with_webp,
+        "total_clip_duration": stats.total_clip_duration,
+        "max_clip_duration": stats.max_clip_duration,
+        "clips": stats.clips,
+        "filtered_clips": stats.filtered_clips,
+        "all_windows": stats.all_windows,
+        "all_windows_enhanced_caption": stats.all_windows_enhanced_caption,
+    }
+
+
+def build_video_summary(
+    clips: Iterable[ClipRecord], video: VideoInfo, settings: WriterSettings, report: BuildReport
+) -> list[Artifact]:
+    relative = layout.video_relative_path(video.source_video, settings.input_path)
+    chunk_stats = collect_chunk_stats(clips, video, settings)
+    artifacts = [json_artifact(layout.video_metadata_key(relative), video_document(video))]
+    for stats in chunk_stats:
+        report.counts["chunks"] += 1
+        report.counts["clips_passed"] += stats.num_passed
+        report.counts["clips_filtered"] += len(stats.filtered_clips)
+        artifacts.append(json_artifact(layout.chunk_stats_key(relative, stats.index), chunk_document(stats, video)))
+    return artifacts

@@ -1,0 +1,39 @@
+"""`metas/v0/`: one JSON document per passed and filtered clip, MP4 facts probed in process."""
+
+from dagster import AssetExecutionContext
+
+from clip_assets.artifacts import BuildReport
+from clip_assets.artifacts.clip_metadata import build_clip_metadata
+from clip_assets.assets.family import family_asset
+from clip_assets.assets.opening import open_validated_video
+from clip_assets.contract import schema
+from clip_assets.io_manager import FamilyOutput
+from clip_assets.resources import StorageResource, WriterSettingsResource
+
+_COLUMNS = [
+    schema.MP4,
+    schema.WINDOWS,
+    schema.MOTION_GLOBAL_MEAN,
+    schema.MOTION_PER_PATCH_MIN_256,
+    schema.AESTHETIC_SCORE,
+    schema.ERRORS,
+    schema.EXTRA_METADATA,
+]
+
+
+@family_asset(
+    name="clip_metadata",
+    kinds={"json"},
+    description="Clip metadata JSON (metas/v0/{uuid}.json): span, source facts, probed MP4 facts with the exact "
+    "frame count, scores, errors, windows with captions, validity.",
+)
+def clip_metadata(
+    context: AssetExecutionContext,
+    inbox: StorageResource,
+    output: StorageResource,
+    writer_settings: WriterSettingsResource,
+) -> FamilyOutput:
+    video = open_validated_video(context, inbox, output, writer_settings)
+    report = BuildReport()
+    artifacts = build_clip_metadata(video.clips(_COLUMNS), video.info, video.settings, report, video.name)
+    return FamilyOutput(video.name, artifacts, report, video.settings.max_workers)

@@ -1,0 +1,92 @@
+"""Dataset-level roll-up over every partition: clips, hours, bytes per family, coverage, and a plot."""
+
+
+import base64
+import io
+import json
+
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
+
+from clip_assets import layout
+from clip_assets.artifact_writer import ArtifactWriter
+from clip_assets.assets.clip_embeddings import clip_embeddings
+from clip_assets.assets.clip_files import clip_files
+from clip_assets.assets.clip_metadata import clip_metadata
+from clip_assets.assets.clip_previews import clip_previews
+from clip_assets.assets.partitions import processed_video_partitions
+from clip_assets.assets.video_summaries import video_summaries
+from clip_assets.dataset_stats import DatasetStats
+from clip_assets.resources import StorageResource
+
+FAMILIES = (clip_files, clip_previews, clip_embeddings, clip_metadata, video_summaries)
+
+
+def _plot_markdown(stats: DatasetStats) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (by_family, by_video) = plt.subplots(1, 2, figsize=(10, 3.6))
+    families = sorted(stats.bytes_by_family)
+    by_family.barh(families, [stats.bytes_by_family[f] / 1e6 for f in families], color="#4f46e5")
+    by_family.set_xlabel("MB written")
+    by_family.set_title("Bytes per output family")
+    clip_counts = sorted(stats.clips_by_video.values(), reverse=True)
+    by_video.bar(range(len(clip_counts)), clip_counts, color="#0d9488")
+    by_video.set_xlabel("videos (sorted)")
+    by_video.set_ylabel("passed clips")
+    by_video.set_title(f"{stats.clips_passed} passed clips in {stats.videos} videos")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return f"![dataset summary](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+@asset(
+    deps=list(FAMILIES),
+    kinds={"json"},
+    group_name="dataset",
+    automation_condition=AutomationCondition.eager(),
+    description="Roll-up of every processed video's outputs: clips, hours, bytes per family, caption and "
+    "embedding coverage, with a plot. Written to _clip_assets/dataset_summary.json.",
+)
+def dataset_summary(context: AssetExecutionContext, output: StorageResource) -> MaterializeResult:
+    storage = output.get_storage()
+    writer = ArtifactWriter(storage)
+    stats = DatasetStats()
+    partition_keys = context.instance.get_dynamic_partitions(processed_video_partitions.name)
+    missing = 0
+    for partition_key in partition_keys:
+        summary = writer.load_manifest(video_summaries.key.to_user_string(), partition_key)
+        if summary is None:
+            missing += 1
+            continue
+        chunk_keys = sorted(k for k in summary.entries if k.startswith("processed_clip_chunks/"))
+        stats.add_video(partition_key, [json.loads(storage.read(k)) for k in chunk_keys])
+        for family in FAMILIES:
+            name = family.key.to_user_string()
+            manifest = writer.load_manifest(name, partition_key)
+            if manifest is not None:
+                stats.add_family(name, len(manifest.entries), manifest.total_bytes)
+    document = stats.to_json()
+    storage.put(layout.dataset_summary_key(), json.dumps(document, indent=2).encode())
+    if missing:
+        context.log.warning(f"{missing} of {len(partition_keys)} partitions have no outputs yet")
+    return MaterializeResult(
+        metadata={
+            "videos": stats.videos,
+            "videos_without_outputs": missing,
+            "clips_passed": stats.clips_passed,
+            "clips_filtered": stats.clips_filtered,
+            "clip_hours": MetadataValue.float(round(stats.clip_seconds / 3600, 4)),
+            "caption_coverage": MetadataValue.float(round(stats.coverage(stats.clips_with_caption), 4)),
+            "embedding_coverage": MetadataValue.float(round(stats.coverage(stats.clips_with_embeddings), 4)),
+            "preview_coverage": MetadataValue.float(round(stats.coverage(stats.clips_with_webp), 4)),
+            "total_bytes": MetadataValue.int(sum(stats.bytes_by_family.values())),
+            "bytes_by_family": MetadataValue.json(document["bytes_by_family"]),
+            "summary_file": MetadataValue.path(f"{storage.root}/{layout.dataset_summary_key()}"),
+            "plot": MetadataValue.md(_plot_markdown(stats)) if stats.videos else MetadataValue.text("no outputs yet"),
+        }
+    )

@@ -1,0 +1,97 @@
+"""`clip-assets`: make sample input, ingest real video, register partitions, run the demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from clip_assets.environment import DATA_DIR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, configured
+
+
+@click.group()
+def main() -> None:
+    """Turn processed videos into NeMo Curator-compatible curated outputs, as Dagster assets."""
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def sample(directory: Path) -> None:
+    """Write a few short synthetic test-pattern videos into DIRECTORY."""
+    from clip_assets.media.synthetic import write_sample_videos
+
+    for path in write_sample_videos(directory):
+        click.echo(path)
+
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--inbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Inbox folder (default: ${INBOX_VAR} or {configured(INBOX_VAR)}).",
+)
+@click.option("--clip-len", type=float, default=2.0, show_default=True, help="Clip length in seconds.")
+@click.option("--stride", type=float, default=2.0, show_default=True, help="Seconds between clip starts.")
+@click.option("--clips-per-chunk", type=int, default=0, show_default=True, help="Clips per chunk (0: no chunks).")
+@click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+def ingest(
+    videos: tuple[Path, ...],
+    inbox: Path | None,
+    clip_len: float,
+    stride: float,
+    clips_per_chunk: int,
+    no_progress: bool,
+) -> None:
+    """Turn VIDEOS (files or folders) into processed-video files in the inbox."""
+    from clip_assets.media.ingest import IngestSettings, ingest_paths
+
+    settings = IngestSettings(clip_len_s=clip_len, stride_s=stride, clips_per_chunk=clips_per_chunk)
+    target = inbox or Path(configured(INBOX_VAR))
+    for path in ingest_paths(list(videos), target, settings=settings, progress=not no_progress):
+        click.echo(path)
+
+
+@main.command()
+@click.option("--inbox", default=None, help=f"Inbox folder (default: ${INBOX_VAR} or {configured(INBOX_VAR)}).")
+def discover(inbox: str | None) -> None:
+    """Register every complete processed video in the inbox as a partition of the instance at $DAGSTER_HOME."""
+    from dagster import DagsterInstance
+
+    from clip_assets.assets.partitions import processed_video_partitions
+    from clip_assets.discovery import register
+    from clip_assets.resources import StorageResource
+
+    storage = StorageResource(url=inbox or configured(INBOX_VAR)).get_storage()
+    result, new_keys = register(DagsterInstance.get(), storage, processed_video_partitions.name)
+    for video in result.videos:
+        click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")
+    for key in result.incomplete:
+        click.echo(f"skipped {key} (incomplete: no readable Parquet footer)", err=True)
+    click.echo(f"{len(result.videos)} processed videos, {len(new_keys)} new partitions", err=True)
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(DATA_DIR),
+    show_default=True,
+    help="Where sample videos, inbox and output go.",
+)
+def demo(workdir: Path) -> None:
+    """Sample videos -> ingest -> discover -> the curate_videos job for every partition, in a temporary
+    Dagster home, on local storage."""
+    from clip_assets.demo import run_demo
+
+    os.environ.setdefault(INBOX_VAR, str(workdir / "inbox"))
+    os.environ.setdefault(OUTPUT_VAR, str(workdir / "output"))
+    os.environ.setdefault(INPUT_PATH_VAR, "")
+    with tempfile.TemporaryDirectory(prefix="clip-assets-dagster-home-") as home:
+        os.environ["DAGSTER_HOME"] = home
+        ok = run_demo(workdir, echo=click.echo)
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,15 @@
+"""The processed-video file: clip-assets' input contract (see docs/processed-video-format.md)."""
+
+from clip_assets.contract.errors import ProcessedVideoError
+from clip_assets.contract.reader import ProcessedVideoReader
+from clip_assets.contract.records import ClipRecord, VideoInfo, Window
+from clip_assets.contract.writer import write_processed_video
+
+__all__ = [
+    "ClipRecord",
+    "ProcessedVideoError",
+    "ProcessedVideoReader",
+    "VideoInfo",
+    "Window",
+    "write_processed_video",
+]

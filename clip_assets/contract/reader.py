@@ -1,0 +1,254 @@
+"""Streaming reader of processed-video files: validate up front, then yield clips batch by batch.
+
+Memory stays bounded by `batch_size` clips (and by the producer's row-group size, which our writer
+keeps small), whatever the video's length. Each caller projects only the columns it needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clip_assets.contract import schema
+from clip_assets.contract.errors import ProcessedVideoError
+from clip_assets.contract.identity import canonical_uuid, derive_clip_uuid
+from clip_assets.contract.limits import ValidationLimits
+from clip_assets.contract.records import ClipRecord, VideoInfo, Window
+from clip_assets.contract.validation import ClipChecker, check_arrow_schema, parse_file_metadata
+
+ALL_COLUMNS: frozenset[str] = frozenset(schema.COLUMNS) | {schema.WINDOW_WEBP_COLUMN}
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    """What a full validation pass learned about a file; small enough to keep per partition."""
+
+    num_clips: int
+    num_passed: int
+    num_filtered: int
+    embedding_dims: dict[str, int]
+
+
+class ProcessedVideoReader:
+    """Opens one processed-video file and checks its footer, schema and metadata immediately.
+
+    `name` is what errors call the file (the inbox-relative path or URL), never a temp path.
+    """
+
+    def __init__(
+        self,
+        source: str | BinaryIO,
+        name: str,
+        *,
+        batch_size: int = 16,
+        limits: ValidationLimits | None = None,
+    ) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.limits = limits or ValidationLimits()
+        try:
+            self._file = pq.ParquetFile(source, buffer_size=1 << 20, pre_buffer=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise ProcessedVideoError(name, "<parquet footer>", f"not a readable Parquet file ({exc})") from None
+        arrow_schema = self._file.schema_arrow
+        metadata = arrow_schema.metadata or {}
+        self.info: VideoInfo = parse_file_metadata(name, metadata.get(schema.METADATA_KEY))
+        self.unknown_columns: list[str] = check_arrow_schema(name, arrow_schema)
+        self.columns_present: frozenset[str] = frozenset(arrow_schema.names) & set(schema.COLUMNS)
+        self.num_rows: int = self._file.metadata.num_rows
+        if self.num_rows > self.limits.max_clips:
+            raise ProcessedVideoError(
+                name, schema.CLIP_UUID, f"{self.num_rows} clips exceed the limit {self.limits.max_clips}"
+            )
+        if self.columns_present.isdisjoint({schema.CLIP_UUID}) and self.info.framerate is None:
+            raise ProcessedVideoError(
+                name,
+                "clip_assets.video.framerate",
+                "needed to derive clip ids when there is no clip_uuid column",
+            )
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ProcessedVideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _parquet_columns(self, wanted: frozenset[str]) -> list[str]:
+        """Parquet leaf-path prefixes for the wanted logical columns (nested names vary by writer)."""
+        columns: list[str] = []
+        for name in self._file.schema_arrow.names:
+            if name not in wanted or name == schema.WINDOWS:
+                continue
+            columns.append(name)
+        if schema.WINDOWS in wanted and schema.WINDOWS in self.columns_present:
+            include_webp = schema.WINDOW_WEBP_COLUMN in wanted
+            seen: set[str] = set()
+            for i in range(len(self._file.schema)):
+                parts = self._file.schema.column(i).path.split(".")
+                if parts[0] != schema.WINDOWS or len(parts) < 4:
+                    continue
+                prefix = ".".join(parts[:4])
+                if parts[3] == schema.WINDOW_WEBP and not include_webp:
+                    continue
+                if prefix not in seen:
+                    seen.add(prefix)
+                    columns.append(prefix)
+        return columns
+
+    def iter_clips(self, columns: Iterable[str] = ALL_COLUMNS) -> Iterator[ClipRecord]:
+        """Yield every clip in file order, checked, with only `columns` (plus identity) filled in."""
+        wanted = frozenset(columns) | set(schema.IDENTITY_COLUMNS)
+        unknown = wanted - ALL_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown contract columns requested: {sorted(unknown)}")
+        checker = ClipChecker(self.name, self.info, self.limits)
+        row = 0
+        for batch in self._file.iter_batches(batch_size=self.batch_size, columns=self._parquet_columns(wanted)):
+            for clip in self._records(batch, row):
+                checker.check(clip)
+                yield clip
+            row += batch.num_rows
+
+    def validate(self) -> ValidationSummary:
+        """One streaming pass over every column: raises on the first problem, writes nothing."""
+        passed = filtered = 0
+        checker_dims: dict[str, int] = {}
+        for clip in self.iter_clips(ALL_COLUMNS):
+            if clip.filtered:
+                filtered += 1
+            else:
+                passed += 1
+            for algorithm, vector in clip.embeddings.items():
+                checker_dims.setdefault(algorithm, int(vector.size))
+        return ValidationSummary(passed + filtered, passed, filtered, checker_dims)
+
+    def _records(self, batch: pa.RecordBatch, first_row: int) -> Iterator[ClipRecord]:
+        names = batch.schema.names
+        data: dict[str, list[Any]] = {}
+        for name in names:
+            if name == schema.EMBEDDINGS:
+                data[name] = _embedding_rows(batch.column(name))
+            else:
+                data[name] = batch.column(name).to_pylist()
+        for offset in range(batch.num_rows):
+            row = first_row + offset
+            yield self._record(row, {name: values[offset] for name, values in data.items()})
+
+    def _record(self, row: int, values: dict[str, Any]) -> ClipRecord:
+        def fail(field: str, problem: str, clip_id: str | None = None) -> ProcessedVideoError:
+            return ProcessedVideoError(self.name, field, problem, row=row, clip_id=clip_id)
+
+        for name in (schema.CHUNK_INDEX, schema.SPAN_START, schema.SPAN_END, schema.FILTERED):
+            if values.get(name) is None:
+                raise fail(name, "must not be null")
+        raw_id = values.get(schema.CLIP_UUID)
+        if raw_id is None:
+            if self.info.framerate is None:
+                raise fail(schema.CLIP_UUID, "null, and no video framerate to derive it from")
+            clip_id = derive_clip_uuid(
+                self.info.source_video,
+                values[schema.SPAN_START],
+                values[schema.SPAN_END],
+                self.info.framerate,
+            )
+        else:
+            try:
+                clip_id = canonical_uuid(raw_id)
+            except ValueError:
+                raise fail(schema.CLIP_UUID, f"{raw_id!r} is not a UUID") from None
+        clip = ClipRecord(
+            row=row,
+            uuid=clip_id,
+            chunk_index=int(values[schema.CHUNK_INDEX]),
+            span_start=float(values[schema.SPAN_START]),
+            span_end=float(values[schema.SPAN_END]),
+            filtered=bool(values[schema.FILTERED]),
+            filtered_by=values.get(schema.FILTERED_BY),
+            mp4=values.get(schema.MP4),
+            motion_score_global_mean=values.get(schema.MOTION_GLOBAL_MEAN),
+            motion_score_per_patch_min_256=values.get(schema.MOTION_PER_PATCH_MIN_256),
+            aesthetic_score=values.get(schema.AESTHETIC_SCORE),
+        )
+        if values.get(schema.ERRORS) is not None:
+            clip.errors = _string_map(values[schema.ERRORS], lambda p: fail(schema.ERRORS, p, clip_id))
+        if values.get(schema.WINDOWS) is not None:
+            clip.windows = [
+                self._window(window, lambda p, i=i: fail(f"{schema.WINDOWS}[{i}]", p, clip_id))
+                for i, window in enumerate(values[schema.WINDOWS])
+            ]
+        if values.get(schema.EMBEDDINGS) is not None:
+            clip.embeddings = _unique_map(values[schema.EMBEDDINGS], lambda p: fail(schema.EMBEDDINGS, p, clip_id))
+        extra = values.get(schema.EXTRA_METADATA)
+        if extra is not None:
+            try:
+                parsed = json.loads(extra)
+            except json.JSONDecodeError as exc:
+                raise fail(schema.EXTRA_METADATA, f"not JSON ({exc})", clip_id) from None
+            if not isinstance(parsed, dict):
+                raise fail(schema.EXTRA_METADATA, "must be a JSON object", clip_id)
+            clip.extra_metadata = parsed
+        return clip
+
+    @staticmethod
+    def _window(value: dict[str, Any] | None, fail: Any) -> Window:
+        if value is None:
+            raise fail("window must not be null")
+        for name in (schema.WINDOW_START_FRAME, schema.WINDOW_END_FRAME):
+            if value.get(name) is None:
+                raise fail(f"{name} must not be null")
+        return Window(
+            start_frame=int(value[schema.WINDOW_START_FRAME]),
+            end_frame=int(value[schema.WINDOW_END_FRAME]),
+            webp=value.get(schema.WINDOW_WEBP),
+            captions=_string_map(value.get(schema.WINDOW_CAPTIONS) or [], fail),
+            enhanced_captions=_string_map(value.get(schema.WINDOW_ENHANCED_CAPTIONS) or [], fail),
+        )
+
+
+def _unique_map(pairs: list[tuple[str, Any]], fail: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise fail(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _string_map(pairs: list[tuple[str, str | None]], fail: Any) -> dict[str, str]:
+    for key, value in pairs:
+        if not isinstance(value, str):
+            raise fail(f"value of {key!r} is not text")
+    return _unique_map(pairs, fail)
+
+
+def _embedding_rows(column: pa.Array) -> list[list[tuple[str, np.ndarray]] | None]:
+    """Map<string, list<float>> rows as (algorithm, numpy vector) pairs, dtype kept.
+
+    Vectors are copied out of Arrow buffers once, without a per-float Python round trip.
+    """
+    keys = column.keys.to_pylist()
+    items = column.items
+    offsets = column.offsets.to_pylist()
+    validity = column.is_valid().to_pylist()
+    rows: list[list[tuple[str, np.ndarray]] | None] = []
+    for i, valid in enumerate(validity):
+        if not valid:
+            rows.append(None)
+            continue
+        pairs: list[tuple[str, np.ndarray]] = []
+        for j in range(offsets[i], offsets[i + 1]):
+            vector = items[j]
+            dtype = items.type.value_type.to_pandas_dtype()
+            array = vector.values.to_numpy(zero_copy_only=False).copy() if vector.is_valid else np.empty(0, dtype=dtype)
+            pairs.append((keys[j], array))
+        rows.append(pairs)
+    return rows

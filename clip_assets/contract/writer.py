@@ -1,0 +1,85 @@
+"""Writer for upstream producers: clip records in, one complete processed-video file out.
+
+It streams: clips are written in row groups of `row_group_size`, so a producer never holds a whole
+video's clips in memory, and readers later stream the same small row groups back. The file only
+appears at its final name once its footer is written (temp name in the same folder, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clip_assets.contract import schema
+from clip_assets.contract.records import ClipRecord, VideoInfo
+
+
+def _batch(clips: list[ClipRecord]) -> pa.RecordBatch:
+    columns = {
+        schema.CLIP_UUID: [c.uuid for c in clips],
+        schema.CHUNK_INDEX: [c.chunk_index for c in clips],
+        schema.SPAN_START: [c.span_start for c in clips],
+        schema.SPAN_END: [c.span_end for c in clips],
+        schema.FILTERED: [c.filtered for c in clips],
+        schema.FILTERED_BY: [c.filtered_by for c in clips],
+        schema.MP4: [c.mp4 for c in clips],
+        schema.WINDOWS: [
+            [
+                {
+                    schema.WINDOW_START_FRAME: w.start_frame,
+                    schema.WINDOW_END_FRAME: w.end_frame,
+                    schema.WINDOW_WEBP: w.webp,
+                    schema.WINDOW_CAPTIONS: list(w.captions.items()),
+                    schema.WINDOW_ENHANCED_CAPTIONS: list(w.enhanced_captions.items()),
+                }
+                for w in c.windows
+            ]
+            for c in clips
+        ],
+        schema.EMBEDDINGS: [[(k, v.astype("float32").tolist()) for k, v in c.embeddings.items()] for c in clips],
+        schema.MOTION_GLOBAL_MEAN: [c.motion_score_global_mean for c in clips],
+        schema.MOTION_PER_PATCH_MIN_256: [c.motion_score_per_patch_min_256 for c in clips],
+        schema.AESTHETIC_SCORE: [c.aesthetic_score for c in clips],
+        schema.ERRORS: [list(c.errors.items()) if c.errors else None for c in clips],
+        schema.EXTRA_METADATA: [json.dumps(c.extra_metadata) if c.extra_metadata is not None else None for c in clips],
+    }
+    return pa.RecordBatch.from_pydict(columns, schema=schema.ARROW_SCHEMA)
+
+
+def write_processed_video(
+    destination: str | os.PathLike[str],
+    info: VideoInfo,
+    clips: Iterable[ClipRecord],
+    *,
+    row_group_size: int = 8,
+) -> Path:
+    """Write one processed-video file atomically and return its path.
+
+    `clips` may be a generator; at most `row_group_size` clips are held at once.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    arrow_schema = schema.ARROW_SCHEMA.with_metadata({schema.METADATA_KEY: json.dumps(info.to_json()).encode()})
+    fd, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(temp_name, arrow_schema, compression="zstd") as writer:
+            pending: list[ClipRecord] = []
+            for clip in clips:
+                pending.append(clip)
+                if len(pending) >= row_group_size:
+                    writer.write_batch(_batch(pending).replace_schema_metadata(arrow_schema.metadata))
+                    pending = []
+            if pending:
+                writer.write_batch(_batch(pending).replace_schema_metadata(arrow_schema.metadata))
+        Path(temp_name).replace(destination)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return destination

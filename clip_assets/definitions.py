@@ -1,0 +1,64 @@
+"""The only place that assembles Definitions: assets, job, sensor and resources.
+
+Storage roots and `input_path` come from CLIP_ASSETS_INBOX, CLIP_ASSETS_OUTPUT and
+CLIP_ASSETS_INPUT_PATH through `EnvVar` (so the UI shows the variable, not its value); when a variable
+is unset the embedded default (local folders under ./clip-assets-data) is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import ConfigurableIOManager, ConfigurableResource, Definitions, EnvVar, in_process_executor
+
+from clip_assets.assets.clip_embeddings import clip_embeddings
+from clip_assets.assets.clip_files import clip_files
+from clip_assets.assets.clip_metadata import clip_metadata
+from clip_assets.assets.clip_previews import clip_previews
+from clip_assets.assets.dataset_summary import dataset_summary
+from clip_assets.assets.family import IO_MANAGER_KEY
+from clip_assets.assets.inbox import processed_videos
+from clip_assets.assets.video_summaries import video_summaries
+from clip_assets.environment import DEFAULTS, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR
+from clip_assets.io_manager import ClipArtifactIOManager
+from clip_assets.jobs import curate_videos, summarize_dataset
+from clip_assets.resources import StorageResource, WriterSettingsResource
+from clip_assets.sensors import processed_video_sensor
+
+
+def _from_environment(name: str) -> str | EnvVar:
+    return EnvVar(name) if name in os.environ else DEFAULTS[name]
+
+
+def build_resources(
+    inbox: str | EnvVar, output: str | EnvVar, writer_settings: WriterSettingsResource
+) -> dict[str, ConfigurableResource | ConfigurableIOManager]:
+    """The resource set every deployment uses; tests call it with their own folders."""
+    output_storage = StorageResource(url=output)
+    return {
+        "inbox": StorageResource(url=inbox),
+        "output": output_storage,
+        "writer_settings": writer_settings,
+        IO_MANAGER_KEY: ClipArtifactIOManager(output=output_storage),
+    }
+
+
+defs = Definitions(
+    assets=[
+        processed_videos,
+        clip_files,
+        clip_previews,
+        clip_embeddings,
+        clip_metadata,
+        video_summaries,
+        dataset_summary,
+    ],
+    jobs=[curate_videos, summarize_dataset],
+    sensors=[processed_video_sensor],
+    resources=build_resources(
+        _from_environment(INBOX_VAR),
+        _from_environment(OUTPUT_VAR),
+        WriterSettingsResource(input_path=_from_environment(INPUT_PATH_VAR)),
+    ),
+    executor=in_process_executor,
+)

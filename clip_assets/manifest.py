@@ -1,0 +1,64 @@
+"""The per-partition, per-family manifest: which keys a partition owns and the sha256 of each.
+
+It is what makes writes idempotent (identical content is not rewritten) and re-runs clean (keys a
+partition no longer produces are removed). Pure data + JSON; the IO manager reads and writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    sha256: str
+    size: int
+
+
+@dataclass
+class PartitionManifest:
+    family: str
+    partition_key: str
+    source: str = ""
+    entries: dict[str, ManifestEntry] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries.values())
+
+    @property
+    def digest(self) -> str:
+        """One sha256 over every (key, sha256) pair: equal digests mean identical output."""
+        hasher = hashlib.sha256()
+        for key in sorted(self.entries):
+            hasher.update(f"{key}\0{self.entries[key].sha256}\n".encode())
+        return hasher.hexdigest()
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "family": self.family,
+                "partition_key": self.partition_key,
+                "source": self.source,
+                "digest": self.digest,
+                "artifacts": {key: {"sha256": e.sha256, "size": e.size} for key, e in sorted(self.entries.items())},
+            },
+            indent=1,
+        ).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PartitionManifest:
+        doc = json.loads(data)
+        if doc.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {doc.get('format')!r}")
+        return cls(
+            family=doc["family"],
+            partition_key=doc["partition_key"],
+            source=doc.get("source", ""),
+            entries={k: ManifestEntry(v["sha256"], int(v["size"])) for k, v in doc["artifacts"].items()},
+        )

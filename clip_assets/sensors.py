@@ -1,0 +1,31 @@
+"""The sensor that turns new or changed processed videos into partitions and runs."""
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+
+from clip_assets.assets.partitions import processed_video_partitions
+from clip_assets.discovery import DiscoveryCursor, discover
+from clip_assets.jobs import curate_videos
+from clip_assets.resources import StorageResource
+
+
+@sensor(
+    job=curate_videos,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Registers complete processed videos in the inbox as partitions and requests a run for each "
+    "new or changed one (run key = partition + size + mtime/ETag, so a rewrite runs again).",
+)
+def processed_video_sensor(context: SensorEvaluationContext, inbox: StorageResource) -> SensorResult:
+    result = discover(inbox.get_storage(), DiscoveryCursor.parse(context.cursor))
+    if result.incomplete:
+        context.log.info(f"skipping {len(result.incomplete)} incomplete files, e.g. {result.incomplete[0]}")
+    known = set(context.instance.get_dynamic_partitions(processed_video_partitions.name))
+    new_keys = sorted({v.partition_key for v in result.videos} - known)
+    return SensorResult(
+        run_requests=[
+            RunRequest(partition_key=v.partition_key, run_key=f"{v.partition_key}@{v.fingerprint}")
+            for v in result.videos
+        ],
+        dynamic_partitions_requests=[processed_video_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=result.cursor.to_str(),
+    )

@@ -1,0 +1,34 @@
+"""NeMo Curator's ClipWriterStage knobs, with NeMo's defaults and meaning, as one pure value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    """What decides which artifacts a processed video produces.
+
+    `caption_models`/`enhanced_caption_models` are ordered: the chunk summary keeps the caption of
+    the first listed model present. `None` (NeMo would crash on it) means every model present in the
+    window, in the file's order.
+    """
+
+    upload_clips: bool = True
+    dry_run: bool = False
+    generate_embeddings: bool = True
+    generate_previews: bool = True
+    generate_captions: bool = True
+    embedding_algorithm: str = "cosmos-embed1"
+    caption_models: tuple[str, ...] | None = None
+    enhanced_caption_models: tuple[str, ...] | None = None
+    max_workers: int = 6
+    input_path: str = ""
+    # Full path or URL of the output root, as NeMo writes it into `clip_location`.
+    output_location: str = ""
+
+    def __post_init__(self) -> None:
+        if self.max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+        if not self.embedding_algorithm:
+            raise ValueError("embedding_algorithm must not be empty")

@@ -1,0 +1,57 @@
+"""The storage interface the IO manager, the assets and discovery are written against."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+
+class StorageError(OSError):
+    """A storage operation that failed; the message names the key and the backend's reason."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing or stat returns: enough to fingerprint a file without reading it."""
+
+    key: str
+    size: int
+    # Nanoseconds since the epoch (local mtime; S3 LastModified).
+    modified_ns: int
+    # A content tag when the backend has one (S3 ETag); None for local files.
+    etag: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the object's content may have changed."""
+        return f"{self.size}:{self.etag or self.modified_ns}"
+
+
+class Storage(Protocol):
+    """Keys are '/'-separated and relative to the backend's root; backends refuse unsafe ones."""
+
+    @property
+    def root(self) -> str:
+        """Full path or URL of the root, as written into NeMo's `clip_location`."""
+        ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write atomically: readers see the old object or the complete new one, never a part."""
+        ...
+
+    def read(self, key: str) -> bytes: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A seekable binary reader, for streaming large inputs (Parquet) without loading them."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove a key; a missing key is not an error."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object below `prefix`, in no particular order."""
+        ...

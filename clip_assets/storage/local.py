@@ -1,0 +1,111 @@
+"""Local-disk backend: atomic writes by temp file + rename inside the output root."""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from clip_assets import layout
+from clip_assets.storage.base import ObjectInfo, StorageError
+
+STAGING_DIR = f"{layout.INTERNAL_PREFIX}/staging"
+
+
+class LocalStorage:
+    """A folder as object storage.
+
+    Temporary files go to `_clip_assets/staging/` under the root, never next to the final file, so
+    NeMo's tree only ever shows complete files; the rename into place is atomic because both are on
+    the root's filesystem (when a subfolder is a different mount, the temp file is made beside the
+    target instead).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = Path(root).expanduser().resolve()
+
+    @property
+    def root(self) -> str:
+        return self._root.as_posix()
+
+    def path(self, key: str) -> Path:
+        return self._root / layout.check_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        staging = self._root / STAGING_DIR
+        temp = staging / f"{uuid.uuid4().hex}.tmp"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+            try:
+                temp.replace(target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                temp.unlink(missing_ok=True)
+                temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+                temp.write_bytes(data)
+                temp.replace(target)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StorageError(exc.errno, f"cannot write {self.root}/{key}: {exc.strerror or exc}") from exc
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(exc.errno, f"cannot read {self.root}/{key}: {exc.strerror or exc}") from exc
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.path(key).open("rb")
+        except OSError as exc:
+            raise StorageError(exc.errno, f"cannot open {self.root}/{key}: {exc.strerror or exc}") from exc
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, st.st_mtime_ns)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(exc.errno, f"cannot delete {self.root}/{key}: {exc.strerror or exc}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._root / prefix if prefix else self._root
+        for directory, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(directory) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(path.relative_to(self._root).as_posix(), st.st_size, st.st_mtime_ns)
+
+    def sweep_staging(self, older_than_s: float) -> int:
+        """Remove temp files a killed writer left behind; returns how many."""
+        staging = self._root / STAGING_DIR
+        if not staging.is_dir():
+            return 0
+        import time
+
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for entry in staging.iterdir():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed

@@ -1,0 +1,103 @@
+import hashlib
+import json
+
+import pytest
+
+from clip_assets import layout
+from clip_assets.artifact_writer import ArtifactWriter, DuplicateArtifactError
+from clip_assets.artifacts import Artifact
+from clip_assets.storage import LocalStorage
+
+
+def artifacts(**contents: bytes) -> list[Artifact]:
+    return [Artifact(f"clips/{name}.mp4", data) for name, data in contents.items()]
+
+
+def snapshot(root):
+    return {
+        p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_writes_artifacts_and_a_manifest_with_their_hashes(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path), max_workers=3)
+    result = writer.write("clip_files", "cam/a.mp4", "inbox/a", artifacts(a=b"A" * 100, b=b"B"))
+    assert (tmp_path / "clips/a.mp4").read_bytes() == b"A" * 100
+    assert result.written == 2 and result.skipped == 0 and result.bytes_written == 101
+    manifest = json.loads((tmp_path / layout.manifest_key("clip_files", "cam/a.mp4")).read_text())
+    assert manifest["artifacts"]["clips/a.mp4"] == {"sha256": hashlib.sha256(b"A" * 100).hexdigest(), "size": 100}
+    assert manifest["partition_key"] == "cam/a.mp4"
+    assert not list((tmp_path / "_clip_assets/staging").iterdir())
+
+
+def test_rerun_with_identical_content_rewrites_nothing(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "p", "s", artifacts(a=b"A", b=b"B"))
+    before = snapshot(tmp_path / "clips")
+    result = writer.write("clip_files", "p", "s", artifacts(a=b"A", b=b"B"))
+    assert (result.written, result.skipped) == (0, 2)
+    assert snapshot(tmp_path / "clips") == before
+
+
+def test_changed_input_replaces_changed_and_removes_stale(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "p", "s", artifacts(a=b"A", b=b"B", c=b"C"))
+    result = writer.write("clip_files", "p", "s", artifacts(a=b"A", b=b"B2"))
+    assert (result.written, result.skipped, result.removed) == (1, 1, ["clips/c.mp4"])
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["a.mp4", "b.mp4"]
+    assert (tmp_path / "clips/b.mp4").read_bytes() == b"B2"
+
+
+def test_a_file_damaged_on_disk_is_rewritten(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "p", "s", artifacts(a=b"AAAA"))
+    (tmp_path / "clips/a.mp4").write_bytes(b"AA")
+    assert writer.write("clip_files", "p", "s", artifacts(a=b"AAAA")).written == 1
+    assert (tmp_path / "clips/a.mp4").read_bytes() == b"AAAA"
+
+
+def test_stale_keys_still_owned_by_another_partition_are_kept(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "one", "s", artifacts(shared=b"S", a=b"A"))
+    writer.write("clip_files", "two", "s", artifacts(shared=b"S"))
+    result = writer.write("clip_files", "one", "s", artifacts(a=b"A"))
+    assert result.kept_shared == ["clips/shared.mp4"] and result.removed == []
+    assert (tmp_path / "clips/shared.mp4").exists()
+
+
+def test_duplicate_keys_in_one_partition_fail_before_the_manifest_changes(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "p", "s", artifacts(a=b"A", z=b"Z"))
+    with pytest.raises(DuplicateArtifactError):
+        writer.write("clip_files", "p", "s", [Artifact("clips/a.mp4", b"1"), Artifact("clips/a.mp4", b"2")])
+    assert set(writer.load_manifest("clip_files", "p").entries) == {"clips/a.mp4", "clips/z.mp4"}
+    assert (tmp_path / "clips/z.mp4").exists()
+
+
+def test_a_failing_stream_keeps_the_previous_manifest_and_files(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "p", "s", artifacts(a=b"A", b=b"B"))
+
+    def broken():
+        yield Artifact("clips/a.mp4", b"A")
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError, match="bad row"):
+        writer.write("clip_files", "p", "s", broken())
+    assert set(writer.load_manifest("clip_files", "p").entries) == {"clips/a.mp4", "clips/b.mp4"}
+    assert (tmp_path / "clips/b.mp4").read_bytes() == b"B"
+
+
+def test_unsafe_keys_are_refused(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path / "out"))
+    with pytest.raises(ValueError, match="unsafe output key"):
+        writer.write("clip_files", "p", "s", [Artifact("../escape.mp4", b"x")])
+    assert not (tmp_path / "escape.mp4").exists()
+
+
+def test_many_artifacts_through_a_small_pool(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path), max_workers=2)
+    many = (Artifact(f"previews/{i:04d}.webp", bytes([i % 256]) * 10) for i in range(600))
+    result = writer.write("clip_previews", "p", "s", many)
+    assert result.written == 600
+    assert len(list((tmp_path / "previews").iterdir())) == 600

@@ -1,0 +1,180 @@
+"""Real processed videos through real Dagster runs: the NeMo tree, idempotence, stale removal, failures."""
+
+import hashlib
+import io
+import json
+import pickle
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from clip_assets import layout
+from clip_assets.manifest import PartitionManifest
+from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, write_video
+
+REL = "cam1/street walk.mp4"
+KEY = "cam1/street walk.mp4"
+
+
+def tree(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def nemo_tree(root):
+    return [k for k in tree(root) if not k.startswith("_clip_assets/")]
+
+
+def mtimes(root):
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "_clip_assets" not in p.parts}
+
+
+def materialization_metadata(result, asset_name):
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == asset_name:
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    raise AssertionError(f"no materialization of {asset_name}")
+
+
+def test_one_video_produces_the_nemo_tree(inbox, output, run_partition):
+    clips = make_clips(4, filtered=[1], clips_per_chunk=2)
+    write_video(inbox / f"{REL}.parquet", clips)
+    result = run_partition(KEY)
+    assert result.success
+    passed = [c for c in clips if not c.filtered]
+    uuid5 = [layout.chunk_embedding_uuid(SOURCE_VIDEO, i) for i in (0, 1)]
+    assert nemo_tree(output) == sorted(
+        [f"clips/{c.uuid}.mp4" for c in passed]
+        + [f"filtered_clips/{clips[1].uuid}.mp4"]
+        + [f"previews/{c.uuid}/{w}.webp" for c in passed for w in ("0_4", "4_8")]
+        + [f"metas/v0/{c.uuid}.json" for c in clips]
+        + [f"ce1_embd/{c.uuid}.pickle" for c in passed]
+        + [f"ce1_embd_parquet/{u}.parquet" for u in uuid5]
+        + [f"processed_videos/{REL}.json", f"processed_clip_chunks/{REL}_0.json", f"processed_clip_chunks/{REL}_1.json"]
+    )
+
+    for clip in clips:
+        folder = "filtered_clips" if clip.filtered else "clips"
+        with av.open(str(output / folder / f"{clip.uuid}.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 8
+    for path in output.glob("previews/*/*.webp"):
+        with Image.open(path) as image:
+            assert image.format == "WEBP" and image.n_frames == 2
+            image.seek(1)
+            image.convert("RGB")
+
+    meta = json.loads((output / f"metas/v0/{clips[0].uuid}.json").read_text())
+    assert list(meta) == [
+        "span_uuid", "source_video", "duration_span", "width_source", "height_source", "framerate_source",
+        "clip_location", "width", "height", "framerate", "num_frames", "video_codec", "num_bytes",
+        "motion_score", "aesthetic_score", "windows", "valid",
+    ]  # fmt: skip
+    assert meta["span_uuid"] == clips[0].uuid and meta["source_video"] == SOURCE_VIDEO
+    assert meta["clip_location"] == f"{output.resolve()}/clips/{clips[0].uuid}.mp4"
+    assert (meta["width"], meta["height"], meta["num_frames"], meta["video_codec"]) == (64, 48, 8, "h264")
+    assert meta["framerate"] == 24.0 and meta["num_bytes"] == len(clips[0].mp4)
+    assert meta["windows"] == [
+        {
+            "start_frame": 0,
+            "end_frame": 4,
+            "qwen_caption": "clip 0 first half",
+            "qwen_lm_enhanced_caption": "enhanced 0",
+        },
+        {"start_frame": 4, "end_frame": 8, "qwen_caption": "clip 0 second half"},
+    ]
+    assert meta["valid"] is True
+    filtered_meta = json.loads((output / f"metas/v0/{clips[1].uuid}.json").read_text())
+    assert filtered_meta["windows"] == [] and filtered_meta["valid"] is False
+    assert filtered_meta["clip_location"].endswith(f"filtered_clips/{clips[1].uuid}.mp4")
+
+    table = pq.read_table(output / f"ce1_embd_parquet/{uuid5[1]}.parquet")
+    assert table.column_names == ["id", "embedding"]
+    assert table.column("id").to_pylist() == [clips[2].uuid, clips[3].uuid]
+    vector = pickle.loads((output / f"ce1_embd/{clips[2].uuid}.pickle").read_bytes())
+    np.testing.assert_array_equal(vector, clips[2].embeddings["cosmos-embed1"])
+
+    chunk = json.loads((output / f"processed_clip_chunks/{REL}_0.json").read_text())
+    assert chunk["clips"] == [clips[0].uuid] and chunk["filtered_clips"] == [clips[1].uuid]
+
+    for family in ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"):
+        manifest = PartitionManifest.from_bytes((output / layout.manifest_key(family, KEY)).read_bytes())
+        assert manifest.entries
+        for key, entry in manifest.entries.items():
+            data = (output / key).read_bytes()
+            assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry.sha256, entry.size)
+        metadata = materialization_metadata(result, family)
+        assert metadata["manifest_sha256"] == manifest.digest
+        assert metadata["written"] == len(manifest.entries) and metadata["skipped_identical"] == 0
+    assert "data:image/png;base64," in materialization_metadata(result, "clip_previews")["preview"]
+
+
+def test_rerun_of_an_unchanged_partition_rewrites_nothing(inbox, output, run_partition):
+    write_video(inbox / f"{REL}.parquet", num_clips=3)
+    assert run_partition(KEY).success
+    before = mtimes(output)
+    result = run_partition(KEY)
+    assert result.success
+    assert mtimes(output) == before
+    for family in ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"):
+        metadata = materialization_metadata(result, family)
+        assert metadata["written"] == 0 and metadata["skipped_identical"] == metadata["artifacts"] > 0
+
+
+def test_removing_a_clip_from_the_input_leaves_none_of_its_files(inbox, output, run_partition):
+    clips = make_clips(3)
+    write_video(inbox / f"{REL}.parquet", clips)
+    assert run_partition(KEY).success
+    gone = clips[1].uuid
+    assert any(gone in key for key in tree(output))
+    write_video(inbox / f"{REL}.parquet", [clips[0], clips[2]])
+    result = run_partition(KEY)
+    assert result.success
+    assert not any(gone in key for key in tree(output))
+    for key in tree(output):
+        if key.endswith(".json") and not key.startswith("_"):
+            assert gone not in (output / key).read_text()
+    assert materialization_metadata(result, "clip_files")["removed_stale"] == 1
+    assert materialization_metadata(result, "clip_previews")["removed_stale"] == 2
+
+
+def test_invalid_video_fails_alone_and_writes_nothing(inbox, output, run_partition):
+    write_video(inbox / "good.mp4.parquet", source_video="/videos/good.mp4", num_clips=2)
+    clips = make_clips(3, source_video="/videos/bad.mp4")
+    clips[2].span_end = clips[2].span_start - 1
+    write_video(inbox / "bad.mp4.parquet", clips, source_video="/videos/bad.mp4")
+
+    bad = run_partition("bad.mp4")
+    assert not bad.success
+    failures = [e for e in bad.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 5
+    for event in failures:
+        error = event.event_specific_data.error
+        message = error.cause.message  # the UI shows it under the step's failure
+        assert "bad.mp4.parquet" in message and "row 2" in message and "span_end" in message
+        assert clips[2].uuid in message
+    assert not output.exists() or not any("bad" in key for key in tree(output))
+
+    assert run_partition("good.mp4").success
+    assert f"processed_videos/good.mp4.json" in tree(output)
+    assert not any("bad" in key for key in tree(output))
+
+
+def test_failed_run_after_a_good_one_leaves_previous_outputs_untouched(inbox, output, run_partition):
+    clips = make_clips(2)
+    write_video(inbox / f"{REL}.parquet", clips)
+    assert run_partition(KEY).success
+    before = {k: (output / k).read_bytes() for k in tree(output)}
+    clips[1].embeddings["cosmos-embed1"][0] = np.nan
+    write_video(inbox / f"{REL}.parquet", clips)
+    assert not run_partition(KEY).success
+    assert {k: (output / k).read_bytes() for k in tree(output)} == before
+
+
+def test_settings_dry_run_and_no_upload(inbox, output, run_partition):
+    write_video(inbox / f"{REL}.parquet", num_clips=2)
+    assert run_partition(KEY, dry_run=True).success
+    assert {k.split("/")[0] for k in nemo_tree(output)} == {"processed_videos", "processed_clip_chunks"}
+    assert run_partition(KEY, upload_clips=False).success
+    folders = {k.split("/")[0] for k in nemo_tree(output)}
+    assert "clips" not in folders and {"metas", "previews", "ce1_embd", "ce1_embd_parquet"} <= folders
