@@ -16,6 +16,9 @@ from clip_assets.artifacts import Artifact
 from clip_assets.manifest import ManifestEntry, PartitionManifest
 from clip_assets.storage import Storage
 
+# A temp file this old belongs to a writer that was killed, not to a concurrent run still writing.
+ABANDONED_AFTER_S = 6 * 3600
+
 
 class DuplicateArtifactError(ValueError):
     """Two artifacts of one partition mapped to one key: one would silently overwrite the other."""
@@ -46,6 +49,7 @@ class ArtifactWriter:
         return PartitionManifest.from_bytes(self.storage.read(key))
 
     def write(self, family: str, partition_key: str, source: str, artifacts: Iterable[Artifact]) -> WriteResult:
+        self.storage.remove_abandoned(ABANDONED_AFTER_S)
         previous = self.load_manifest(family, partition_key)
         old_entries = previous.entries if previous else {}
         manifest = PartitionManifest(family, partition_key, source)

@@ -1,6 +1,5 @@
 """The IO manager that owns writing: every family asset hands it artifacts, it hands back metadata."""
 
-
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any

@@ -1,6 +1,5 @@
 """Dagster resources: where processed videos come from, where outputs go, and NeMo's writer knobs."""
 
-
 from dagster import ConfigurableResource
 from pydantic import Field
 

@@ -1,7 +1,6 @@
 """Real processed videos through real Dagster runs: the NeMo tree, idempotence, stale removal, failures."""
 
 import hashlib
-import io
 import json
 import pickle
 
@@ -156,7 +155,7 @@ def test_invalid_video_fails_alone_and_writes_nothing(inbox, output, run_partiti
     assert not output.exists() or not any("bad" in key for key in tree(output))
 
     assert run_partition("good.mp4").success
-    assert f"processed_videos/good.mp4.json" in tree(output)
+    assert "processed_videos/good.mp4.json" in tree(output)
     assert not any("bad" in key for key in tree(output))
 
 

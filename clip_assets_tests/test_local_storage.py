@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from clip_assets.storage import LocalStorage, StorageError
@@ -26,16 +28,18 @@ def test_put_replaces_atomically_and_leaves_no_temp_files(tmp_path):
 def test_errors_name_the_key(tmp_path):
     storage = LocalStorage(tmp_path)
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    with pytest.raises(StorageError, match="blocker/x.bin"):
+    with pytest.raises(StorageError, match=r"blocker/x\.bin"):
         storage.put("blocker/x.bin", b"1")
-    with pytest.raises(StorageError, match="missing.bin"):
+    with pytest.raises(StorageError, match=r"missing\.bin"):
         storage.read("missing.bin")
 
 
-def test_sweep_staging_removes_leftovers_of_killed_writers(tmp_path):
+def test_remove_abandoned_clears_leftovers_of_killed_writers_only(tmp_path):
     storage = LocalStorage(tmp_path)
     staging = tmp_path / "_clip_assets/staging"
     staging.mkdir(parents=True)
     (staging / "dead.tmp").write_bytes(b"partial")
-    assert storage.sweep_staging(older_than_s=-1) == 1
-    assert not (staging / "dead.tmp").exists()
+    os.utime(staging / "dead.tmp", (0, 0))
+    (staging / "live.tmp").write_bytes(b"a concurrent writer is still busy")
+    assert storage.remove_abandoned(older_than_s=3600) == 1
+    assert not (staging / "dead.tmp").exists() and (staging / "live.tmp").exists()

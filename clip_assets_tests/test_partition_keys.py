@@ -13,7 +13,7 @@ def test_plain_paths_are_their_own_keys():
 
 
 def test_refuses_files_that_are_not_parquet():
-    with pytest.raises(ValueError, match="not a .parquet"):
+    with pytest.raises(ValueError, match=r"not a \.parquet"):
         encode_partition_key("a.mp4")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from clip_assets import layout
 from clip_assets.artifacts.base import Artifact, BuildReport, json_artifact
 from clip_assets.artifacts.captions import caption_models_in_order
-from clip_assets.contract import ClipRecord, ProcessedVideoError, VideoInfo
+from clip_assets.contract import ClipRecord, ProcessedVideoError, VideoInfo, Window
 from clip_assets.media.probe import MediaError, probe_mp4
 from clip_assets.settings import WriterSettings
 
@@ -68,7 +68,11 @@ def clip_source_video(video: VideoInfo) -> str:
     return layout.nemo_video_path(video.source_video)
 
 
-def _window_doc(window: Any, settings: WriterSettings) -> dict[str, Any]:
+def _has_caption(clip: ClipRecord, settings: WriterSettings) -> bool:
+    return any(caption_models_in_order(settings.caption_models, w.captions) for w in clip.windows)
+
+
+def _window_doc(window: Window, settings: WriterSettings) -> dict[str, Any]:
     doc: dict[str, Any] = {"start_frame": window.start_frame, "end_frame": window.end_frame}
     for model in caption_models_in_order(settings.caption_models, window.captions):
         doc[f"{model}_caption"] = window.captions[model]
@@ -87,6 +91,8 @@ def build_clip_metadata(
     artifacts: list[Artifact] = []
     for clip in clips:
         report.counts["filtered" if clip.filtered else "passed"] += 1
+        if settings.generate_captions and not clip.filtered and not _has_caption(clip, settings):
+            report.warn(f"Clip {clip.uuid} has no caption from {list(settings.caption_models or ['any model'])}")
         document = clip_metadata(clip, video, settings, file)
         if not settings.dry_run:
             artifacts.append(json_artifact(layout.clip_metadata_key(clip.uuid), document))

@@ -1,6 +1,5 @@
 """`previews/`: one animated WebP per window of each passed clip, with a thumbnail in the UI."""
 
-
 import base64
 import io
 from collections.abc import Iterator

@@ -1,24 +1,24 @@
 """Dataset-level roll-up over every partition: clips, hours, bytes per family, coverage, and a plot."""
 
-
 import base64
 import io
 import json
 
-from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from clip_assets import layout
-from clip_assets.artifact_writer import ArtifactWriter
 from clip_assets.assets.clip_embeddings import clip_embeddings
 from clip_assets.assets.clip_files import clip_files
 from clip_assets.assets.clip_metadata import clip_metadata
 from clip_assets.assets.clip_previews import clip_previews
-from clip_assets.assets.partitions import processed_video_partitions
 from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.dataset_stats import DatasetStats
+from clip_assets.manifest import PartitionManifest
 from clip_assets.resources import StorageResource
 
 FAMILIES = (clip_files, clip_previews, clip_embeddings, clip_metadata, video_summaries)
+# Per family: partition key -> that partition's manifest, None where it was never materialized.
+Manifests = dict[str, PartitionManifest | None]
 
 
 def _plot_markdown(stats: DatasetStats) -> str:
@@ -45,35 +45,47 @@ def _plot_markdown(stats: DatasetStats) -> str:
 
 
 @asset(
-    deps=list(FAMILIES),
+    ins={family.key.to_python_identifier(): AssetIn(family.key) for family in FAMILIES},
     kinds={"json"},
     group_name="dataset",
     automation_condition=AutomationCondition.eager(),
     description="Roll-up of every processed video's outputs: clips, hours, bytes per family, caption and "
     "embedding coverage, with a plot. Written to _clip_assets/dataset_summary.json.",
 )
-def dataset_summary(context: AssetExecutionContext, output: StorageResource) -> MaterializeResult:
+def dataset_summary(
+    context: AssetExecutionContext,
+    output: StorageResource,
+    clip_files: Manifests,
+    clip_previews: Manifests,
+    clip_embeddings: Manifests,
+    clip_metadata: Manifests,
+    video_summaries: Manifests,
+) -> MaterializeResult:
+    """Inputs are every partition's manifest per family (the IO manager loads them), not the files."""
     storage = output.get_storage()
-    writer = ArtifactWriter(storage)
     stats = DatasetStats()
-    partition_keys = context.instance.get_dynamic_partitions(processed_video_partitions.name)
+    families = {
+        "clip_files": clip_files,
+        "clip_previews": clip_previews,
+        "clip_embeddings": clip_embeddings,
+        "clip_metadata": clip_metadata,
+        "video_summaries": video_summaries,
+    }
     missing = 0
-    for partition_key in partition_keys:
-        summary = writer.load_manifest(video_summaries.key.to_user_string(), partition_key)
+    for partition_key, summary in sorted(video_summaries.items()):
         if summary is None:
             missing += 1
             continue
         chunk_keys = sorted(k for k in summary.entries if k.startswith("processed_clip_chunks/"))
         stats.add_video(partition_key, [json.loads(storage.read(k)) for k in chunk_keys])
-        for family in FAMILIES:
-            name = family.key.to_user_string()
-            manifest = writer.load_manifest(name, partition_key)
+        for name, manifests in families.items():
+            manifest = manifests.get(partition_key)
             if manifest is not None:
                 stats.add_family(name, len(manifest.entries), manifest.total_bytes)
     document = stats.to_json()
     storage.put(layout.dataset_summary_key(), json.dumps(document, indent=2).encode())
     if missing:
-        context.log.warning(f"{missing} of {len(partition_keys)} partitions have no outputs yet")
+        context.log.warning(f"{missing} of {len(video_summaries)} partitions have no outputs yet")
     return MaterializeResult(
         metadata={
             "videos": stats.videos,

@@ -4,7 +4,6 @@ Validation reads every column before any artifact is produced, so a bad file fai
 an error naming file, row and field, and nothing of that partition is written or removed.
 """
 
-
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 

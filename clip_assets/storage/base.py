@@ -55,3 +55,10 @@ class Storage(Protocol):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object below `prefix`, in no particular order."""
         ...
+
+    def remove_abandoned(self, older_than_s: float) -> int:
+        """Remove what writers killed mid-write left behind (temp files, unfinished uploads); returns how many.
+
+        Only leftovers older than `older_than_s` go, so writes of concurrent runs are never touched.
+        """
+        ...

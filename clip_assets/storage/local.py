@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,13 +93,10 @@ class LocalStorage:
                     continue
                 yield ObjectInfo(path.relative_to(self._root).as_posix(), st.st_size, st.st_mtime_ns)
 
-    def sweep_staging(self, older_than_s: float) -> int:
-        """Remove temp files a killed writer left behind; returns how many."""
+    def remove_abandoned(self, older_than_s: float) -> int:
         staging = self._root / STAGING_DIR
         if not staging.is_dir():
             return 0
-        import time
-
         cutoff = time.time() - older_than_s
         removed = 0
         for entry in staging.iterdir():

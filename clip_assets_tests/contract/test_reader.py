@@ -115,9 +115,8 @@ def set_value(column, row, value, type_=None):
 )
 def test_bad_values_name_file_row_and_field(tmp_path, mutate_table, mutate_meta, field, row):
     path = rewrite(tmp_path, mutate_table, mutate_meta)
-    with pytest.raises(ProcessedVideoError) as caught:
-        with ProcessedVideoReader(str(path), "inbox/bad.parquet") as reader:
-            reader.validate()
+    with pytest.raises(ProcessedVideoError) as caught, ProcessedVideoReader(str(path), "inbox/bad.parquet") as reader:
+        reader.validate()
     error = caught.value
     assert error.file == "inbox/bad.parquet"
     assert error.field == field

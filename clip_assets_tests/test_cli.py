@@ -1,0 +1,50 @@
+"""The CI path, as a user types it: `clip-assets discover`, then `dagster asset materialize`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from clip_assets_tests.factories import make_clips, write_video
+
+
+def run(args, env, cwd):
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_discover_then_dagster_asset_materialize(tmp_path, inbox, output):
+    clips = make_clips(3, filtered=[1])
+    write_video(inbox / "cam1/street walk.mp4.parquet", clips)
+    (inbox / "cam1/half.mp4.parquet").write_bytes(b"PAR1")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CLIP_ASSETS_INBOX": str(inbox),
+        "CLIP_ASSETS_OUTPUT": str(output),
+        "CLIP_ASSETS_INPUT_PATH": "/videos",
+    }
+    bin_dir = Path(sys.executable).parent
+    discovered = run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path)
+    assert discovered.returncode == 0, discovered.stderr
+    assert "added   cam1/street walk.mp4" in discovered.stdout
+    assert "skipped cam1/half.mp4.parquet (incomplete" in discovered.stderr
+
+    command = [
+        str(bin_dir / "dagster"), "asset", "materialize", "-m", "clip_assets",
+        "--select", "group:clip_outputs", "--partition", "cam1/street walk.mp4",
+    ]  # fmt: skip
+    materialized = run(command, env, tmp_path)
+    assert materialized.returncode == 0, materialized.stderr[-3000:]
+    video = json.loads((output / "processed_videos/cam1/street walk.mp4.json").read_text())
+    assert video["video"] == "/videos/cam1/street walk.mp4"
+    assert sorted(p.name for p in (output / "clips").iterdir()) == sorted(
+        f"{c.uuid}.mp4" for c in clips if not c.filtered
+    )
+    assert (output / f"filtered_clips/{clips[1].uuid}.mp4").read_bytes() == clips[1].mp4
+
+    again = run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path)
+    assert "known   cam1/street walk.mp4" in again.stdout and "0 new partitions" in again.stderr
