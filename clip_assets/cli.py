@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from clip_assets.environment import DATA_DIR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, configured
+from clip_assets.environment import (
+    DATA_DIR,
+    EMBEDDING_ALGORITHM_VAR,
+    INBOX_VAR,
+    INPUT_PATH_VAR,
+    OUTPUT_VAR,
+    configured,
+)
 
 
 @click.group()
@@ -87,10 +94,14 @@ def demo(workdir: Path) -> None:
     """Sample videos -> ingest -> discover -> the curate_videos job for every partition, in a temporary
     Dagster home, on local storage."""
     from clip_assets.demo import run_demo
+    from clip_assets.media.descriptor import COLOR_GRID_ALGORITHM
 
     os.environ.setdefault(INBOX_VAR, str(workdir / "inbox"))
     os.environ.setdefault(OUTPUT_VAR, str(workdir / "output"))
-    os.environ.setdefault(INPUT_PATH_VAR, "")
+    # The ingested videos record their absolute path, as upstream pipelines do; strip the demo folder.
+    os.environ.setdefault(INPUT_PATH_VAR, str((workdir / "videos").resolve()))
+    # The sample videos carry an honest colour-grid descriptor, not Cosmos-Embed1: write that one.
+    os.environ.setdefault(EMBEDDING_ALGORITHM_VAR, COLOR_GRID_ALGORITHM)
     with tempfile.TemporaryDirectory(prefix="clip-assets-dagster-home-") as home:
         os.environ["DAGSTER_HOME"] = home
         ok = run_demo(workdir, echo=click.echo)

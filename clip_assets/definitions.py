@@ -1,8 +1,8 @@
 """The only place that assembles Definitions: assets, job, sensor and resources.
 
-Storage roots and `input_path` come from CLIP_ASSETS_INBOX, CLIP_ASSETS_OUTPUT and
-CLIP_ASSETS_INPUT_PATH through `EnvVar` (so the UI shows the variable, not its value); when a variable
-is unset the embedded default (local folders under ./clip-assets-data) is used.
+Storage roots, `input_path` and the embedding algorithm come from CLIP_ASSETS_INBOX, CLIP_ASSETS_OUTPUT,
+CLIP_ASSETS_INPUT_PATH and CLIP_ASSETS_EMBEDDING_ALGORITHM through `EnvVar` (so the UI shows the variable,
+not its value); when a variable is unset its embedded default is used (environment.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from clip_assets.assets.dataset_summary import dataset_summary
 from clip_assets.assets.family import IO_MANAGER_KEY
 from clip_assets.assets.inbox import processed_videos
 from clip_assets.assets.video_summaries import video_summaries
-from clip_assets.environment import DEFAULTS, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR
+from clip_assets.environment import DEFAULTS, EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR
 from clip_assets.io_manager import ClipArtifactIOManager
 from clip_assets.jobs import curate_videos, summarize_dataset
 from clip_assets.resources import StorageResource, WriterSettingsResource
@@ -58,7 +58,10 @@ defs = Definitions(
     resources=build_resources(
         _from_environment(INBOX_VAR),
         _from_environment(OUTPUT_VAR),
-        WriterSettingsResource(input_path=_from_environment(INPUT_PATH_VAR)),
+        WriterSettingsResource(
+            input_path=_from_environment(INPUT_PATH_VAR),
+            embedding_algorithm=_from_environment(EMBEDDING_ALGORITHM_VAR),
+        ),
     ),
     executor=in_process_executor,
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -12,14 +14,14 @@ from dagster import DagsterInstance
 from clip_assets import layout
 from clip_assets.assets.partitions import processed_video_partitions
 from clip_assets.discovery import register
-from clip_assets.environment import INBOX_VAR, OUTPUT_VAR, configured
-from clip_assets.media.descriptor import COLOR_GRID_ALGORITHM
+from clip_assets.environment import EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, configured
 from clip_assets.media.ingest import ingest_paths
 from clip_assets.media.synthetic import write_sample_videos
 from clip_assets.storage import LocalStorage
 
-# The sample videos carry an honest colour-grid descriptor, not Cosmos-Embed1: write that one.
-DEMO_RUN_CONFIG = {"resources": {"writer_settings": {"config": {"embedding_algorithm": COLOR_GRID_ALGORITHM}}}}
+# The demo prints its own summary; Dagster's event log stays in the (temporary) instance.
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+EXPORTED = (INBOX_VAR, OUTPUT_VAR, INPUT_PATH_VAR, EMBEDDING_ALGORITHM_VAR)
 
 
 def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
@@ -38,18 +40,20 @@ def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
         run = job.execute_in_process(
             partition_key=video.partition_key,
             instance=instance,
-            run_config=DEMO_RUN_CONFIG,
+            run_config=QUIET,
             raise_on_error=False,
         )
         echo(f"curate_videos[{video.partition_key}]: {'success' if run.success else 'FAILED'}")
         ok &= run.success
-    summary_run = defs.resolve_job_def("summarize_dataset").execute_in_process(instance=instance, raise_on_error=False)
+    summary_run = defs.resolve_job_def("summarize_dataset").execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False
+    )
     ok &= summary_run.success
     output = LocalStorage(configured(OUTPUT_VAR))
     families = Counter(info.key.split("/")[0] for info in output.list() if not info.key.startswith("_"))
     echo(f"output tree {output.root}:")
     for folder, count in sorted(families.items()):
-        echo(f"  {folder + '/':<26}{count:>5} files")
+        echo(f"  {folder + '/':<34}{count:>5} files")
     if output.stat(layout.dataset_summary_key()):
         summary = json.loads(output.read(layout.dataset_summary_key()))
         echo(
@@ -57,5 +61,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
             f"filtered clips, {summary['clip_hours'] * 3600:.1f} s, embedding coverage "
             f"{summary['embedding_coverage']:.0%}"
         )
-    echo("demo " + ("succeeded" if ok else "FAILED") + "; browse it with: dagster dev (then open the asset graph)")
+    echo("demo " + ("succeeded" if ok else "FAILED"))
+    settings = " ".join(f"{name}={shlex.quote(os.environ[name])}" for name in EXPORTED if name in os.environ)
+    echo(f"explore it in the UI (its sensor registers the inbox): {settings} dagster dev -m clip_assets")
     return ok

@@ -48,3 +48,13 @@ def test_discover_then_dagster_asset_materialize(tmp_path, inbox, output):
 
     again = run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path)
     assert "known   cam1/street walk.mp4" in again.stdout and "0 new partitions" in again.stderr
+
+
+def test_workspace_loads_the_code_location_for_dagster_dev(tmp_path):
+    """`dagster dev` from the repo root loads the code location through workspace.yaml."""
+    repo_root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    command = [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"]
+    validated = run(command, env, repo_root)
+    assert validated.returncode == 0, validated.stderr[-3000:]
+    assert "Validation successful for code location clip_assets" in validated.stderr + validated.stdout

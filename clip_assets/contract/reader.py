@@ -57,7 +57,8 @@ class ProcessedVideoReader:
         except (pa.ArrowException, OSError) as exc:
             raise ProcessedVideoError(name, "<parquet footer>", f"not a readable Parquet file ({exc})") from None
         arrow_schema = self._file.schema_arrow
-        metadata = arrow_schema.metadata or {}
+        # The footer's key-value metadata holds Arrow schema metadata too, and what writers add last.
+        metadata = self._file.metadata.metadata or {}
         self.info: VideoInfo = parse_file_metadata(name, metadata.get(schema.METADATA_KEY))
         self.unknown_columns: list[str] = check_arrow_schema(name, arrow_schema)
         self.columns_present: frozenset[str] = frozenset(arrow_schema.names) & set(schema.COLUMNS)

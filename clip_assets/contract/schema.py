@@ -8,6 +8,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_VERSION = 1
+# Parquet footer key-value metadata key (Arrow schema metadata lands there too).
 METADATA_KEY = b"clip_assets"
 
 CLIP_UUID = "clip_uuid"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,32 +52,43 @@ def _batch(clips: list[ClipRecord]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns, schema=schema.ARROW_SCHEMA)
 
 
+def _metadata_json(info: VideoInfo) -> bytes:
+    return json.dumps(info.to_json()).encode()
+
+
 def write_processed_video(
     destination: str | os.PathLike[str],
-    info: VideoInfo,
+    info: VideoInfo | Callable[[], VideoInfo],
     clips: Iterable[ClipRecord],
     *,
     row_group_size: int = 8,
 ) -> Path:
     """Write one processed-video file atomically and return its path.
 
-    `clips` may be a generator; at most `row_group_size` clips are held at once.
+    `clips` may be a generator; at most `row_group_size` clips are held at once. `info` may be a
+    callable, called once every clip is written, for producers whose counters (filtered clips per
+    chunk) are only known at the end: the metadata then goes into the footer's key-value metadata
+    only; known up front, it is also Arrow schema metadata, which survives `pq.read_table` round trips.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    arrow_schema = schema.ARROW_SCHEMA.with_metadata({schema.METADATA_KEY: json.dumps(info.to_json()).encode()})
     fd, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
     try:
+        arrow_schema = schema.ARROW_SCHEMA
+        if not callable(info):
+            arrow_schema = arrow_schema.with_metadata({schema.METADATA_KEY: _metadata_json(info)})
         with pq.ParquetWriter(temp_name, arrow_schema, compression="zstd") as writer:
             pending: list[ClipRecord] = []
             for clip in clips:
                 pending.append(clip)
                 if len(pending) >= row_group_size:
-                    writer.write_batch(_batch(pending).replace_schema_metadata(arrow_schema.metadata))
+                    writer.write_batch(_batch(pending))
                     pending = []
             if pending:
-                writer.write_batch(_batch(pending).replace_schema_metadata(arrow_schema.metadata))
+                writer.write_batch(_batch(pending))
+            if callable(info):
+                writer.add_key_value_metadata({schema.METADATA_KEY: _metadata_json(info())})
         Path(temp_name).replace(destination)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

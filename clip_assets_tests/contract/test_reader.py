@@ -184,3 +184,24 @@ def test_writer_publishes_atomically(tmp_path):
 
         write_processed_video(tmp_path / "v.parquet", video_info(), clips_then_crash())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_can_be_given_after_the_clips(tmp_path):
+    """Producers whose counters are known only at the end still write the file once, streaming."""
+    from clip_assets.contract import write_processed_video
+
+    written = []
+
+    def clips():
+        for clip in make_clips(3, filtered=[1]):
+            written.append(clip.uuid)
+            yield clip
+
+    def info():
+        assert len(written) == 3  # asked for only after the last clip
+        return video_info(num_clips=3)
+
+    path = write_processed_video(tmp_path / "v.parquet", info, clips())
+    with ProcessedVideoReader(str(path), "v") as reader:
+        assert reader.info == video_info(num_clips=3)
+        assert reader.validate().num_filtered == 1

@@ -112,5 +112,5 @@ def test_probe_video_file_names_the_file_it_cannot_read(tmp_path: Path) -> None:
     path = tmp_path / "notes.mp4"
     path.write_text("not a video")
 
-    with pytest.raises(MediaError, match="notes.mp4"):
+    with pytest.raises(MediaError, match=r"notes\.mp4"):
         probe_video_file(path)

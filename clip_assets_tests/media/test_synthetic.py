@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from pathlib import Path
 
 import av
@@ -44,9 +45,8 @@ def test_sample_videos_are_five_second_320x240_h264_at_24_fps(sample_videos: lis
 def first_and_last_frames(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with av.open(str(path)) as container:
         frames = container.decode(video=0)
-        first = last = next(frames)
-        for last in frames:  # noqa: B007 - only the last one is wanted
-            pass
+        first = next(frames)
+        last = deque(frames, maxlen=1)[0]
         return first.to_ndarray(format="rgb24"), last.to_ndarray(format="rgb24")
 
 

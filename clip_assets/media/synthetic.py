@@ -1,0 +1,107 @@
+"""Synthetic sample videos, so the pipeline can be tried and tested without real footage.
+
+Three short 320x240, 24 fps H.264 MP4s drawn with numpy: two that move (their clips pass a motion
+filter) and one perfectly still (its clips are filtered). Content is a pure function of the frame
+number, so two runs produce the same frames (and, with the same PyAV build, the same bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import av
+import numpy as np
+
+WIDTH = 320
+HEIGHT = 240
+FRAMERATE = 24
+NUM_FRAMES = 120  # 5 seconds
+
+# SMPTE-style colour bars: white, yellow, cyan, green, magenta, red, blue.
+_BARS = np.array(
+    [
+        [235, 235, 235],
+        [235, 235, 16],
+        [16, 235, 235],
+        [16, 235, 16],
+        [235, 16, 235],
+        [235, 16, 16],
+        [16, 16, 235],
+    ],
+    dtype=np.uint8,
+)
+_BOX_SIDE = 64
+_BOX_VELOCITY = (7, 5)  # pixels per frame, x and y
+
+Painter = Callable[[int], np.ndarray]
+
+
+def _moving_bars(index: int) -> np.ndarray:
+    """Colour bars scrolling left 4 px per frame over a grey ramp that scrolls down."""
+    columns = (np.arange(WIDTH) + 4 * index) * len(_BARS) // WIDTH % len(_BARS)
+    frame = np.repeat(_BARS[columns][np.newaxis], HEIGHT, axis=0)
+    ramp = ((np.arange(HEIGHT) * 2 + 3 * index) % 256).astype(np.uint8)
+    frame[HEIGHT * 2 // 3 :] = ramp[HEIGHT * 2 // 3 :, np.newaxis, np.newaxis]
+    return frame
+
+
+def _bounce(position: int, span: int) -> int:
+    """Where a point moving `position` steps along a segment of length `span` is, reflecting at ends."""
+    cycle = position % (2 * span)
+    return cycle if cycle <= span else 2 * span - cycle
+
+
+def _bouncing_box(index: int) -> np.ndarray:
+    """An orange square bouncing around a dark blue background."""
+    frame = np.empty((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frame[:] = (20, 30, 60)
+    x = _bounce(_BOX_VELOCITY[0] * index, WIDTH - _BOX_SIDE)
+    y = _bounce(_BOX_VELOCITY[1] * index, HEIGHT - _BOX_SIDE)
+    frame[y : y + _BOX_SIDE, x : x + _BOX_SIDE] = (250, 150, 30)
+    return frame
+
+
+@cache
+def _still_picture() -> np.ndarray:
+    """A diagonal colour gradient with a white circle; drawn once, the still video repeats it."""
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+    frame = np.stack([cols * 255 // WIDTH, rows * 255 // HEIGHT, (rows + cols) * 255 // (HEIGHT + WIDTH)], axis=-1)
+    inside = (rows - HEIGHT // 2) ** 2 + (cols - WIDTH // 2) ** 2 < 50**2
+    frame[inside] = (255, 255, 255)
+    picture = frame.astype(np.uint8)
+    picture.flags.writeable = False  # shared by every call
+    return picture
+
+
+def _still_image(index: int) -> np.ndarray:
+    """The same picture for every frame (`index` is ignored)."""
+    del index
+    return _still_picture()
+
+
+SAMPLE_VIDEOS: dict[str, Painter] = {
+    "cam1/street walk.mp4": _moving_bars,
+    "cam2/bouncing box.mp4": _bouncing_box,
+    "static/still frame.mp4": _still_image,
+}
+
+
+def write_video(path: Path, painter: Painter, num_frames: int = NUM_FRAMES) -> Path:
+    """Encode `num_frames` frames from `painter` as H.264 MP4 at `path`; `veryfast` keeps it quick."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FRAMERATE)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast"}
+        for index in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(painter(index), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def write_sample_videos(directory: Path) -> list[Path]:
+    """Write the three sample videos below `directory` (sub-folders, a space in each name); return paths."""
+    return [write_video(Path(directory) / relative, painter) for relative, painter in SAMPLE_VIDEOS.items()]
