@@ -177,3 +177,77 @@ def test_settings_dry_run_and_no_upload(inbox, output, run_partition):
     assert run_partition(KEY, upload_clips=False).success
     folders = {k.split("/")[0] for k in nemo_tree(output)}
     assert "clips" not in folders and {"metas", "previews", "ce1_embd", "ce1_embd_parquet"} <= folders
+
+
+def test_a_foreign_producers_file_with_other_arrow_types_and_derived_ids(inbox, output, run_partition):
+    """Another writer: int64/large types, 'item'-named lists, one row group, no clip_uuid column."""
+    import pyarrow as pa
+
+    clips = make_clips(3, filtered=[2])
+    window = pa.struct(
+        [
+            ("start_frame", pa.int64()),
+            ("end_frame", pa.int64()),
+            ("webp", pa.large_binary()),
+            ("captions", pa.map_(pa.large_string(), pa.large_string())),
+        ]
+    )
+    table = pa.table(
+        {
+            "chunk_index": pa.array([0, 0, 0], pa.int64()),
+            "span_start": [c.span_start for c in clips],
+            "span_end": [c.span_end for c in clips],
+            "filtered": [c.filtered for c in clips],
+            "filtered_by": pa.array([c.filtered_by for c in clips], pa.large_string()),
+            "mp4": pa.array([c.mp4 for c in clips], pa.large_binary()),
+            "windows": pa.array(
+                [
+                    [
+                        {"start_frame": w.start_frame, "end_frame": w.end_frame, "webp": w.webp, "captions": w.captions}
+                        for w in c.windows
+                    ]
+                    for c in clips
+                ],
+                pa.large_list(window),
+            ),
+            "embeddings": pa.array(
+                [list(c.embeddings.items()) for c in clips], pa.map_(pa.string(), pa.list_(pa.float64()))
+            ),
+        }
+    )
+    info = json.dumps(
+        {
+            "format_version": 1,
+            "source_video": SOURCE_VIDEO,
+            "video": {"width": 64, "height": 48, "framerate": 24},
+            "num_total_clips": 3,
+            "num_clip_chunks": 1,
+        }
+    )
+    table = table.replace_schema_metadata({"clip_assets": info})
+    (inbox / "cam1").mkdir()
+    pq.write_table(table, inbox / f"{REL}.parquet", use_compliant_nested_type=False)
+
+    assert run_partition(KEY).success
+    assert sorted(p.stem for p in (output / "metas/v0").iterdir()) == sorted(c.uuid for c in clips)
+    vector = pickle.loads((output / f"ce1_embd/{clips[0].uuid}.pickle").read_bytes())
+    assert vector.dtype == np.float64  # the producer's dtype is kept
+    np.testing.assert_array_equal(vector, clips[0].embeddings["cosmos-embed1"])
+    meta = json.loads((output / f"metas/v0/{clips[0].uuid}.json").read_text())
+    assert meta["windows"][0] == {"start_frame": 0, "end_frame": 4, "qwen_caption": "clip 0 first half"}
+
+
+def test_keys_dagster_refuses_are_encoded_and_still_written(inbox, output, run_partition):
+    write_video(inbox / "odd...name.mp4.parquet", source_video="/videos/odd...name.mp4", num_clips=1)
+    assert run_partition("odd%2E%2E%2Ename.mp4").success
+    assert (output / "processed_videos/odd...name.mp4.json").exists()
+
+
+def test_a_video_outside_input_path_is_rejected_before_writing(inbox, output, run_partition):
+    write_video(inbox / "x.mp4.parquet", source_video="/elsewhere/x.mp4", num_clips=2)
+    result = run_partition("x.mp4")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.cause.message
+    assert "x.mp4.parquet" in message and "clip_assets.source_video" in message and "not under input_path" in message
+    assert not output.exists() or nemo_tree(output) == []

@@ -32,7 +32,6 @@ class ValidationSummary:
     num_clips: int
     num_passed: int
     num_filtered: int
-    embedding_dims: dict[str, int]
 
 
 class ProcessedVideoReader:
@@ -122,15 +121,12 @@ class ProcessedVideoReader:
     def validate(self) -> ValidationSummary:
         """One streaming pass over every column: raises on the first problem, writes nothing."""
         passed = filtered = 0
-        checker_dims: dict[str, int] = {}
         for clip in self.iter_clips(ALL_COLUMNS):
             if clip.filtered:
                 filtered += 1
             else:
                 passed += 1
-            for algorithm, vector in clip.embeddings.items():
-                checker_dims.setdefault(algorithm, int(vector.size))
-        return ValidationSummary(passed + filtered, passed, filtered, checker_dims)
+        return ValidationSummary(passed + filtered, passed, filtered)
 
     def _records(self, batch: pa.RecordBatch, first_row: int) -> Iterator[ClipRecord]:
         names = batch.schema.names
