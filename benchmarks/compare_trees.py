@@ -190,6 +190,8 @@ class JsonComparer:
             return
         if not math.isclose(nemo, ours, rel_tol=JSON_REL_TOL):
             self.report.diff(self.rel, "value", label, nemo, ours)
+        elif nemo != ours:
+            self.report.note(self.rel, "float equal within tolerance, not exactly", label, nemo, ours)
         elif type(nemo) is not type(ours):
             self.report.note(self.rel, "int vs float", label, nemo, ours)
 

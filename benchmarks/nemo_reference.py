@@ -94,10 +94,10 @@ class Totals:
 
 
 def read_file_info(path: pathlib.Path, parquet: pq.ParquetFile) -> FileInfo:
-    """Parse the `clip_assets` schema metadata: NeMo's `Video` fields come from there."""
-    raw = (parquet.schema_arrow.metadata or {}).get(METADATA_KEY)
+    """Parse the `clip_assets` footer metadata (where Arrow schema metadata lands too): NeMo's `Video` fields."""
+    raw = (parquet.metadata.metadata or {}).get(METADATA_KEY)
     if raw is None:
-        raise ValueError(f"{path}: schema metadata key 'clip_assets' is missing; not a processed-video file")
+        raise ValueError(f"{path}: footer metadata key 'clip_assets' is missing; not a processed-video file")
     doc = json.loads(raw.decode("utf-8"))
     if doc.get("format_version") != 1:
         raise ValueError(f"{path}: format_version {doc.get('format_version')!r} is not 1")

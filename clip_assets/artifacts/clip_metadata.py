@@ -12,7 +12,7 @@ from typing import Any
 
 from clip_assets import layout
 from clip_assets.artifacts.base import Artifact, BuildReport, json_artifact
-from clip_assets.artifacts.captions import caption_models_in_order
+from clip_assets.artifacts.captions import caption_models_in_order, has_caption
 from clip_assets.contract import ClipRecord, ProcessedVideoError, VideoInfo, Window
 from clip_assets.media.probe import MediaError, probe_mp4
 from clip_assets.settings import WriterSettings
@@ -55,9 +55,9 @@ def clip_metadata(clip: ClipRecord, video: VideoInfo, settings: WriterSettings, 
         doc["aesthetic_score"] = clip.aesthetic_score
     if clip.errors:
         doc["errors"] = dict(clip.errors)
-    windows = [] if clip.filtered else clip.windows
-    doc["windows"] = [_window_doc(w, settings) for w in windows]
-    doc["valid"] = bool(clip.mp4) and len(windows) > 0
+    # Filtered clips normally come without windows; NeMo writes whatever windows a clip has.
+    doc["windows"] = [_window_doc(w, settings) for w in clip.windows]
+    doc["valid"] = bool(clip.mp4) and len(clip.windows) > 0
     if clip.extra_metadata:
         doc.update(clip.extra_metadata)
     return doc
@@ -66,10 +66,6 @@ def clip_metadata(clip: ClipRecord, video: VideoInfo, settings: WriterSettings, 
 def clip_source_video(video: VideoInfo) -> str:
     """NeMo's clips carry the video path as the splitting stage saw it (`str(Path)` for local paths)."""
     return layout.nemo_video_path(video.source_video)
-
-
-def _has_caption(clip: ClipRecord, settings: WriterSettings) -> bool:
-    return any(caption_models_in_order(settings.caption_models, w.captions) for w in clip.windows)
 
 
 def _window_doc(window: Window, settings: WriterSettings) -> dict[str, Any]:
@@ -91,7 +87,7 @@ def build_clip_metadata(
     artifacts: list[Artifact] = []
     for clip in clips:
         report.counts["filtered" if clip.filtered else "passed"] += 1
-        if settings.generate_captions and not clip.filtered and not _has_caption(clip, settings):
+        if settings.generate_captions and not clip.filtered and not has_caption(clip.windows, settings.caption_models):
             report.warn(f"Clip {clip.uuid} has no caption from {list(settings.caption_models or ['any model'])}")
         document = clip_metadata(clip, video, settings, file)
         if not settings.dry_run:

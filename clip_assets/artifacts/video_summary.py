@@ -2,8 +2,10 @@
 
 The counters follow NeMo's ClipStats: passed = passed clips; transcoded = clips (passed or filtered)
 with MP4 bytes; with_webp = passed clips with at least one WebP; with_embeddings = passed clips with
-an embedding of the configured algorithm; with_caption = passed clips with a caption of a listed
-model; durations run over passed and filtered clips. Both files are written on a dry run too.
+an embedding of the configured algorithm; with_caption = clips (passed or filtered, as NeMo counts in
+its metadata writer) with a caption of a listed model; durations run over passed and filtered clips,
+summed in NeMo's order (passed clips, then filtered ones) so the float totals match to the last bit.
+Both files are written on a dry run too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from clip_assets import layout
 from clip_assets.artifacts.base import Artifact, BuildReport, json_artifact
-from clip_assets.artifacts.captions import caption_models_in_order
+from clip_assets.artifacts.captions import caption_models_in_order, has_caption
 from clip_assets.contract import ClipRecord, VideoInfo
 from clip_assets.settings import WriterSettings
 
@@ -30,7 +32,8 @@ class ChunkStats:
     num_with_embeddings: int = 0
     num_with_caption: int = 0
     num_with_webp: int = 0
-    total_clip_duration: float = 0.0
+    passed_duration: float = 0.0
+    filtered_durations: list[float] = field(default_factory=list)
     max_clip_duration: float = 0.0
     filtered_by: Counter[str] = field(default_factory=Counter)
     clips: list[str] = field(default_factory=list)
@@ -38,15 +41,24 @@ class ChunkStats:
     all_windows: dict[str, dict[str, str]] = field(default_factory=dict)
     all_windows_enhanced_caption: dict[str, dict[str, str]] = field(default_factory=dict)
 
+    @property
+    def total_clip_duration(self) -> float:
+        total = self.passed_duration
+        for duration in self.filtered_durations:
+            total += duration
+        return total
+
     def add(self, clip: ClipRecord, settings: WriterSettings) -> None:
-        self.total_clip_duration += clip.duration
         self.max_clip_duration = max(self.max_clip_duration, clip.duration)
         if clip.mp4:
             self.num_transcoded += 1
         if clip.filtered:
             self.filtered_clips.append(clip.uuid)
+            self.filtered_durations.append(clip.duration)
             self.filtered_by[clip.filtered_by or "unknown"] += 1
+            self.num_with_caption += int(has_caption(clip.windows, settings.caption_models))
             return
+        self.passed_duration += clip.duration
         self.num_passed += 1
         self.clips.append(clip.uuid)
         if settings.embedding_algorithm in clip.embeddings:
@@ -55,17 +67,15 @@ class ChunkStats:
             self.num_with_webp += 1
         captions: dict[str, str] = {}
         enhanced: dict[str, str] = {}
-        has_caption = False
         for window in clip.windows:
             window_key = f"{window.start_frame}_{window.end_frame}"
             models = caption_models_in_order(settings.caption_models, window.captions)
             if models:
-                has_caption = True
                 captions[window_key] = window.captions[models[0]]
             enhanced_models = caption_models_in_order(settings.enhanced_caption_models, window.enhanced_captions)
             if enhanced_models:
                 enhanced[window_key] = window.enhanced_captions[enhanced_models[0]]
-        self.num_with_caption += int(has_caption)
+        self.num_with_caption += int(has_caption(clip.windows, settings.caption_models))
         self.all_windows[clip.uuid] = captions
         self.all_windows_enhanced_caption[clip.uuid] = enhanced
 

@@ -126,3 +126,21 @@ def test_caption_model_order_picks_the_first_listed_model_present():
 def test_dry_run_still_writes_the_summary():
     out = list(build_video_summary(make_clips(2), video_info(num_clips=2), WriterSettings(dry_run=True), BuildReport()))
     assert len(out) == 2
+
+
+def test_total_duration_is_summed_in_nemos_order_passed_then_filtered():
+    clips = make_clips(3, filtered=[1])
+    for clip, duration in zip(clips, (0.1, 0.3, 0.7), strict=True):
+        clip.span_start, clip.span_end = 0.0, duration
+    (_, chunk) = [json.loads(a.data) for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport())]
+    assert chunk["total_clip_duration"] == (0.0 + 0.1 + 0.7) + 0.3 == 1.0999999999999999
+    assert (0.0 + 0.1 + 0.3) + 0.7 != 1.0999999999999999  # file order would differ in the last bit
+    assert chunk["max_clip_duration"] == 0.7
+
+
+def test_filtered_clips_with_captions_count_as_nemo_counts_them():
+    clips = make_clips(2, filtered=[1])
+    clips[1].windows = [clips[0].windows[0]]
+    (_, chunk) = [json.loads(a.data) for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport())]
+    assert chunk["num_clips_with_caption"] == 2
+    assert list(chunk["all_windows"]) == [clips[0].uuid]  # only passed clips are listed
