@@ -29,6 +29,8 @@ class BuildReport:
     counts: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     num_warnings: int = 0
+    # One representative artifact (the first preview) for the UI to show.
+    sample: Artifact | None = None
 
     def warn(self, message: str) -> None:
         self.num_warnings += 1

@@ -25,4 +25,7 @@ def build_previews(clips: Iterable[ClipRecord], settings: WriterSettings, report
                 continue
             report.counts["previews"] += 1
             if not settings.dry_run:
-                yield Artifact(layout.preview_key(clip.uuid, window.start_frame, window.end_frame), window.webp)
+                artifact = Artifact(layout.preview_key(clip.uuid, window.start_frame, window.end_frame), window.webp)
+                if report.sample is None:
+                    report.sample = artifact
+                yield artifact

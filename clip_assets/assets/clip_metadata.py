@@ -1,14 +1,12 @@
 """`metas/v0/`: one JSON document per passed and filtered clip, MP4 facts probed in process."""
 
-from dagster import AssetExecutionContext
+from collections.abc import Iterable
 
-from clip_assets.artifacts import BuildReport
+from clip_assets.artifacts import Artifact, BuildReport
 from clip_assets.artifacts.clip_metadata import build_clip_metadata
 from clip_assets.assets.family import family_asset
-from clip_assets.assets.opening import open_validated_video
+from clip_assets.assets.opening import ValidatedVideo
 from clip_assets.contract import schema
-from clip_assets.io_manager import FamilyOutput
-from clip_assets.resources import StorageResource, WriterSettingsResource
 
 _COLUMNS = [
     schema.MP4,
@@ -27,13 +25,5 @@ _COLUMNS = [
     description="Clip metadata JSON (metas/v0/{uuid}.json): span, source facts, probed MP4 facts with the exact "
     "frame count, scores, errors, windows with captions, validity.",
 )
-def clip_metadata(
-    context: AssetExecutionContext,
-    inbox: StorageResource,
-    output: StorageResource,
-    writer_settings: WriterSettingsResource,
-) -> FamilyOutput:
-    video = open_validated_video(context, inbox, output, writer_settings)
-    report = BuildReport()
-    artifacts = build_clip_metadata(video.clips(_COLUMNS), video.info, video.settings, report, video.name)
-    return FamilyOutput(video.name, artifacts, report, video.settings.max_workers)
+def clip_metadata(video: ValidatedVideo, report: BuildReport) -> Iterable[Artifact]:
+    return build_clip_metadata(video.clips(_COLUMNS), video.info, video.settings, report, video.name)
