@@ -90,19 +90,26 @@ class ProcessedVideoReader:
                 continue
             columns.append(name)
         if schema.WINDOWS in wanted and schema.WINDOWS in self.columns_present:
-            include_webp = schema.WINDOW_WEBP_COLUMN in wanted
-            seen: set[str] = set()
-            for i in range(len(self._file.schema)):
-                parts = self._file.schema.column(i).path.split(".")
-                if parts[0] != schema.WINDOWS or len(parts) < 4:
-                    continue
-                prefix = ".".join(parts[:4])
-                if parts[3] == schema.WINDOW_WEBP and not include_webp:
-                    continue
-                if prefix not in seen:
-                    seen.add(prefix)
-                    columns.append(prefix)
+            columns += self._window_columns(include_webp=schema.WINDOW_WEBP_COLUMN in wanted)
         return columns
+
+    def _window_columns(self, *, include_webp: bool) -> list[str]:
+        """Leaf prefixes `windows.<list>.<element>.<field>` of the window fields, WebP bytes only if asked.
+
+        Writers name the list levels differently (`list.element`, `list.item`); a legacy two-level
+        list has no such prefix, and then the whole column is read.
+        """
+        paths = [
+            self._file.schema.column(i).path.split(".")
+            for i in range(len(self._file.schema))
+            if self._file.schema.column(i).path.split(".")[0] == schema.WINDOWS
+        ]
+        if any(len(parts) < 4 for parts in paths):
+            return [schema.WINDOWS]
+        prefixes = dict.fromkeys(
+            ".".join(parts[:4]) for parts in paths if include_webp or parts[3] != schema.WINDOW_WEBP
+        )
+        return list(prefixes)
 
     def iter_clips(self, columns: Iterable[str] = ALL_COLUMNS) -> Iterator[ClipRecord]:
         """Yield every clip in file order, checked, with only `columns` (plus identity) filled in."""
