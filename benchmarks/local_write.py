@@ -63,8 +63,15 @@ def webp(seed: int) -> bytes:
     return out.getvalue()
 
 
+def distinct(mp4: bytes, seed: int) -> bytes:
+    """A copy whose coded picture data differs (clips are never identical in real data, and Parquet
+    would dictionary-encode identical values); demuxing and probing are unaffected."""
+    payload = mp4.index(b"mdat") + 64
+    return mp4[:payload] + seed.to_bytes(8, "little") + mp4[payload + 8 :]
+
+
 def make_inbox(inbox: Path, videos: int, clips: int, clip_bytes: int) -> None:
-    mp4 = noise_mp4(clip_bytes, 0)
+    base = noise_mp4(clip_bytes, 0)
     previews = [webp(1), webp(2)]
     for v in range(videos):
         source = f"/videos/v{v:04d}.mp4"
@@ -79,7 +86,7 @@ def make_inbox(inbox: Path, videos: int, clips: int, clip_bytes: int) -> None:
                     span_start=start,
                     span_end=end,
                     filtered=False,
-                    mp4=mp4,
+                    mp4=distinct(base, v * clips + c),
                     windows=[Window(0, 23, previews[0], {"qwen": f"caption {c}"}), Window(24, 47, previews[1])],
                     embeddings={"cosmos-embed1": np.random.default_rng(c).standard_normal(768).astype(np.float32)},
                 )

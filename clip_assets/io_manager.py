@@ -68,11 +68,12 @@ class ClipArtifactIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> PartitionManifest | dict[str, PartitionManifest | None] | None:
         """A downstream asset gets the manifest(s) of what was written, not the bytes themselves.
 
-        One partition gives its manifest (None if never materialized); several give a dict by key.
+        A partitioned run gets its partition's manifest (None if never materialized); an unpartitioned
+        downstream (the dataset roll-up) gets every partition's, by key.
         """
         family = context.asset_key.to_user_string()
         writer = ArtifactWriter(self.output.get_storage())
+        if context.has_partition_key:
+            return writer.load_manifest(family, context.asset_partition_key)
         keys = context.asset_partition_keys if context.has_asset_partitions else []
-        if len(keys) == 1:
-            return writer.load_manifest(family, keys[0])
         return {key: writer.load_manifest(family, key) for key in keys}

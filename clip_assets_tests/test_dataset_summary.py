@@ -15,12 +15,7 @@ def test_rolls_up_every_partition(inbox, output, instance, run_partition):
     assert run_partition("a.mp4").success and run_partition("b.mp4").success
     instance.add_dynamic_partitions("processed_videos", ["never-materialized.mp4"])
 
-    result = materialize(
-        [*FAMILY_ASSETS, dataset_summary],
-        selection=[dataset_summary],
-        instance=instance,
-        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
-    )
+    result = summarize(inbox, output, instance)
     summary = json.loads((output / "_clip_assets/dataset_summary.json").read_text())
     assert summary["videos"] == 2
     assert (summary["clips_passed"], summary["clips_filtered"]) == (4, 1)
@@ -35,3 +30,22 @@ def test_rolls_up_every_partition(inbox, output, instance, run_partition):
     metadata = event.materialization.metadata
     assert metadata["videos_without_outputs"].value == 1
     assert metadata["plot"].value.startswith("![dataset summary](data:image/png;base64,")
+
+
+def summarize(inbox, output, instance):
+    return materialize(
+        [*FAMILY_ASSETS, dataset_summary],
+        selection=[dataset_summary],
+        instance=instance,
+        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
+    )
+
+
+def test_one_partition_and_no_partition(inbox, output, instance, run_partition):
+    assert summarize(inbox, output, instance).success
+    assert json.loads((output / "_clip_assets/dataset_summary.json").read_text())["videos"] == 0
+    write_video(inbox / "a.mp4.parquet", source_video="/videos/a.mp4", num_clips=2)
+    assert run_partition("a.mp4").success
+    assert summarize(inbox, output, instance).success
+    summary = json.loads((output / "_clip_assets/dataset_summary.json").read_text())
+    assert summary["videos"] == 1 and summary["clips_by_video"] == {"a.mp4": 2}
