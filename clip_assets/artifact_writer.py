@@ -20,6 +20,10 @@ from clip_assets.storage import Storage
 ABANDONED_AFTER_S = 6 * 3600
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be read: the writer will not guess what a partition owns."""
+
+
 class DuplicateArtifactError(ValueError):
     """Two artifacts of one partition mapped to one key: one would silently overwrite the other."""
 
@@ -43,10 +47,17 @@ class ArtifactWriter:
         self.max_workers = max_workers
 
     def load_manifest(self, family: str, partition_key: str) -> PartitionManifest | None:
-        key = layout.manifest_key(family, partition_key)
+        return self._read_manifest(layout.manifest_key(family, partition_key))
+
+    def _read_manifest(self, key: str) -> PartitionManifest | None:
         if self.storage.stat(key) is None:
             return None
-        return PartitionManifest.from_bytes(self.storage.read(key))
+        try:
+            return PartitionManifest.from_bytes(self.storage.read(key))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ManifestError(
+                f"{self.storage.root}/{key}: unreadable manifest ({exc}); remove it and re-materialize to rebuild"
+            ) from exc
 
     def write(self, family: str, partition_key: str, source: str, artifacts: Iterable[Artifact]) -> WriteResult:
         self.storage.remove_abandoned(ABANDONED_AFTER_S)
@@ -118,8 +129,9 @@ class ArtifactWriter:
         own = layout.manifest_key(family, partition_key)
         keys: set[str] = set()
         for info in self.storage.list(layout.manifest_prefix(family)):
-            if info.key != own and info.key.endswith(".json"):
-                keys.update(PartitionManifest.from_bytes(self.storage.read(info.key)).entries)
+            manifest = self._read_manifest(info.key) if info.key != own and info.key.endswith(".json") else None
+            if manifest is not None:
+                keys.update(manifest.entries)
         return keys
 
 

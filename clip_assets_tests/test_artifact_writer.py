@@ -101,3 +101,16 @@ def test_many_artifacts_through_a_small_pool(tmp_path):
     result = writer.write("clip_previews", "p", "s", many)
     assert result.written == 600
     assert len(list((tmp_path / "previews").iterdir())) == 600
+
+
+def test_an_unreadable_manifest_is_named_not_guessed(tmp_path):
+    from clip_assets.artifact_writer import ManifestError
+
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "p", "s", artifacts(a=b"A"))
+    manifest = tmp_path / layout.manifest_key("clip_files", "p")
+    manifest.write_text("{not json")
+    with pytest.raises(ManifestError, match=r"unreadable manifest") as caught:
+        writer.write("clip_files", "p", "s", artifacts(a=b"A"))
+    assert str(manifest) in str(caught.value)
+    assert (tmp_path / "clips/a.mp4").read_bytes() == b"A"
