@@ -23,7 +23,7 @@ from clip_assets.environment import DEFAULTS, EMBEDDING_ALGORITHM_VAR, INBOX_VAR
 from clip_assets.io_manager import ClipArtifactIOManager
 from clip_assets.jobs import curate_videos, summarize_dataset
 from clip_assets.resources import StorageResource, WriterSettingsResource
-from clip_assets.sensors import processed_video_sensor
+from clip_assets.sensors import dataset_summary_automation, processed_video_sensor
 
 
 def _from_environment(name: str) -> str | EnvVar:
@@ -54,7 +54,7 @@ defs = Definitions(
         dataset_summary,
     ],
     jobs=[curate_videos, summarize_dataset],
-    sensors=[processed_video_sensor],
+    sensors=[processed_video_sensor, dataset_summary_automation],
     resources=build_resources(
         _from_environment(INBOX_VAR),
         _from_environment(OUTPUT_VAR),

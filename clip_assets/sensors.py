@@ -1,6 +1,14 @@
-"""The sensor that turns new or changed processed videos into partitions and runs."""
+"""Sensors: new or changed processed videos become partitions and runs; the dataset summary follows."""
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
 
 from clip_assets.assets.partitions import processed_video_partitions
 from clip_assets.discovery import DiscoveryCursor, discover
@@ -29,3 +37,12 @@ def processed_video_sensor(context: SensorEvaluationContext, inbox: StorageResou
         dynamic_partitions_requests=[processed_video_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=result.cursor.to_str(),
     )
+
+
+dataset_summary_automation = AutomationConditionSensorDefinition(
+    "dataset_summary_automation",
+    target=AssetSelection.assets("dataset_summary"),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Re-rolls the dataset summary (its `eager` condition) after partitions were written.",
+)
