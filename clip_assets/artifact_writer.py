@@ -88,25 +88,30 @@ class ArtifactWriter:
 
         futures: list[Future[None]] = []
         seen: set[str] = set()
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"write-{family}") as pool:
-            try:
-                for artifact in artifacts:
-                    layout.check_key(artifact.key)
-                    if artifact.key in seen:
-                        raise DuplicateArtifactError(
-                            f"two artifacts of partition {partition_key!r} map to {artifact.key}"
-                        )
-                    seen.add(artifact.key)
-                    slots.acquire()
-                    futures.append(pool.submit(store, artifact))
-                    if len(futures) >= 256:
-                        futures = _drain_done(futures)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        for future in futures:
-            future.result()
+        try:
+            with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"write-{family}") as pool:
+                try:
+                    for artifact in artifacts:
+                        layout.check_key(artifact.key)
+                        if artifact.key in seen:
+                            raise DuplicateArtifactError(
+                                f"two artifacts of partition {partition_key!r} map to {artifact.key}"
+                            )
+                        seen.add(artifact.key)
+                        slots.acquire()
+                        futures.append(pool.submit(store, artifact))
+                        if len(futures) >= 256:
+                            futures = _drain_done(futures)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+            for future in futures:
+                future.result()
+        except BaseException as exc:
+            if result.written:
+                self._record_partial_write(result.manifest_key, old_entries, manifest, exc)
+            raise
 
         stale = sorted(set(old_entries) - set(manifest.entries))
         if stale:
@@ -119,6 +124,26 @@ class ArtifactWriter:
                     result.removed.append(key)
         self.storage.put(result.manifest_key, manifest.to_bytes())
         return result
+
+    def _record_partial_write(
+        self,
+        manifest_key: str,
+        old_entries: dict[str, ManifestEntry],
+        written: PartitionManifest,
+        failure: BaseException,
+    ) -> None:
+        """After a failed write, own what it already replaced, so no file it wrote is ever orphaned.
+
+        The previous manifest plus the new versions written: the next successful run compares against
+        the files as they are and removes whatever it no longer produces.
+        """
+        partial = PartitionManifest(
+            written.family, written.partition_key, written.source, {**old_entries, **written.entries}
+        )
+        try:
+            self.storage.put(manifest_key, partial.to_bytes())
+        except Exception as secondary:  # the write's own failure is what the caller must see
+            failure.add_note(f"the partial manifest could not be recorded either: {secondary}")
 
     def _has_size(self, key: str, size: int) -> bool:
         info = self.storage.stat(key)

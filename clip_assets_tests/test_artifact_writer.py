@@ -114,3 +114,24 @@ def test_an_unreadable_manifest_is_named_not_guessed(tmp_path):
         writer.write("clip_files", "p", "s", artifacts(a=b"A"))
     assert str(manifest) in str(caught.value)
     assert (tmp_path / "clips/a.mp4").read_bytes() == b"A"
+
+
+def test_files_written_before_a_failure_are_owned_and_removed_later(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path), max_workers=1)
+    writer.write("clip_files", "p", "s", artifacts(a=b"A"))
+
+    def fails_after_a_new_file():
+        yield Artifact("clips/new.mp4", b"N")
+        yield Artifact("clips/a.mp4", b"A2")
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError, match="bad row"):
+        writer.write("clip_files", "p", "s", fails_after_a_new_file())
+    partial = writer.load_manifest("clip_files", "p")
+    for key, entry in partial.entries.items():  # the manifest describes the files as they are
+        assert hashlib.sha256((tmp_path / key).read_bytes()).hexdigest() == entry.sha256
+    assert "clips/new.mp4" in partial.entries
+
+    result = writer.write("clip_files", "p", "s", artifacts(a=b"A"))
+    assert result.removed == ["clips/new.mp4"] and not (tmp_path / "clips/new.mp4").exists()
+    assert (tmp_path / "clips/a.mp4").read_bytes() == b"A"
