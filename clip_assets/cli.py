@@ -42,24 +42,40 @@ def sample(directory: Path) -> None:
     default=None,
     help=f"Inbox folder (default: ${INBOX_VAR} or {configured(INBOX_VAR)}).",
 )
+@click.option(
+    "--input-root",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Name processed videos by their path below this folder (default: below each folder argument).",
+)
 @click.option("--clip-len", type=float, default=2.0, show_default=True, help="Clip length in seconds.")
 @click.option("--stride", type=float, default=2.0, show_default=True, help="Seconds between clip starts.")
+@click.option("--min-clip-len", type=float, default=1.0, show_default=True, help="Shorter last clips are dropped.")
 @click.option("--clips-per-chunk", type=int, default=0, show_default=True, help="Clips per chunk (0: no chunks).")
 @click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
 def ingest(
     videos: tuple[Path, ...],
     inbox: Path | None,
+    input_root: Path | None,
     clip_len: float,
     stride: float,
+    min_clip_len: float,
     clips_per_chunk: int,
     no_progress: bool,
 ) -> None:
     """Turn VIDEOS (files or folders) into processed-video files in the inbox."""
     from clip_assets.media.ingest import IngestSettings, ingest_paths
+    from clip_assets.media.probe import MediaError
 
-    settings = IngestSettings(clip_len_s=clip_len, stride_s=stride, clips_per_chunk=clips_per_chunk)
     target = inbox or Path(configured(INBOX_VAR))
-    for path in ingest_paths(list(videos), target, settings=settings, progress=not no_progress):
+    try:
+        settings = IngestSettings(
+            clip_len_s=clip_len, stride_s=stride, min_clip_len_s=min_clip_len, clips_per_chunk=clips_per_chunk
+        )
+        written = ingest_paths(list(videos), target, input_root=input_root, settings=settings, progress=not no_progress)
+    except (MediaError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
         click.echo(path)
 
 
@@ -79,7 +95,7 @@ def discover(inbox: str | None) -> None:
         click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")
     for key in result.incomplete:
         click.echo(f"skipped {key} (incomplete: no readable Parquet footer)", err=True)
-    click.echo(f"{len(result.videos)} processed videos, {len(new_keys)} new partitions", err=True)
+    click.echo(f"{len(result.videos)} processed videos in {storage.root}, {len(new_keys)} new partitions", err=True)
 
 
 @main.command()
