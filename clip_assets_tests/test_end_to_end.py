@@ -6,12 +6,13 @@ import pickle
 
 import av
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
 from clip_assets import layout
 from clip_assets.manifest import PartitionManifest
-from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, write_video
+from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, video_info, write_video
 
 REL = "cam1/street walk.mp4"
 KEY = "cam1/street walk.mp4"
@@ -181,8 +182,6 @@ def test_settings_dry_run_and_no_upload(inbox, output, run_partition):
 
 def test_a_foreign_producers_file_with_other_arrow_types_and_derived_ids(inbox, output, run_partition):
     """Another writer: int64/large types, 'item'-named lists, one row group, no clip_uuid column."""
-    import pyarrow as pa
-
     clips = make_clips(3, filtered=[2])
     window = pa.struct(
         [
@@ -251,3 +250,32 @@ def test_a_video_outside_input_path_is_rejected_before_writing(inbox, output, ru
     message = failure.event_specific_data.error.cause.message
     assert "x.mp4.parquet" in message and "clip_assets.source_video" in message and "not under input_path" in message
     assert not output.exists() or nemo_tree(output) == []
+
+
+def test_a_video_without_clips_still_gets_its_summary(inbox, output, run_partition):
+    write_video(inbox / f"{REL}.parquet", [], info=video_info(num_clips=0, num_chunks=0))
+    assert run_partition(KEY).success
+    assert nemo_tree(output) == [f"processed_clip_chunks/{REL}_0.json", f"processed_videos/{REL}.json"]
+    chunk = json.loads((output / f"processed_clip_chunks/{REL}_0.json").read_text())
+    assert chunk["clips"] == [] and chunk["num_clips_passed"] == 0 and chunk["total_clip_duration"] == 0.0
+
+
+def test_float16_embeddings_keep_their_dtype(inbox, output, run_partition):
+    clips = make_clips(2)
+    for clip in clips:
+        clip.embeddings["cosmos-embed1"] = clip.embeddings["cosmos-embed1"].astype(np.float16)
+    path = inbox / f"{REL}.parquet"
+    write_video(path, clips)
+    table = pq.read_table(path)  # our writer stores float32; a producer may store float16
+    embeddings = pa.array(
+        [list((k, np.asarray(v, dtype=np.float16)) for k, v in c.embeddings.items()) for c in clips],
+        pa.map_(pa.string(), pa.list_(pa.float16())),
+    )
+    table = table.set_column(table.schema.get_field_index("embeddings"), "embeddings", embeddings)
+    pq.write_table(table, path)
+    assert run_partition(KEY).success
+    vector = pickle.loads((output / f"ce1_embd/{clips[0].uuid}.pickle").read_bytes())
+    assert vector.dtype == np.float16
+    np.testing.assert_array_equal(vector, clips[0].embeddings["cosmos-embed1"])
+    chunk = pq.read_table(output / f"ce1_embd_parquet/{layout.chunk_embedding_uuid(SOURCE_VIDEO, 0)}.parquet")
+    assert chunk.schema.field("embedding").type.value_type == pa.float16()

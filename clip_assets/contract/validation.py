@@ -51,6 +51,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_whole(value: Any) -> bool:
+    """An int, or a float with no fraction (JSON writers in other languages turn 1920 into 1920.0)."""
+    return _is_int(value) or (isinstance(value, float) and value.is_integer())
+
+
 def _is_number(value: Any) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
 
@@ -85,14 +90,16 @@ def parse_file_metadata(file: str, raw: bytes | None) -> VideoInfo:
         path = f"{field}.video.{name}"
         if value is None:
             values[name] = None
-        elif name in _INT_VIDEO_FIELDS and (not _is_int(value) or value < 0):
+        elif name in _INT_VIDEO_FIELDS and (not _is_whole(value) or value < 0):
             raise ProcessedVideoError(file, path, f"must be a non-negative integer or null, got {value!r}")
         elif name in _FLOAT_VIDEO_FIELDS and (not _is_number(value) or value < 0):
             raise ProcessedVideoError(file, path, f"must be a finite non-negative number or null, got {value!r}")
         elif name in _STR_VIDEO_FIELDS and not isinstance(value, str):
             raise ProcessedVideoError(file, path, f"must be a string or null, got {value!r}")
         else:
-            values[name] = float(value) if name in _FLOAT_VIDEO_FIELDS else value
+            values[name] = (
+                float(value) if name in _FLOAT_VIDEO_FIELDS else int(value) if name in _INT_VIDEO_FIELDS else value
+            )
     counts: dict[str, int] = {}
     for name in ("num_total_clips", "num_clip_chunks"):
         value = doc.get(name, 0)

@@ -205,3 +205,16 @@ def test_metadata_can_be_given_after_the_clips(tmp_path):
     with ProcessedVideoReader(str(path), "v") as reader:
         assert reader.info == video_info(num_clips=3)
         assert reader.validate().num_filtered == 1
+
+
+def test_whole_floats_are_accepted_for_integer_video_fields(tmp_path):
+    def mutate(meta):
+        meta["video"].update(width=64.0, height=48.0)
+
+    path = rewrite(tmp_path, mutate_meta=mutate)
+    with ProcessedVideoReader(str(path), "v") as reader:
+        assert (reader.info.width, reader.info.height) == (64, 48)
+        assert isinstance(reader.info.width, int)
+    path = rewrite(tmp_path, mutate_meta=lambda meta: meta["video"].update(width=64.5))
+    with pytest.raises(ProcessedVideoError, match="non-negative integer"):
+        ProcessedVideoReader(str(path), "v")
