@@ -64,7 +64,8 @@ def ingest(
     no_progress: bool,
 ) -> None:
     """Turn VIDEOS (files or folders) into processed-video files in the inbox."""
-    from clip_assets.media.ingest import IngestSettings, ingest_paths
+    from clip_assets.media.ingest import ingest_paths
+    from clip_assets.media.planning import IngestSettings
     from clip_assets.media.probe import MediaError
 
     target = inbox or Path(configured(INBOX_VAR))
@@ -85,12 +86,12 @@ def discover(inbox: str | None) -> None:
     """Register every complete processed video in the inbox as a partition of the instance at $DAGSTER_HOME."""
     from dagster import DagsterInstance
 
-    from clip_assets.assets.partitions import processed_video_partitions
+    from clip_assets.assets.partitions import PARTITIONS_NAME
     from clip_assets.discovery import register
     from clip_assets.resources import StorageResource
 
     storage = StorageResource(url=inbox or configured(INBOX_VAR)).get_storage()
-    result, new_keys = register(DagsterInstance.get(), storage, processed_video_partitions.name)
+    result, new_keys = register(DagsterInstance.get(), storage, PARTITIONS_NAME)
     for video in result.videos:
         click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")
     for key in result.incomplete:

@@ -12,7 +12,7 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from clip_assets import layout
-from clip_assets.assets.partitions import processed_video_partitions
+from clip_assets.assets.partitions import PARTITIONS_NAME
 from clip_assets.discovery import register
 from clip_assets.environment import EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, configured
 from clip_assets.media.ingest import ingest_paths
@@ -32,7 +32,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
     inbox = LocalStorage(configured(INBOX_VAR))
     ingest_paths([workdir / "videos"], Path(inbox.root), input_root=workdir / "videos", progress=True)
     instance = DagsterInstance.get()
-    result, _ = register(instance, inbox, processed_video_partitions.name)
+    result, _ = register(instance, inbox, PARTITIONS_NAME)
     echo(f"partitions: {', '.join(v.partition_key for v in result.videos)}")
     job = defs.resolve_job_def("curate_videos")
     ok = True

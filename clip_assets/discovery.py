@@ -7,7 +7,7 @@ a half-written file is skipped and picked up on a later pass when it is complete
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,9 +21,9 @@ from clip_assets.storage import ObjectInfo, Storage
 class DagsterInstanceLike(Protocol):
     """The two DagsterInstance methods registration needs (kept abstract so this module stays Dagster-free)."""
 
-    def get_dynamic_partitions(self, partitions_def_name: str) -> list[str]: ...
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]: ...
 
-    def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: list[str]) -> None: ...
+    def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> None: ...
 
 
 @dataclass(frozen=True)

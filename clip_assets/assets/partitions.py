@@ -2,4 +2,5 @@
 
 from dagster import DynamicPartitionsDefinition
 
-processed_video_partitions = DynamicPartitionsDefinition(name="processed_videos")
+PARTITIONS_NAME = "processed_videos"
+processed_video_partitions = DynamicPartitionsDefinition(name=PARTITIONS_NAME)

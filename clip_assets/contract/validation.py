@@ -100,13 +100,12 @@ def parse_file_metadata(file: str, raw: bytes | None) -> VideoInfo:
             values[name] = (
                 float(value) if name in _FLOAT_VIDEO_FIELDS else int(value) if name in _INT_VIDEO_FIELDS else value
             )
-    counts: dict[str, int] = {}
     for name in ("num_total_clips", "num_clip_chunks"):
         value = doc.get(name, 0)
         if not _is_int(value) or value < 0:
             raise ProcessedVideoError(file, f"{field}.{name}", f"must be a non-negative integer, got {value!r}")
-        counts[name] = value
-    return VideoInfo(source_video=source_video, **values, **counts, chunks=_parse_chunks(file, doc))
+        values[name] = value
+    return VideoInfo(source_video=source_video, **values, chunks=_parse_chunks(file, doc))
 
 
 def _parse_chunks(file: str, doc: Mapping[str, Any]) -> tuple[ChunkCounters, ...] | None:
@@ -135,15 +134,15 @@ def _parse_chunks(file: str, doc: Mapping[str, Any]) -> tuple[ChunkCounters, ...
 
 
 def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
 def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))
 
 
 def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t)
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t))
 
 
 def _is_string_map(t: pa.DataType) -> bool:
