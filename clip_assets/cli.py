@@ -53,6 +53,7 @@ def sample(directory: Path) -> None:
 @click.option("--min-clip-len", type=float, default=1.0, show_default=True, help="Shorter last clips are dropped.")
 @click.option("--clips-per-chunk", type=int, default=0, show_default=True, help="Clips per chunk (0: no chunks).")
 @click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+@click.option("--skip-up-to-date", is_flag=True, help="Skip videos whose processed file is newer than the video.")
 def ingest(
     videos: tuple[Path, ...],
     inbox: Path | None,
@@ -62,6 +63,7 @@ def ingest(
     min_clip_len: float,
     clips_per_chunk: int,
     no_progress: bool,
+    skip_up_to_date: bool,
 ) -> None:
     """Turn VIDEOS (files or folders) into processed-video files in the inbox."""
     from clip_assets.media.ingest import ingest_paths

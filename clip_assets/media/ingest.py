@@ -411,21 +411,28 @@ def ingest_paths(
     input_root: Path | None = None,
     settings: IngestSettings = DEFAULT_SETTINGS,
     progress: bool = True,
+    skip_up_to_date: bool = False,
 ) -> list[Path]:
     """Ingest every video named by `paths` into `inbox / f"{key}.parquet"` (see `find_videos`).
 
     `source_video`, which clip ids derive from, is each video's absolute POSIX path with symlinks
     resolved, so the same file gets the same ids whichever path named it (and a resolved
     `input_path` prefix strips cleanly). Stops at the first video that fails, naming it.
+    With `skip_up_to_date`, a video whose processed file is newer than it is not ingested again:
+    libx264's bits are not reproducible run to run, so re-ingesting would change every clip's MP4.
     """
     jobs = find_videos(paths, input_root)
     written: list[Path] = []
     for video, key in tqdm(jobs, unit="video", disable=not progress):
+        destination = Path(inbox) / f"{key}.parquet"
+        if skip_up_to_date and destination.exists() and destination.stat().st_mtime_ns >= video.stat().st_mtime_ns:
+            written.append(destination)
+            continue
         with tqdm(desc=key, unit="clip", leave=False, disable=not progress) as clip_bar:
             written.append(
                 ingest_video(
                     video,
-                    Path(inbox) / f"{key}.parquet",
+                    destination,
                     source_video=video.resolve().as_posix(),
                     settings=settings,
                     on_clip=clip_bar.update,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from itertools import pairwise
 from pathlib import Path
 
@@ -280,3 +282,15 @@ def test_a_file_that_is_not_a_video_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match=r"fake\.mp4"):
         ingest_paths([fake], tmp_path / "inbox", progress=False)
     assert not (tmp_path / "inbox").exists()
+
+
+def test_up_to_date_videos_are_not_ingested_again(sample_root: Path, tmp_path: Path) -> None:
+    video = tmp_path / "v.mp4"
+    shutil.copyfile(sorted(sample_root.rglob("*.mp4"))[0], video)
+    first = ingest_paths([video], tmp_path / "inbox", progress=False)
+    stamp = first[0].stat().st_mtime_ns
+    again = ingest_paths([video], tmp_path / "inbox", progress=False, skip_up_to_date=True)
+    assert again == first and first[0].stat().st_mtime_ns == stamp
+    os.utime(video, ns=(stamp + 10**9, stamp + 10**9))  # the source changed after its file was written
+    ingest_paths([video], tmp_path / "inbox", progress=False, skip_up_to_date=True)
+    assert first[0].stat().st_mtime_ns > stamp
