@@ -106,13 +106,20 @@ def discover(storage: Storage, cursor: DiscoveryCursor | None = None) -> Discove
     return DiscoveryResult(videos, sorted(incomplete), DiscoveryCursor(newest, tuple(sorted(keys_at_newest))))
 
 
+def unknown_partition_keys(
+    instance: DagsterInstanceLike, partitions_name: str, videos: Sequence[DiscoveredVideo]
+) -> list[str]:
+    """The discovered videos' keys the instance has no partition for yet, sorted."""
+    known = set(instance.get_dynamic_partitions(partitions_name))
+    return sorted({v.partition_key for v in videos} - known)
+
+
 def register(
     instance: DagsterInstanceLike, storage: Storage, partitions_name: str
 ) -> tuple[DiscoveryResult, list[str]]:
     """Discover every complete file and add the partitions the instance does not know yet."""
     result = discover(storage)
-    known = set(instance.get_dynamic_partitions(partitions_name))
-    new_keys = [v.partition_key for v in result.videos if v.partition_key not in known]
+    new_keys = unknown_partition_keys(instance, partitions_name, result.videos)
     if new_keys:
         instance.add_dynamic_partitions(partitions_name, new_keys)
     return result, new_keys

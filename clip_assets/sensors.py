@@ -11,7 +11,7 @@ from dagster import (
 )
 
 from clip_assets.assets.partitions import PARTITIONS_NAME, processed_video_partitions
-from clip_assets.discovery import DiscoveryCursor, discover
+from clip_assets.discovery import DiscoveryCursor, discover, unknown_partition_keys
 from clip_assets.jobs import curate_videos
 from clip_assets.resources import StorageResource
 
@@ -27,8 +27,7 @@ def processed_video_sensor(context: SensorEvaluationContext, inbox: StorageResou
     result = discover(inbox.get_storage(), DiscoveryCursor.parse(context.cursor))
     if result.incomplete:
         context.log.info(f"skipping {len(result.incomplete)} incomplete files, e.g. {result.incomplete[0]}")
-    known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
-    new_keys = sorted({v.partition_key for v in result.videos} - known)
+    new_keys = unknown_partition_keys(context.instance, PARTITIONS_NAME, result.videos)
     return SensorResult(
         run_requests=[
             RunRequest(partition_key=v.partition_key, run_key=f"{v.partition_key}@{v.fingerprint}")

@@ -75,7 +75,7 @@ class ChunkStats:
             enhanced_models = caption_models_in_order(settings.enhanced_caption_models, window.enhanced_captions)
             if enhanced_models:
                 enhanced[window_key] = window.enhanced_captions[enhanced_models[0]]
-        self.num_with_caption += int(has_caption(clip.windows, settings.caption_models))
+        self.num_with_caption += int(bool(captions))  # a window had a caption of a considered model
         self.all_windows[clip.uuid] = captions
         self.all_windows_enhanced_caption[clip.uuid] = enhanced
 

@@ -99,11 +99,8 @@ class ProcessedVideoReader:
         Writers name the list levels differently (`list.element`, `list.item`); a legacy two-level
         list has no such prefix, and then the whole column is read.
         """
-        paths = [
-            self._file.schema.column(i).path.split(".")
-            for i in range(len(self._file.schema))
-            if self._file.schema.column(i).path.split(".")[0] == schema.WINDOWS
-        ]
+        all_paths = (self._file.schema.column(i).path.split(".") for i in range(len(self._file.schema)))
+        paths = [parts for parts in all_paths if parts[0] == schema.WINDOWS]
         if any(len(parts) < 4 for parts in paths):
             return [schema.WINDOWS]
         prefixes = dict.fromkeys(
