@@ -75,7 +75,14 @@ def ingest(
         settings = IngestSettings(
             clip_len_s=clip_len, stride_s=stride, min_clip_len_s=min_clip_len, clips_per_chunk=clips_per_chunk
         )
-        written = ingest_paths(list(videos), target, input_root=input_root, settings=settings, progress=not no_progress)
+        written = ingest_paths(
+            list(videos),
+            target,
+            input_root=input_root,
+            settings=settings,
+            progress=not no_progress,
+            skip_up_to_date=skip_up_to_date,
+        )
     except (MediaError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     for path in written:

@@ -294,3 +294,21 @@ def test_up_to_date_videos_are_not_ingested_again(sample_root: Path, tmp_path: P
     os.utime(video, ns=(stamp + 10**9, stamp + 10**9))  # the source changed after its file was written
     ingest_paths([video], tmp_path / "inbox", progress=False, skip_up_to_date=True)
     assert first[0].stat().st_mtime_ns > stamp
+
+
+def test_the_ingest_command_honours_skip_up_to_date(sample_root: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from clip_assets.cli import main
+
+    video = tmp_path / "v.mp4"
+    shutil.copyfile(sorted(sample_root.rglob("*.mp4"))[0], video)
+    inbox = tmp_path / "inbox"
+    args = ["ingest", str(video), "--inbox", str(inbox), "--no-progress", "--skip-up-to-date"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    stamp = (inbox / "v.mp4.parquet").stat().st_mtime_ns
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and (inbox / "v.mp4.parquet").stat().st_mtime_ns == stamp
+    refused = CliRunner().invoke(main, ["ingest", str(video), "--inbox", str(inbox), "--clip-len", "0.5"])
+    assert refused.exit_code == 1 and "min_clip_len_s" in refused.output and "Traceback" not in refused.output
