@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,10 +15,14 @@ from dataclasses import dataclass, field
 from clip_assets import layout
 from clip_assets.artifacts import Artifact
 from clip_assets.manifest import ManifestEntry, PartitionManifest
-from clip_assets.storage import Storage
+from clip_assets.storage import ObjectInfo, Storage
 
 # A temp file this old belongs to a writer that was killed, not to a concurrent run still writing.
 ABANDONED_AFTER_S = 6 * 3600
+# Leftovers only become removable hours after their writer died, so one sweep per storage root per
+# process every few minutes is plenty (on S3 a sweep is a listing request).
+SWEEP_INTERVAL_S = 600
+_last_sweep: dict[str, float] = {}
 
 
 class ManifestError(ValueError):
@@ -60,7 +65,7 @@ class ArtifactWriter:
             ) from exc
 
     def write(self, family: str, partition_key: str, source: str, artifacts: Iterable[Artifact]) -> WriteResult:
-        self.storage.remove_abandoned(ABANDONED_AFTER_S)
+        self._sweep_abandoned()
         previous = self.load_manifest(family, partition_key)
         old_entries = previous.entries if previous else {}
         manifest = PartitionManifest(family, partition_key, source)
@@ -71,14 +76,11 @@ class ArtifactWriter:
         def store(artifact: Artifact) -> None:
             try:
                 digest = hashlib.sha256(artifact.data).hexdigest()
-                entry = ManifestEntry(digest, len(artifact.data))
-                old = old_entries.get(artifact.key)
-                unchanged = old == entry and self._has_size(artifact.key, entry.size)
-                if not unchanged:
-                    self.storage.put(artifact.key, artifact.data)
+                current, skipped = self._write_unless_identical(artifact, digest, old_entries.get(artifact.key))
+                entry = ManifestEntry(digest, len(artifact.data), current.fingerprint)
                 with lock:
                     manifest.entries[artifact.key] = entry
-                    if unchanged:
+                    if skipped:
                         result.skipped += 1
                     else:
                         result.written += 1
@@ -122,8 +124,16 @@ class ArtifactWriter:
                 else:
                     self.storage.delete(key)
                     result.removed.append(key)
-        self.storage.put(result.manifest_key, manifest.to_bytes())
+        document = manifest.to_bytes()
+        if previous is None or previous.to_bytes() != document:  # a re-run with nothing new writes nothing
+            self.storage.put(result.manifest_key, document)
         return result
+
+    def _sweep_abandoned(self) -> None:
+        now = time.monotonic()
+        if now - _last_sweep.get(self.storage.root, float("-inf")) >= SWEEP_INTERVAL_S:
+            _last_sweep[self.storage.root] = now
+            self.storage.remove_abandoned(ABANDONED_AFTER_S)
 
     def _record_partial_write(
         self,
@@ -145,9 +155,30 @@ class ArtifactWriter:
         except Exception as secondary:  # the write's own failure is what the caller must see
             failure.add_note(f"the partial manifest could not be recorded either: {secondary}")
 
-    def _has_size(self, key: str, size: int) -> bool:
-        info = self.storage.stat(key)
-        return info is not None and info.size == size
+    def _write_unless_identical(
+        self, artifact: Artifact, sha256: str, previous: ManifestEntry | None
+    ) -> tuple[ObjectInfo, bool]:
+        """Write the artifact unless the stored object provably holds these bytes; (object, skipped).
+
+        Proof is the previous manifest (same hash, and the object untouched since: same fingerprint)
+        or the hash the backend keeps with the object (S3 metadata), which also covers a manifest lost
+        to a killed run. A key the manifest does not know is written conditionally, so the common case
+        (a new key) costs one request, not a look and then a write.
+        """
+        key, data = artifact.key, artifact.data
+        if previous is None:
+            created = self.storage.put_if_absent(key, data, sha256)
+            if created is not None:
+                return created, False
+        if previous is None or previous.sha256 == sha256:
+            current = self.storage.stat(key)
+            if current is not None and current.size == len(data):
+                if current.sha256 is not None:
+                    if current.sha256 == sha256:
+                        return current, True
+                elif previous is not None and previous.fingerprint in (None, current.fingerprint):
+                    return current, True
+        return self.storage.put(key, data, sha256), False
 
     def _keys_of_other_partitions(self, family: str, partition_key: str) -> set[str]:
         """Keys other partitions' manifests still own; read only when something is stale."""

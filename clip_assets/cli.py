@@ -90,16 +90,18 @@ def ingest(
 
 
 @main.command()
-@click.option("--inbox", default=None, help=f"Inbox folder (default: ${INBOX_VAR} or {configured(INBOX_VAR)}).")
+@click.option(
+    "--inbox", default=None, help=f"Inbox folder or s3:// URL (default: ${INBOX_VAR} or {configured(INBOX_VAR)})."
+)
 def discover(inbox: str | None) -> None:
     """Register every complete processed video in the inbox as a partition of the instance at $DAGSTER_HOME."""
     from dagster import DagsterInstance
 
     from clip_assets.assets.partitions import PARTITIONS_NAME
     from clip_assets.discovery import register
-    from clip_assets.resources import StorageResource
+    from clip_assets.resources import StorageResource, s3_connection
 
-    storage = StorageResource(url=inbox or configured(INBOX_VAR)).get_storage()
+    storage = StorageResource(url=inbox or configured(INBOX_VAR), s3=s3_connection(configured)).get_storage()
     result, new_keys = register(DagsterInstance.get(), storage, PARTITIONS_NAME)
     for video in result.videos:
         click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")

@@ -1,8 +1,9 @@
 """The only place that assembles Definitions: assets, job, sensor and resources.
 
-Storage roots, `input_path` and the embedding algorithm come from CLIP_ASSETS_INBOX, CLIP_ASSETS_OUTPUT,
-CLIP_ASSETS_INPUT_PATH and CLIP_ASSETS_EMBEDDING_ALGORITHM through `EnvVar` (so the UI shows the variable,
-not its value); when a variable is unset its embedded default is used (environment.py).
+Storage roots, `input_path`, the embedding algorithm and the S3 connection come from CLIP_ASSETS_*
+variables through `EnvVar` (so the UI shows the variable, not its value); when a variable is unset its
+embedded default is used (environment.py). S3 endpoint, region and credentials follow the standard AWS
+variables and files, which never pass through Dagster's config at all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.environment import DEFAULTS, EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR
 from clip_assets.io_manager import ClipArtifactIOManager
 from clip_assets.jobs import curate_videos, summarize_dataset
-from clip_assets.resources import StorageResource, WriterSettingsResource
+from clip_assets.resources import S3ConnectionResource, StorageResource, WriterSettingsResource, s3_connection
 from clip_assets.sensors import dataset_summary_automation, processed_video_sensor
 
 
@@ -31,12 +32,15 @@ def _from_environment(name: str) -> str | EnvVar:
 
 
 def build_resources(
-    inbox: str | EnvVar, output: str | EnvVar, writer_settings: WriterSettingsResource
+    inbox: str | EnvVar,
+    output: str | EnvVar,
+    writer_settings: WriterSettingsResource,
+    s3: S3ConnectionResource | None = None,
 ) -> dict[str, ConfigurableResource | ConfigurableIOManager]:
-    """The resource set every deployment uses; tests call it with their own folders."""
-    output_storage = StorageResource(url=output)
+    """The resource set every deployment uses; tests call it with their own folders and endpoint."""
+    output_storage = StorageResource(url=output, s3=s3)
     return {
-        "inbox": StorageResource(url=inbox),
+        "inbox": StorageResource(url=inbox, s3=s3),
         "output": output_storage,
         "writer_settings": writer_settings,
         IO_MANAGER_KEY: ClipArtifactIOManager(output=output_storage),
@@ -62,6 +66,7 @@ defs = Definitions(
             input_path=_from_environment(INPUT_PATH_VAR),
             embedding_algorithm=_from_environment(EMBEDDING_ALGORITHM_VAR),
         ),
+        s3_connection(_from_environment),
     ),
     executor=in_process_executor,
 )

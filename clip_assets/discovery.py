@@ -6,6 +6,7 @@ a half-written file is skipped and picked up on a later pass when it is complete
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,30 +34,47 @@ class DiscoveredVideo:
     fingerprint: str
 
 
+# How long after the newest file seen a file may still turn up with an older modification time: a rename
+# that lands after a listing keeps the time of its last write, and on S3 a multipart upload's LastModified
+# can be the time it started. Files within this window are remembered individually.
+LOOKBACK_NS = 3600 * 1_000_000_000
+
+
+def _token(info: ObjectInfo) -> str:
+    """A short, fixed-size stand-in for (key, fingerprint), so the cursor stays small."""
+    return hashlib.sha256(f"{info.key}\0{info.fingerprint}".encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class DiscoveryCursor:
-    """The newest modification time already handled, and the keys that share it.
+    """The newest modification time handled, and every file handled within `LOOKBACK_NS` before it.
 
-    Constant size whatever the inbox holds; a file rewritten later gets a newer time and is found again.
+    Files older than the window were handled on an earlier pass; inside it, each handled file's key and
+    fingerprint is remembered by a 16-character token. Its size depends on how many files arrive per
+    window, not on how many the inbox holds; a rewritten file has a new fingerprint and is found again.
     """
 
-    modified_ns: int = -1
-    keys_at_newest: tuple[str, ...] = ()
+    newest_ns: int = -1
+    recent: frozenset[str] = frozenset()
 
     def to_str(self) -> str:
-        return json.dumps({"modified_ns": self.modified_ns, "keys": list(self.keys_at_newest)})
+        return json.dumps({"newest_ns": self.newest_ns, "recent": sorted(self.recent)})
 
     @classmethod
     def parse(cls, text: str | None) -> DiscoveryCursor:
         if not text:
             return cls()
         doc = json.loads(text)
-        return cls(int(doc["modified_ns"]), tuple(doc["keys"]))
+        if "newest_ns" not in doc:  # a cursor of the first release: start over, runs are keyed anyway
+            return cls()
+        return cls(int(doc["newest_ns"]), frozenset(doc["recent"]))
+
+    @property
+    def horizon_ns(self) -> int:
+        return self.newest_ns - LOOKBACK_NS
 
     def is_new(self, info: ObjectInfo) -> bool:
-        return info.modified_ns > self.modified_ns or (
-            info.modified_ns == self.modified_ns and info.key not in self.keys_at_newest
-        )
+        return info.modified_ns >= self.horizon_ns and _token(info) not in self.recent
 
 
 def is_candidate(key: str) -> bool:
@@ -89,21 +107,21 @@ def discover(storage: Storage, cursor: DiscoveryCursor | None = None) -> Discove
     cursor = cursor or DiscoveryCursor()
     videos: list[DiscoveredVideo] = []
     incomplete: list[str] = []
-    newest = cursor.modified_ns
-    keys_at_newest = set(cursor.keys_at_newest)
+    handled: list[ObjectInfo] = []
     for info in _candidates(storage):
         if not cursor.is_new(info):
+            if info.modified_ns >= cursor.horizon_ns:
+                handled.append(info)
             continue
         if not is_complete(storage, info.key):
             incomplete.append(info.key)
             continue
         videos.append(DiscoveredVideo(encode_partition_key(info.key), info.key, info.fingerprint))
-        if info.modified_ns > newest:
-            newest, keys_at_newest = info.modified_ns, {info.key}
-        elif info.modified_ns == newest:
-            keys_at_newest.add(info.key)
+        handled.append(info)
+    newest = max([cursor.newest_ns, *(info.modified_ns for info in handled)])
+    recent = frozenset(_token(info) for info in handled if info.modified_ns >= newest - LOOKBACK_NS)
     videos.sort(key=lambda v: v.partition_key)
-    return DiscoveryResult(videos, sorted(incomplete), DiscoveryCursor(newest, tuple(sorted(keys_at_newest))))
+    return DiscoveryResult(videos, sorted(incomplete), DiscoveryCursor(newest, recent))
 
 
 def unknown_partition_keys(

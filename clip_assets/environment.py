@@ -8,6 +8,12 @@ INBOX_VAR = "CLIP_ASSETS_INBOX"
 OUTPUT_VAR = "CLIP_ASSETS_OUTPUT"
 INPUT_PATH_VAR = "CLIP_ASSETS_INPUT_PATH"
 EMBEDDING_ALGORITHM_VAR = "CLIP_ASSETS_EMBEDDING_ALGORITHM"
+# S3 connection settings botocore has no environment variable for (endpoint, region, profile and
+# credentials come from the standard AWS_* variables and files).
+S3_ADDRESSING_STYLE_VAR = "CLIP_ASSETS_S3_ADDRESSING_STYLE"
+S3_CHECKSUM_VAR = "CLIP_ASSETS_S3_CHECKSUM"
+S3_SSE_VAR = "CLIP_ASSETS_S3_SSE"
+S3_SSE_KMS_KEY_ID_VAR = "CLIP_ASSETS_S3_SSE_KMS_KEY_ID"
 
 DATA_DIR = "clip-assets-data"
 DEFAULTS = {
@@ -15,6 +21,10 @@ DEFAULTS = {
     OUTPUT_VAR: f"{DATA_DIR}/output",
     INPUT_PATH_VAR: "",
     EMBEDDING_ALGORITHM_VAR: "cosmos-embed1",
+    S3_ADDRESSING_STYLE_VAR: "auto",
+    S3_CHECKSUM_VAR: "sha256",
+    S3_SSE_VAR: "",
+    S3_SSE_KMS_KEY_ID_VAR: "",
 }
 
 

@@ -17,6 +17,9 @@ MANIFEST_FORMAT = 1
 class ManifestEntry:
     sha256: str
     size: int
+    # The stored object's fingerprint right after it was written (size + mtime locally, size + ETag on
+    # S3): a later stat that differs means someone touched the object, so it is rewritten.
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -46,7 +49,7 @@ class PartitionManifest:
                 "partition_key": self.partition_key,
                 "source": self.source,
                 "digest": self.digest,
-                "artifacts": {key: {"sha256": e.sha256, "size": e.size} for key, e in sorted(self.entries.items())},
+                "artifacts": {key: _entry_json(e) for key, e in sorted(self.entries.items())},
             },
             indent=1,
         ).encode("utf-8")
@@ -60,5 +63,14 @@ class PartitionManifest:
             family=doc["family"],
             partition_key=doc["partition_key"],
             source=doc.get("source", ""),
-            entries={k: ManifestEntry(v["sha256"], int(v["size"])) for k, v in doc["artifacts"].items()},
+            entries={
+                k: ManifestEntry(v["sha256"], int(v["size"]), v.get("fingerprint")) for k, v in doc["artifacts"].items()
+            },
         )
+
+
+def _entry_json(entry: ManifestEntry) -> dict[str, str | int]:
+    doc: dict[str, str | int] = {"sha256": entry.sha256, "size": entry.size}
+    if entry.fingerprint is not None:
+        doc["fingerprint"] = entry.fingerprint
+    return doc

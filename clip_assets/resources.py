@@ -1,21 +1,141 @@
 """Dagster resources: where processed videos come from, where outputs go, and NeMo's writer knobs."""
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from dagster import ConfigurableResource
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
+
+from clip_assets.environment import S3_ADDRESSING_STYLE_VAR, S3_CHECKSUM_VAR, S3_SSE_KMS_KEY_ID_VAR, S3_SSE_VAR
 from clip_assets.settings import WriterSettings
 from clip_assets.storage import LocalStorage, Storage
+from clip_assets.storage.s3 import SCHEME, MiB, S3Options, S3Storage
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(settings: tuple[tuple[str, Any], ...], aws_environment: tuple[tuple[str, str], ...]) -> Any:
+    """One client per distinct configuration per process: clients are thread-safe and slow to build.
+
+    `aws_environment` (the AWS_* variables botocore reads: endpoint, region, profile, credentials) is part
+    of the cache key, so a changed environment gets a new client rather than a stale one.
+    """
+    options = dict(settings)
+    session = boto3.session.Session(profile_name=options["profile_name"])
+    return session.client(
+        "s3",
+        region_name=options["region_name"],
+        endpoint_url=options["endpoint_url"],
+        use_ssl=options["use_ssl"],
+        verify=options["verify"],
+        aws_access_key_id=options["aws_access_key_id"],
+        aws_secret_access_key=options["aws_secret_access_key"],
+        aws_session_token=options["aws_session_token"],
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": options["max_attempts"]},
+            s3={"addressing_style": options["addressing_style"]},
+            max_pool_connections=options["max_pool_connections"],
+            **({"signature_version": UNSIGNED} if options["use_unsigned_session"] else {}),
+        ),
+    )
+
+
+class S3ConnectionResource(S3Resource):
+    """dagster-aws's S3Resource (credentials, profile, region, endpoint, retries) plus how clip-assets writes.
+
+    Leave the credential fields unset to use the standard AWS chain (environment, profile, instance
+    role); set them only with `EnvVar`, so the UI and run config show the variable's name, never its
+    value. `endpoint_url` unset also follows botocore's own `AWS_ENDPOINT_URL_S3`/`AWS_ENDPOINT_URL`.
+    Requests are retried in botocore's standard mode: exponential backoff with jitter on throttling,
+    5xx and connection errors, at most `max_attempts` tries.
+    """
+
+    addressing_style: str = Field(
+        default="auto", description="'path' for most MinIO/Ceph setups, 'virtual' or 'auto' for AWS."
+    )
+    multipart_threshold_mb: int = Field(default=16, ge=5, description="Objects this large or larger use multipart.")
+    part_size_mb: int = Field(default=8, ge=5, description="Multipart part size (grown to stay within 10,000 parts).")
+    part_concurrency: int = Field(default=4, ge=1, le=32, description="Parts of one object uploaded at once.")
+    checksum: str = Field(
+        default="sha256",
+        description="Integrity the server verifies on every upload: 'sha256' (x-amz-checksum-sha256) or 'md5' "
+        "(Content-MD5, for stores without flexible checksums).",
+    )
+    server_side_encryption: str = Field(default="", description="'', 'AES256' (SSE-S3) or 'aws:kms' (SSE-KMS).")
+    sse_kms_key_id: str = Field(default="", description="KMS key id or ARN for 'aws:kms'; empty: the bucket's key.")
+    max_pool_connections: int = Field(default=32, ge=1, description="HTTP connections the client keeps open.")
+
+    def get_client(self) -> Any:
+        if self.addressing_style not in ("auto", "path", "virtual"):
+            raise ValueError(f"addressing_style must be auto, path or virtual, got {self.addressing_style!r}")
+        fields = (
+            "profile_name", "region_name", "endpoint_url", "use_ssl", "verify", "aws_access_key_id",
+            "aws_secret_access_key", "aws_session_token", "max_attempts", "addressing_style",
+            "max_pool_connections", "use_unsigned_session",
+        )  # fmt: skip
+        aws_environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+        return _s3_client(tuple((name, getattr(self, name)) for name in fields), aws_environment)
+
+    def write_options(self) -> S3Options:
+        if self.checksum not in ("sha256", "md5"):
+            raise ValueError(f"checksum must be sha256 or md5, got {self.checksum!r}")
+        if self.server_side_encryption not in ("", "AES256", "aws:kms"):
+            raise ValueError(
+                f"server_side_encryption must be '', AES256 or aws:kms, got {self.server_side_encryption!r}"
+            )
+        return S3Options(
+            multipart_threshold=self.multipart_threshold_mb * MiB,
+            part_size=self.part_size_mb * MiB,
+            part_concurrency=self.part_concurrency,
+            checksum=self.checksum,  # type: ignore[arg-type]
+            server_side_encryption=self.server_side_encryption,  # type: ignore[arg-type]
+            sse_kms_key_id=self.sse_kms_key_id,
+        )
+
+
+def s3_connection(setting: Callable[[str], Any]) -> S3ConnectionResource:
+    """The S3 connection a deployment configures through CLIP_ASSETS_S3_* variables.
+
+    `setting(name)` gives each variable's value: an `EnvVar` in Definitions (the UI shows the name),
+    the plain value in commands that run outside Dagster.
+    """
+    return S3ConnectionResource(
+        addressing_style=setting(S3_ADDRESSING_STYLE_VAR),
+        checksum=setting(S3_CHECKSUM_VAR),
+        server_side_encryption=setting(S3_SSE_VAR),
+        sse_kms_key_id=setting(S3_SSE_KMS_KEY_ID_VAR),
+    )
 
 
 class StorageResource(ConfigurableResource):
-    """A storage root chosen by configuration alone: a local folder (S3 URLs come with the S3 backend)."""
+    """A storage root chosen by configuration alone: a local folder, or `s3://bucket/prefix`."""
 
-    url: str = Field(description="Local folder (relative paths resolve against the working directory).")
+    url: str = Field(
+        description="Local folder (relative paths resolve against the working directory) or s3://bucket/prefix."
+    )
+    s3: S3ConnectionResource | None = Field(
+        default=None, description="How to reach S3 for s3:// URLs; unset: the standard AWS configuration."
+    )
+    _storage: Storage | None = PrivateAttr(default=None)
 
     def get_storage(self) -> Storage:
-        if "://" in self.url:
-            raise ValueError(f"storage URL {self.url!r}: only local folders are supported by this backend")
-        return LocalStorage(self.url)
+        """Built once per resource instance (an S3 client is costly to make)."""
+        if self._storage is None:
+            if self.url.startswith(SCHEME):
+                connection = self.s3 or S3ConnectionResource()
+                self._storage = S3Storage(connection.get_client(), self.url, connection.write_options())
+            elif "://" in self.url:
+                raise ValueError(f"storage URL {self.url!r}: use a local folder or s3://bucket/prefix")
+            else:
+                self._storage = LocalStorage(self.url)
+        return self._storage
 
 
 class WriterSettingsResource(ConfigurableResource):

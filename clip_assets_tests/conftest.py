@@ -1,9 +1,12 @@
-"""Fixtures: an inbox and an output folder on disk, a temporary Dagster instance, and a runner."""
+"""Fixtures: an inbox and an output folder on disk or in S3, a temporary Dagster instance, and a runner."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test, materialize
@@ -16,7 +19,9 @@ from clip_assets.assets.inbox import processed_videos
 from clip_assets.assets.partitions import processed_video_partitions
 from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.definitions import build_resources
-from clip_assets.resources import WriterSettingsResource
+from clip_assets.resources import S3ConnectionResource, WriterSettingsResource
+from clip_assets.storage.s3 import S3Storage
+from clip_assets_tests.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
 
 FAMILY_ASSETS = [clip_files, clip_previews, clip_embeddings, clip_metadata, video_summaries]
 
@@ -42,21 +47,86 @@ def instance() -> Iterator[DagsterInstance]:
 Runner = Callable[..., ExecuteInProcessResult]
 
 
+def materialize_partition(
+    instance: DagsterInstance,
+    partition_key: str,
+    inbox: str,
+    output: str,
+    *,
+    s3: S3ConnectionResource | None = None,
+    assets: list | None = None,
+    **settings: object,
+) -> ExecuteInProcessResult:
+    """Materialize output families of one partition (all of them, as `curate_videos` does, by default)."""
+    known = instance.get_dynamic_partitions(processed_video_partitions.name)
+    if partition_key not in known:
+        instance.add_dynamic_partitions(processed_video_partitions.name, [partition_key])
+    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
+    return materialize(
+        [processed_videos, *(assets or FAMILY_ASSETS)],
+        partition_key=partition_key,
+        instance=instance,
+        resources=build_resources(inbox, output, writer_settings, s3),
+        raise_on_error=False,
+    )
+
+
 @pytest.fixture
 def run_partition(inbox: Path, output: Path, instance: DagsterInstance) -> Runner:
-    """Materialize every output family of one partition, as `curate_videos` does."""
+    """Materialize every output family of one partition from the local inbox to the local output."""
 
     def run(partition_key: str, assets: list | None = None, **settings: object) -> ExecuteInProcessResult:
-        known = instance.get_dynamic_partitions(processed_video_partitions.name)
-        if partition_key not in known:
-            instance.add_dynamic_partitions(processed_video_partitions.name, [partition_key])
-        writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
-        return materialize(
-            [processed_videos, *(assets or FAMILY_ASSETS)],
-            partition_key=partition_key,
-            instance=instance,
-            resources=build_resources(str(inbox), str(output), writer_settings),
-            raise_on_error=False,
-        )
+        return materialize_partition(instance, partition_key, str(inbox), str(output), assets=assets, **settings)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A real S3 endpoint: moto's server in its own process, on loopback, for the whole session."""
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@dataclass
+class S3Endpoint:
+    """A fresh bucket behind the fault proxy, and a connection resource configured for it."""
+
+    proxy: FaultProxy
+    bucket: str
+    connection: S3ConnectionResource
+
+    @property
+    def client(self) -> Any:
+        return self.connection.get_client()
+
+    def url(self, prefix: str) -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
+    def storage(self, prefix: str) -> S3Storage:
+        return S3Storage(self.client, self.url(prefix), self.connection.write_options())
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(info.key for info in self.storage(prefix).list())
+
+
+@pytest.fixture
+def s3(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Endpoint]:
+    """Credentials come from the environment, as the standard AWS chain provides them in production."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    proxy = FaultProxy(moto_server.url)
+    connection = S3ConnectionResource(
+        endpoint_url=proxy.url,
+        addressing_style="path",
+        multipart_threshold_mb=6,
+        part_size_mb=5,
+        max_attempts=4,
+    )
+    endpoint = S3Endpoint(proxy, f"clip-assets-{uuid.uuid4().hex[:12]}", connection)
+    endpoint.client.create_bucket(Bucket=endpoint.bucket)
+    proxy.reset_counts()
+    yield endpoint
+    proxy.stop()

@@ -35,6 +35,22 @@ def tiny_mp4(num_frames: int = 8, width: int = 64, height: int = 48, shade: int 
 
 
 @cache
+def noise_mp4(target_bytes: int, seed: int = 0, width: int = 320, height: int = 240) -> bytes:
+    """A real H.264 clip of about `target_bytes` (lossless 4:2:0 noise does not compress: 1.5 bytes a pixel)."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+        for _ in range(max(2, target_bytes * 2 // (width * height * 3))):
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+@cache
 def tiny_webp(shade: int = 0, frames: int = 2) -> bytes:
     images = [Image.new("RGB", (32, 24), ((shade * 50 + i * 90) % 256, 80, 160)) for i in range(frames)]
     buffer = io.BytesIO()

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -25,7 +26,13 @@ def test_writes_artifacts_and_a_manifest_with_their_hashes(tmp_path):
     assert (tmp_path / "clips/a.mp4").read_bytes() == b"A" * 100
     assert result.written == 2 and result.skipped == 0 and result.bytes_written == 101
     manifest = json.loads((tmp_path / layout.manifest_key("clip_files", "cam/a.mp4")).read_text())
-    assert manifest["artifacts"]["clips/a.mp4"] == {"sha256": hashlib.sha256(b"A" * 100).hexdigest(), "size": 100}
+    entry = manifest["artifacts"]["clips/a.mp4"]
+    stat = (tmp_path / "clips/a.mp4").stat()
+    assert entry == {
+        "sha256": hashlib.sha256(b"A" * 100).hexdigest(),
+        "size": 100,
+        "fingerprint": f"100:{stat.st_mtime_ns}",
+    }
     assert manifest["partition_key"] == "cam/a.mp4"
     assert not list((tmp_path / "_clip_assets/staging").iterdir())
 
@@ -135,3 +142,38 @@ def test_files_written_before_a_failure_are_owned_and_removed_later(tmp_path):
     result = writer.write("clip_files", "p", "s", artifacts(a=b"A"))
     assert result.removed == ["clips/new.mp4"] and not (tmp_path / "clips/new.mp4").exists()
     assert (tmp_path / "clips/a.mp4").read_bytes() == b"A"
+
+
+def test_a_file_touched_by_hand_is_rewritten_even_at_the_same_size(tmp_path):
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "p", "s", artifacts(a=b"AAAA"))
+    target = tmp_path / "clips/a.mp4"
+    target.write_bytes(b"ZZZZ")
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    assert writer.write("clip_files", "p", "s", artifacts(a=b"AAAA")).written == 1
+    assert target.read_bytes() == b"AAAA"
+
+
+def test_an_existing_file_without_a_manifest_entry_is_replaced(tmp_path):
+    """A file the manifest does not know (a killed run's, a hand copy) may hold anything: rewrite it."""
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips/a.mp4").write_bytes(b"old")
+    result = ArtifactWriter(LocalStorage(tmp_path)).write("clip_files", "p", "s", artifacts(a=b"new"))
+    assert result.written == 1 and (tmp_path / "clips/a.mp4").read_bytes() == b"new"
+
+
+def test_on_s3_identical_content_is_recognised_without_a_manifest(s3):
+    """The sha256 kept with each object proves identity: a lost manifest costs no upload."""
+    storage = s3.storage("out")
+    writer = ArtifactWriter(storage)
+    writer.write("clip_files", "p", "s", artifacts(a=b"A" * 1000, b=b"B"))
+    storage.delete(layout.manifest_key("clip_files", "p"))
+    s3.proxy.reset_counts()
+    result = writer.write("clip_files", "p", "s", artifacts(a=b"A" * 1000, b=b"B2"))
+    assert (result.written, result.skipped) == (1, 1)
+    uploads = [r.path for r in s3.proxy.requests if r.operation == "PutObject" and r.path.endswith(".mp4")]
+    assert len(uploads) == 3  # a: refused by If-None-Match; b: refused, then replaced
+    assert storage.read("clips/a.mp4") == b"A" * 1000 and storage.read("clips/b.mp4") == b"B2"
+    s3.proxy.reset_counts()
+    again = writer.write("clip_files", "p", "s", artifacts(a=b"A" * 1000, b=b"B2"))
+    assert (again.written, again.skipped) == (0, 2) and s3.proxy.counts["PutObject"] == 0

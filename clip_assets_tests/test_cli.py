@@ -58,3 +58,36 @@ def test_workspace_loads_the_code_location_for_dagster_dev(tmp_path):
     validated = run(command, env, repo_root)
     assert validated.returncode == 0, validated.stderr[-3000:]
     assert "Validation successful for code location clip_assets" in validated.stderr + validated.stdout
+
+
+def test_s3_by_configuration_alone(tmp_path, s3):
+    """CLIP_ASSETS_INBOX/OUTPUT as s3:// URLs and the standard AWS variables: no code, no run config."""
+    clips = make_clips(2)
+    write_video(tmp_path / "v.parquet", clips)
+    s3.storage("inbox").put("cam1/street walk.mp4.parquet", (tmp_path / "v.parquet").read_bytes())
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CLIP_ASSETS_INBOX": s3.url("inbox"),
+        "CLIP_ASSETS_OUTPUT": s3.url("curated"),
+        "CLIP_ASSETS_INPUT_PATH": "/videos",
+        "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path",
+        "AWS_ENDPOINT_URL_S3": s3.proxy.url,
+    }
+    bin_dir = Path(sys.executable).parent
+    discovered = run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path)
+    assert discovered.returncode == 0, discovered.stderr
+    assert "added   cam1/street walk.mp4" in discovered.stdout
+    command = [
+        str(bin_dir / "dagster"), "asset", "materialize", "-m", "clip_assets",
+        "--select", "group:clip_outputs", "--partition", "cam1/street walk.mp4",
+    ]  # fmt: skip
+    materialized = run(command, env, tmp_path)
+    assert materialized.returncode == 0, materialized.stderr[-3000:]
+    stored = s3.storage("curated")
+    assert stored.read(f"clips/{clips[0].uuid}.mp4") == clips[0].mp4
+    video = json.loads(stored.read("processed_videos/cam1/street walk.mp4.json"))
+    assert video["video"] == "/videos/cam1/street walk.mp4"
+    assert s3.proxy.counts["PutObject"] > 0

@@ -57,3 +57,23 @@ def test_candidates():
     assert not is_candidate("cam/.a.mp4.parquet")
     assert not is_candidate("_clip_assets/x.parquet")
     assert not is_candidate("cam/a.mp4")
+
+
+def test_a_file_that_turns_up_late_with_an_older_time_is_still_found(tmp_path):
+    """A rename after a listing keeps the time of its last write; an S3 multipart upload may be dated
+    by its start. Within the look-back window such a file is found; the cursor stays bounded."""
+    storage = LocalStorage(tmp_path)
+    hour = 3600 * 10**9
+    publish(tmp_path, "a.parquet", mtime_ns=10 * hour, num_clips=1)
+    first = discover(storage)
+    publish(tmp_path, "late.parquet", mtime_ns=10 * hour - 10**9, num_clips=1)  # older than a.parquet
+    second = discover(storage, first.cursor)
+    assert [v.key for v in second.videos] == ["late.parquet"]
+    assert discover(storage, second.cursor).videos == []
+    assert len(second.cursor.recent) == 2
+
+    publish(tmp_path, "b.parquet", mtime_ns=12 * hour, num_clips=1)  # two hours on: the window moves
+    third = discover(storage, second.cursor)
+    assert [v.key for v in third.videos] == ["b.parquet"]
+    assert len(third.cursor.recent) == 1  # a.parquet and late.parquet fell out of the window
+    assert discover(storage, third.cursor).videos == []

@@ -43,3 +43,11 @@ def test_remove_abandoned_clears_leftovers_of_killed_writers_only(tmp_path):
     (staging / "live.tmp").write_bytes(b"a concurrent writer is still busy")
     assert storage.remove_abandoned(older_than_s=3600) == 1
     assert not (staging / "dead.tmp").exists() and (staging / "live.tmp").exists()
+
+
+def test_put_if_absent_never_replaces(tmp_path):
+    storage = LocalStorage(tmp_path)
+    assert storage.put_if_absent("a/x.bin", b"first").size == 5
+    assert storage.put_if_absent("a/x.bin", b"second") is None
+    assert storage.read("a/x.bin") == b"first"
+    assert list((tmp_path / "_clip_assets/staging").iterdir()) == []

@@ -8,10 +8,10 @@ from clip_assets_tests.factories import write_video
 
 
 def tick(instance, inbox, cursor=None):
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance, cursor=cursor, resources={"inbox": StorageResource(url=str(inbox))}
-    )
-    return processed_video_sensor(context)
+    ) as context:
+        return processed_video_sensor(context)
 
 
 def test_sensor_adds_partitions_and_requests_runs_incrementally(instance, inbox):

@@ -21,6 +21,9 @@ class ObjectInfo:
     modified_ns: int
     # A content tag when the backend has one (S3 ETag); None for local files.
     etag: str | None = None
+    # The content's sha256 when the backend records it with the object (S3 object metadata written
+    # by clip-assets); None when unknown. Lets a writer prove identity without downloading.
+    sha256: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -36,8 +39,17 @@ class Storage(Protocol):
         """Full path or URL of the root, as written into NeMo's `clip_location`."""
         ...
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write atomically: readers see the old object or the complete new one, never a part."""
+    def put(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo:
+        """Write atomically: readers see the old object or the complete new one, never a part.
+
+        `sha256` is the hex digest of `data` when the caller has computed it already (the writer
+        hashes every artifact once); backends that verify it in transit or keep it with the object
+        use it instead of hashing again. Returns the stored object's info.
+        """
+        ...
+
+    def put_if_absent(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo | None:
+        """`put`, unless the key exists already: then nothing is replaced and the answer is None."""
         ...
 
     def read(self, key: str) -> bytes: ...

@@ -35,7 +35,17 @@ class LocalStorage:
     def path(self, key: str) -> Path:
         return self._root / layout.check_key(key)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo:
+        """Local files carry no hash of their own; `sha256` is the manifest's business here."""
+        info = self._write(key, data, only_if_absent=False)
+        assert info is not None
+        return info
+
+    def put_if_absent(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo | None:
+        """Published with a hard link, which fails instead of replacing an existing file."""
+        return self._write(key, data, only_if_absent=True)
+
+    def _write(self, key: str, data: bytes, *, only_if_absent: bool) -> ObjectInfo | None:
         target = self.path(key)
         staging = self._root / STAGING_DIR
         temp = staging / f"{uuid.uuid4().hex}.tmp"
@@ -44,17 +54,22 @@ class LocalStorage:
             staging.mkdir(parents=True, exist_ok=True)
             temp.write_bytes(data)
             try:
-                temp.replace(target)
+                published = _publish(temp, target, only_if_absent)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
                 temp.unlink(missing_ok=True)
                 temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
                 temp.write_bytes(data)
-                temp.replace(target)
+                published = _publish(temp, target, only_if_absent)
+            if not published:
+                return None
+            st = target.stat()
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             raise StorageError(exc.errno, f"cannot write {self.root}/{key}: {exc.strerror or exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+        return ObjectInfo(key, st.st_size, st.st_mtime_ns)
 
     def read(self, key: str) -> bytes:
         try:
@@ -107,3 +122,15 @@ class LocalStorage:
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _publish(temp: Path, target: Path, only_if_absent: bool) -> bool:
+    """Move a complete temp file into place atomically; False when `only_if_absent` finds a file there."""
+    if not only_if_absent:
+        temp.replace(target)
+        return True
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    return True

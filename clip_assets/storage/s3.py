@@ -1,0 +1,378 @@
+"""S3 and S3-compatible backend (AWS, MinIO, Ceph): complete objects only, verified in transit, bounded retries.
+
+Built on a boto3 client (made by `clip_assets.resources` through dagster-aws), not on s3fs, because the
+writer needs what s3fs hides: a checksum the server verifies on every PUT and every part, the sha256
+kept with the object so identical content is recognised by a HEAD instead of a download, and explicit
+abort of a multipart upload that failed. Request retries are botocore's standard mode (exponential
+backoff with jitter on throttling, 5xx and connection errors, bounded by `max_attempts`); a body that
+breaks mid-download is retried here, also bounded. Reads are ranged GETs (small ones share fsspec's cached
+blocks), so a Parquet file streams, column by column, and is never downloaded whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import io
+import random
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO, Literal, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from fsspec.caching import BlockCache
+
+from clip_assets import layout
+from clip_assets.storage.base import ObjectInfo, StorageError
+
+SCHEME = "s3://"
+MiB = 1024 * 1024
+# S3 refuses parts below 5 MiB (except the last) and more than 10,000 parts per upload.
+MIN_PART_SIZE = 5 * MiB
+MAX_PARTS = 10_000
+SHA256_METADATA = "sha256"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How objects are written, read and listed; the resource fills it from configuration."""
+
+    multipart_threshold: int = 16 * MiB
+    part_size: int = 8 * MiB
+    # Parts of one large object uploaded at once (objects themselves are parallel in the writer).
+    part_concurrency: int = 4
+    # End-to-end integrity: the server recomputes and compares before the object exists.
+    checksum: Literal["sha256", "md5"] = "sha256"
+    server_side_encryption: Literal["", "AES256", "aws:kms"] = ""
+    sse_kms_key_id: str = ""
+    # Reads smaller than a block are served from aligned blocks of this size, a few kept.
+    read_block_size: int = 64 * 1024
+    read_blocks_kept: int = 32
+    # Attempts for a download whose body breaks after the response started (botocore retries requests,
+    # not bodies).
+    read_attempts: int = 5
+    # Keys per listing request: S3 answers at most 1,000; some compatible stores fewer.
+    list_page_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size {self.part_size} is below S3's minimum of {MIN_PART_SIZE} bytes")
+        if self.multipart_threshold < self.part_size:
+            raise ValueError("multipart_threshold must be at least part_size")
+        if self.sse_kms_key_id and self.server_side_encryption != "aws:kms":
+            raise ValueError("sse_kms_key_id needs server_side_encryption 'aws:kms'")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix/` -> (`bucket`, `some/prefix/`); the prefix is '' or ends with '/'."""
+    if not url.startswith(SCHEME):
+        raise ValueError(f"{url!r} is not an s3:// URL")
+    bucket, _, prefix = url[len(SCHEME) :].partition("/")
+    if not bucket:
+        raise ValueError(f"{url!r} names no bucket")
+    prefix = prefix.strip("/")
+    if prefix:
+        layout.check_key(prefix)
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _retry_delays(attempts: int, base_s: float = 0.2, cap_s: float = 10.0) -> Iterator[float]:
+    """Full-jitter exponential backoff: `attempts - 1` delays, each random up to base * 2^n (capped)."""
+    for attempt in range(attempts - 1):
+        yield random.uniform(0, min(cap_s, base_s * 2**attempt))
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _is_missing(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 404 or _error_code(exc) in {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Storage:
+    """An S3 bucket prefix as object storage.
+
+    Objects only ever appear complete: a single PUT is atomic, and a multipart upload is invisible
+    until it is completed (and aborted if any part fails). Every object records its sha256 in its
+    metadata (`x-amz-meta-sha256`), which `stat` reports.
+    """
+
+    def __init__(self, client: Any, url: str, options: S3Options | None = None) -> None:
+        self.client = client
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.options = options or S3Options()
+
+    @property
+    def root(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        return self.prefix + layout.check_key(key)
+
+    def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+        if isinstance(exc, ClientError):
+            reason = f"{_error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+        else:
+            reason = str(exc) or type(exc).__name__
+        return StorageError(errno.EIO, f"cannot {action} {self.root}/{key}: {reason}")
+
+    # Writing
+
+    def _write_arguments(self, sha256: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"Metadata": {SHA256_METADATA: sha256}}
+        if self.options.server_side_encryption:
+            arguments["ServerSideEncryption"] = self.options.server_side_encryption
+        if self.options.sse_kms_key_id:
+            arguments["SSEKMSKeyId"] = self.options.sse_kms_key_id
+        return arguments
+
+    def _checksum(self, data: bytes | memoryview, sha256: bytes | None = None) -> dict[str, str]:
+        """What the server recomputes before it accepts the bytes (the algorithm header makes it keep it)."""
+        if self.options.checksum == "md5":
+            return {"ContentMD5": _b64(hashlib.md5(data, usedforsecurity=False).digest())}
+        return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha256 or hashlib.sha256(data).digest())}
+
+    def put(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo:
+        info = self._write(key, data, sha256, only_if_absent=False)
+        assert info is not None
+        return info
+
+    def put_if_absent(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo | None:
+        """A conditional PUT (`If-None-Match: *`): one request when the key is new, and None, with
+        nothing replaced, when something is there already. A large object asks with a HEAD first
+        instead, so no multipart upload is wasted. Stores that ignore the condition simply overwrite."""
+        return self._write(key, data, sha256, only_if_absent=True)
+
+    def _write(self, key: str, data: bytes, sha256: str | None, *, only_if_absent: bool) -> ObjectInfo | None:
+        digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(data).digest()
+        try:
+            if len(data) >= self.options.multipart_threshold:
+                if only_if_absent and self.stat(key) is not None:
+                    return None
+                etag = self._put_multipart(key, data, digest)
+            else:
+                condition = {"IfNoneMatch": "*"} if only_if_absent else {}
+                response = self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    **condition,
+                    **self._checksum(data, digest),
+                    **self._write_arguments(digest.hex()),
+                )
+                etag = response["ETag"]
+        except ClientError as exc:
+            if only_if_absent and _error_code(exc) in {"PreconditionFailed", "412"}:
+                return None
+            raise self._fail("write", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("write", key, exc) from exc
+        return ObjectInfo(key, len(data), time.time_ns(), etag.strip('"'), digest.hex())
+
+    def _part_size(self, size: int) -> int:
+        """The configured part size, grown when needed to stay within S3's 10,000 parts."""
+        part_size = self.options.part_size
+        while -(-size // part_size) > MAX_PARTS:
+            part_size *= 2
+        return part_size
+
+    def _put_multipart(self, key: str, data: bytes, digest: bytes) -> str:
+        full_key = self._key(key)
+        view = memoryview(data)
+        part_size = self._part_size(len(data))
+        arguments = self._write_arguments(digest.hex())
+        if self.options.checksum == "sha256":
+            arguments["ChecksumAlgorithm"] = "SHA256"
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=full_key, **arguments)["UploadId"]
+
+        def upload_part(number: int) -> dict[str, Any]:
+            chunk = view[(number - 1) * part_size : number * part_size]
+            checksum = self._checksum(chunk)
+            response = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=full_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=bytes(chunk),
+                **checksum,
+            )
+            part = {"PartNumber": number, "ETag": response["ETag"]}
+            if "ChecksumSHA256" in checksum:
+                part["ChecksumSHA256"] = checksum["ChecksumSHA256"]
+            return part
+
+        count = -(-len(data) // part_size)
+        try:
+            workers = max(1, min(self.options.part_concurrency, count))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-part") as pool:
+                parts = list(pool.map(upload_part, range(1, count + 1)))
+            response = self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException as failure:
+            # An unfinished upload is invisible but billed; never leave one behind on purpose.
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+            except (ClientError, BotoCoreError) as secondary:
+                failure.add_note(f"aborting upload {upload_id} failed too ({secondary}); remove_abandoned will")
+            raise
+        return str(response["ETag"])
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("delete", key, exc) from exc
+
+    def remove_abandoned(self, older_than_s: float) -> int:
+        """Abort multipart uploads under the prefix that a killed writer never completed nor aborted."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("clean unfinished uploads under", "", exc) from exc
+        return removed
+
+    # Reading
+
+    def _with_read_retries(self, action: str, key: str, operation: Callable[[], T]) -> T:
+        """Retry a download whose body broke; requests themselves are retried by botocore."""
+        delays = _retry_delays(self.options.read_attempts)
+        while True:
+            try:
+                return operation()
+            except ClientError as exc:
+                raise self._fail(action, key, exc) from exc
+            except (BotoCoreError, OSError) as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise self._fail(action, key, exc) from exc
+                time.sleep(delay)
+
+    def _get(self, key: str, byte_range: str | None = None) -> bytes:
+        arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
+        if byte_range:
+            arguments["Range"] = byte_range
+        return bytes(self.client.get_object(**arguments)["Body"].read())
+
+    def read(self, key: str) -> bytes:
+        return self._with_read_retries("read", key, lambda: self._get(key))
+
+    def open(self, key: str) -> BinaryIO:
+        info = self.stat(key)
+        if info is None:
+            raise StorageError(errno.ENOENT, f"cannot open {self.root}/{key}: no such object")
+
+        def fetch(start: int, end: int) -> bytes:
+            return self._with_read_retries("read", key, lambda: self._get(key, f"bytes={start}-{end - 1}"))
+
+        options = self.options
+        return RangedReader(fetch, info.size, options.read_block_size, options.read_blocks_kept)  # type: ignore[return-value]
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise self._fail("stat", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("stat", key, exc) from exc
+        return ObjectInfo(
+            key,
+            int(head["ContentLength"]),
+            _ns(head["LastModified"]),
+            str(head["ETag"]).strip('"'),
+            head.get("Metadata", {}).get(SHA256_METADATA),
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket,
+                Prefix=self.prefix + prefix,
+                PaginationConfig={"PageSize": self.options.list_page_size},
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) :]
+                    yield ObjectInfo(key, int(item["Size"]), _ns(item["LastModified"]), str(item["ETag"]).strip('"'))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list", prefix, exc) from exc
+
+
+class RangedReader(io.RawIOBase):
+    """A seekable, read-only file over ranged GETs: one GET per large read, small reads share blocks.
+
+    Parquet readers fetch large column chunks in a few big reads, which go out as exact ranges. The
+    small ones (a footer, a row group's tiny identity columns, side by side in the file but read in an
+    interleaved order) go through fsspec's block cache: aligned blocks, a few kept, so neighbours
+    cost one request. Memory is the kept blocks plus what the caller asks for at once.
+    """
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, block_size: int, blocks_kept: int) -> None:
+        super().__init__()
+        self._fetch = fetch
+        self._small_reads = BlockCache(block_size, fetch, size, maxblocks=blocks_kept)
+        self._block_size = block_size
+        self._size = size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._position + size)
+        if end <= self._position:
+            return b""
+        if end - self._position >= self._block_size:
+            data = self._fetch(self._position, end)
+        else:
+            data = self._small_reads._fetch(self._position, end)
+        self._position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
