@@ -5,6 +5,7 @@ Free of Dagster so it can be driven directly by tests and benchmarks; the IO man
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import threading
 import time
@@ -15,10 +16,12 @@ from dataclasses import dataclass, field
 from clip_assets import layout
 from clip_assets.artifacts import Artifact
 from clip_assets.manifest import ManifestEntry, PartitionManifest
-from clip_assets.storage import ObjectInfo, Storage
+from clip_assets.storage import ObjectInfo, Storage, StorageError
 
 # A temp file this old belongs to a writer that was killed, not to a concurrent run still writing.
 ABANDONED_AFTER_S = 6 * 3600
+# How long a writer waits for another run writing the same partition of the same family.
+LOCK_TIMEOUT_S = 3600.0
 # Leftovers only become removable hours after their writer died, so one sweep per storage root per
 # process every few minutes is plenty (on S3 a sweep is a listing request).
 SWEEP_INTERVAL_S = 600
@@ -42,34 +45,85 @@ class WriteResult:
     bytes_written: int = 0
     removed: list[str] = field(default_factory=list)
     kept_shared: list[str] = field(default_factory=list)
+    # The input, settings and code were those of the last write and its objects were intact:
+    # nothing was read or written.
+    unchanged_input: bool = False
 
 
 class ArtifactWriter:
     """Consumes artifacts lazily with at most `2 * max_workers` in flight, so memory stays bounded."""
 
-    def __init__(self, storage: Storage, max_workers: int = 6) -> None:
+    def __init__(self, storage: Storage, max_workers: int = 6, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
         self.storage = storage
         self.max_workers = max_workers
+        self.lock_timeout_s = lock_timeout_s
 
     def load_manifest(self, family: str, partition_key: str) -> PartitionManifest | None:
         return self._read_manifest(layout.manifest_key(family, partition_key))
 
     def _read_manifest(self, key: str) -> PartitionManifest | None:
-        if self.storage.stat(key) is None:
-            return None
         try:
-            return PartitionManifest.from_bytes(self.storage.read(key))
+            data = self.storage.read(key)
+        except StorageError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        try:
+            return PartitionManifest.from_bytes(data)
         except (ValueError, KeyError, TypeError) as exc:
             raise ManifestError(
                 f"{self.storage.root}/{key}: unreadable manifest ({exc}); remove it and re-materialize to rebuild"
             ) from exc
 
-    def write(self, family: str, partition_key: str, source: str, artifacts: Iterable[Artifact]) -> WriteResult:
+    def write(
+        self,
+        family: str,
+        partition_key: str,
+        source: str,
+        artifacts: Iterable[Artifact],
+        output_version: str = "",
+    ) -> WriteResult:
+        """Write one partition of one family, holding its lock so concurrent runs cannot interleave.
+
+        With an `output_version` (clip_assets.output_version) equal to the one recorded, and every
+        recorded object untouched, nothing is read or written: `artifacts` is never iterated, so a
+        lazy stream never even opens its input.
+        """
         self._sweep_abandoned()
+        manifest_key = layout.manifest_key(family, partition_key)
+        # Checked before locking too, so an up-to-date partition costs no write at all (not even a lock's).
         previous = self.load_manifest(family, partition_key)
-        old_entries = previous.entries if previous else {}
-        manifest = PartitionManifest(family, partition_key, source)
-        result = WriteResult(manifest, layout.manifest_key(family, partition_key))
+        if self._up_to_date(previous, output_version):
+            assert previous is not None
+            return WriteResult(previous, manifest_key, skipped=len(previous.entries), unchanged_input=True)
+        with self.storage.lock(layout.lock_key(family, partition_key), self.lock_timeout_s) as lease:
+            previous = self.load_manifest(family, partition_key)
+            if self._up_to_date(previous, output_version):  # another run just wrote it
+                assert previous is not None
+                return WriteResult(previous, manifest_key, skipped=len(previous.entries), unchanged_input=True)
+            manifest = PartitionManifest(family, partition_key, source, output_version=output_version)
+            result = WriteResult(manifest, manifest_key)
+            old_entries = previous.entries if previous else {}
+            self._write_artifacts(result, artifacts, old_entries)
+            self._remove_stale(result, old_entries)
+            document = manifest.to_bytes()
+            if previous is None or previous.to_bytes() != document:  # a re-run with nothing new writes nothing
+                lease.check()
+                self.storage.put(manifest_key, document)
+        return result
+
+    def _up_to_date(self, previous: PartitionManifest | None, output_version: str) -> bool:
+        return (
+            previous is not None
+            and bool(output_version)
+            and previous.output_version == output_version
+            and self._intact(previous)
+        )
+
+    def _write_artifacts(
+        self, result: WriteResult, artifacts: Iterable[Artifact], old_entries: dict[str, ManifestEntry]
+    ) -> None:
+        manifest = result.manifest
         lock = threading.Lock()
         slots = threading.BoundedSemaphore(2 * self.max_workers)
 
@@ -91,13 +145,15 @@ class ArtifactWriter:
         futures: list[Future[None]] = []
         seen: set[str] = set()
         try:
-            with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix=f"write-{family}") as pool:
+            with ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix=f"write-{manifest.family}"
+            ) as pool:
                 try:
                     for artifact in artifacts:
                         layout.check_key(artifact.key)
                         if artifact.key in seen:
                             raise DuplicateArtifactError(
-                                f"two artifacts of partition {partition_key!r} map to {artifact.key}"
+                                f"two artifacts of partition {manifest.partition_key!r} map to {artifact.key}"
                             )
                         seen.add(artifact.key)
                         slots.acquire()
@@ -115,19 +171,27 @@ class ArtifactWriter:
                 self._record_partial_write(result.manifest_key, old_entries, manifest, exc)
             raise
 
-        stale = sorted(set(old_entries) - set(manifest.entries))
-        if stale:
-            shared = self._keys_of_other_partitions(family, partition_key)
-            for key in stale:
-                if key in shared:
-                    result.kept_shared.append(key)
-                else:
-                    self.storage.delete(key)
-                    result.removed.append(key)
-        document = manifest.to_bytes()
-        if previous is None or previous.to_bytes() != document:  # a re-run with nothing new writes nothing
-            self.storage.put(result.manifest_key, document)
-        return result
+    def _remove_stale(self, result: WriteResult, old_entries: dict[str, ManifestEntry]) -> None:
+        stale = sorted(set(old_entries) - set(result.manifest.entries))
+        if not stale:
+            return
+        shared = self._keys_of_other_partitions(result.manifest.family, result.manifest.partition_key)
+        for key in stale:
+            if key in shared:
+                result.kept_shared.append(key)
+            else:
+                self.storage.delete(key)
+                result.removed.append(key)
+
+    def _intact(self, manifest: PartitionManifest) -> bool:
+        """Every recorded object still exists as it was written (one stat each, in parallel: HEADs on S3)."""
+        entries = list(manifest.entries.items())
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="verify") as pool:
+            current = pool.map(self.storage.stat, [key for key, _ in entries])
+            return all(
+                info is not None and info.size == entry.size and entry.fingerprint in (None, info.fingerprint)
+                for (_, entry), info in zip(entries, current, strict=True)
+            )
 
     def _sweep_abandoned(self) -> None:
         now = time.monotonic()

@@ -23,7 +23,13 @@ from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.environment import DEFAULTS, EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR
 from clip_assets.io_manager import ClipArtifactIOManager
 from clip_assets.jobs import curate_videos, summarize_dataset
-from clip_assets.resources import S3ConnectionResource, StorageResource, WriterSettingsResource, s3_connection
+from clip_assets.resources import (
+    S3ConnectionResource,
+    StorageResource,
+    ValidationLimitsResource,
+    WriterSettingsResource,
+    s3_connection,
+)
 from clip_assets.sensors import dataset_summary_automation, processed_video_sensor
 
 
@@ -43,6 +49,7 @@ def build_resources(
         "inbox": StorageResource(url=inbox, s3=s3),
         "output": output_storage,
         "writer_settings": writer_settings,
+        "validation_limits": ValidationLimitsResource(),
         IO_MANAGER_KEY: ClipArtifactIOManager(output=output_storage),
     }
 

@@ -1,12 +1,25 @@
-"""The IO manager that owns writing: every family asset hands it artifacts, it hands back metadata."""
+"""The IO manager that owns writing: every family asset hands it a batch of partitions, it writes each.
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+A run may carry one partition or many (a batched backfill). Each partition is written on its own,
+under its own lock, with its own manifest and metadata, and a partition that fails (a bad input, a
+storage error) fails alone: the others are written and recorded as materialized, and the step then
+fails naming every failed partition and why.
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext, ResourceDependency
+from dagster import (
+    AssetMaterialization,
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    ResourceDependency,
+)
 
-from clip_assets.artifact_writer import ArtifactWriter
+from clip_assets.artifact_writer import ArtifactWriter, WriteResult
 from clip_assets.artifacts import Artifact, BuildReport
 from clip_assets.manifest import PartitionManifest
 from clip_assets.resources import StorageResource
@@ -15,15 +28,77 @@ _MAX_LISTED_ARTIFACTS = 100
 
 
 @dataclass
-class FamilyOutput:
-    """What a family asset returns: a (possibly lazy) stream of artifacts and how to describe them."""
+class PartitionWork:
+    """One partition's share of a family asset's output: how to build its artifacts, lazily.
 
+    `build` inspects the input before its first artifact (raising on a bad file); it is not called at
+    all when the writer finds the partition's outputs up to date.
+    """
+
+    partition_key: str
     source: str
-    artifacts: Iterable[Artifact]
-    report: BuildReport
+    output_version: str
+    build: Callable[[BuildReport], Iterable[Artifact]]
+    # Metadata that needs the stream consumed (the preview thumbnail).
+    describe: Callable[[BuildReport], dict[str, Any]] | None = None
+
+
+@dataclass
+class FamilyBatch:
+    """What a family asset returns: the work per partition, and the partitions that failed already."""
+
+    work: list[PartitionWork]
+    failures: dict[str, Exception]
     max_workers: int
-    # Called after writing, for metadata that needs the stream consumed (e.g. a preview image).
-    extra_metadata: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    # Attaches metadata to one partition's materialization (the asset context's public API).
+    record_partition_metadata: Callable[[str, dict[str, Any]], None]
+
+
+class PartitionsFailed(Exception):
+    """Some partitions of a batch failed; the others were written and are recorded as materialized."""
+
+    def __init__(self, asset: str, failures: dict[str, Exception], succeeded: int) -> None:
+        self.failures = failures
+        lines = [f"{key}: {type(error).__name__}: {error}" for key, error in sorted(failures.items())]
+        super().__init__(
+            f"{asset}: {len(failures)} of {len(failures) + succeeded} partitions failed "
+            f"(the other {succeeded} were written):\n" + "\n".join(lines)
+        )
+
+
+def _lazily(work: PartitionWork, report: BuildReport) -> Iterator[Artifact]:
+    """Defers `build` (and its input inspection) until the writer asks for the first artifact."""
+    yield from work.build(report)
+
+
+def _metadata(result: WriteResult, report: BuildReport, work: PartitionWork, root: str) -> dict[str, Any]:
+    manifest = result.manifest
+    listed = sorted(manifest.entries.items())[:_MAX_LISTED_ARTIFACTS]
+    table = "| key | bytes | sha256 |\n|---|---:|---|\n" + "\n".join(
+        f"| `{key}` | {entry.size} | `{entry.sha256}` |" for key, entry in listed
+    )
+    if len(manifest.entries) > len(listed):
+        table += f"\n\n{len(manifest.entries) - len(listed)} more in the manifest."
+    metadata: dict[str, Any] = {
+        "source": work.source,
+        "artifacts": len(manifest.entries),
+        "bytes": MetadataValue.int(manifest.total_bytes),
+        "written": result.written,
+        "skipped_identical": result.skipped,
+        "bytes_written": MetadataValue.int(result.bytes_written),
+        "removed_stale": len(result.removed),
+        "input_unchanged": result.unchanged_input,
+        "manifest": MetadataValue.path(f"{root}/{result.manifest_key}"),
+        "manifest_sha256": manifest.digest,
+        "artifact_hashes": MetadataValue.md(table),
+        **{f"count_{name}": value for name, value in sorted(report.counts.items())},
+        "warnings": report.num_warnings,
+    }
+    if result.kept_shared:
+        metadata["stale_kept_shared"] = len(result.kept_shared)
+    if work.describe is not None and not result.unchanged_input:
+        metadata.update(work.describe(report))
+    return metadata
 
 
 class ClipArtifactIOManager(ConfigurableIOManager):
@@ -31,39 +106,38 @@ class ClipArtifactIOManager(ConfigurableIOManager):
 
     output: ResourceDependency[StorageResource]
 
-    def handle_output(self, context: OutputContext, obj: FamilyOutput) -> None:
+    def handle_output(self, context: OutputContext, obj: FamilyBatch) -> None:
         family = context.asset_key.to_user_string()
-        writer = ArtifactWriter(self.output.get_storage(), max_workers=obj.max_workers)
-        result = writer.write(family, context.partition_key, obj.source, obj.artifacts)
-        for warning in obj.report.warnings:
-            context.log.warning(warning)
-        if obj.report.num_warnings > len(obj.report.warnings):
-            context.log.warning(f"... and {obj.report.num_warnings - len(obj.report.warnings)} more warnings")
-        manifest = result.manifest
-        listed = sorted(manifest.entries.items())[:_MAX_LISTED_ARTIFACTS]
-        table = "| key | bytes | sha256 |\n|---|---:|---|\n" + "\n".join(
-            f"| `{key}` | {entry.size} | `{entry.sha256}` |" for key, entry in listed
-        )
-        if len(manifest.entries) > len(listed):
-            table += f"\n\n{len(manifest.entries) - len(listed)} more in the manifest."
-        metadata: dict[str, Any] = {
-            "source": obj.source,
-            "artifacts": len(manifest.entries),
-            "bytes": MetadataValue.int(manifest.total_bytes),
-            "written": result.written,
-            "skipped_identical": result.skipped,
-            "bytes_written": MetadataValue.int(result.bytes_written),
-            "removed_stale": len(result.removed),
-            "manifest": MetadataValue.path(f"{self.output.get_storage().root}/{result.manifest_key}"),
-            "manifest_sha256": manifest.digest,
-            "artifact_hashes": MetadataValue.md(table),
-            **{f"count_{name}": value for name, value in sorted(obj.report.counts.items())},
-            "warnings": obj.report.num_warnings,
-        }
-        if result.kept_shared:
-            metadata["stale_kept_shared"] = len(result.kept_shared)
-        metadata.update(obj.extra_metadata())
-        context.add_output_metadata(metadata)
+        storage = self.output.get_storage()
+        writer = ArtifactWriter(storage, max_workers=obj.max_workers)
+        failures = dict(obj.failures)
+        done: dict[str, dict[str, Any]] = {}
+        for work in obj.work:
+            report = BuildReport()
+            try:
+                result = writer.write(
+                    family, work.partition_key, work.source, _lazily(work, report), work.output_version
+                )
+            except Exception as error:  # one partition's failure must not cost the others theirs
+                failures[work.partition_key] = error
+                continue
+            for warning in report.warnings:
+                context.log.warning(f"{work.partition_key}: {warning}")
+            if report.num_warnings > len(report.warnings):
+                context.log.warning(f"{work.partition_key}: ... and {report.num_warnings - len(report.warnings)} more")
+            done[work.partition_key] = _metadata(result, report, work, storage.root)
+
+        if failures:
+            if not done and len(failures) == 1:
+                raise next(iter(failures.values()))
+            for key, metadata in done.items():  # Dagster records nothing for a failed output: we do
+                context.log_event(AssetMaterialization(context.asset_key, partition=key, metadata=metadata))
+            raise PartitionsFailed(family, failures, len(done))
+        if len(done) == 1:
+            context.add_output_metadata(next(iter(done.values())))
+        else:
+            for key, metadata in done.items():
+                obj.record_partition_metadata(key, metadata)
 
     def load_input(self, context: InputContext) -> PartitionManifest | dict[str, PartitionManifest | None] | None:
         """A downstream asset gets the manifest(s) of what was written, not the bytes themselves.

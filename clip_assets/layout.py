@@ -122,10 +122,18 @@ def manifest_prefix(family: str) -> str:
     return f"{INTERNAL_PREFIX}/manifests/{family}/"
 
 
+def _partition_digest(partition_key: str) -> str:
+    """Partition keys are free text of any length; file names are not, so they are named by a hash."""
+    return hashlib.sha256(partition_key.encode("utf-8")).hexdigest()[:40]
+
+
 def manifest_key(family: str, partition_key: str) -> str:
-    """Named by a hash of the partition key: keys are free text of any length, file names are not."""
-    digest = hashlib.sha256(partition_key.encode("utf-8")).hexdigest()[:40]
-    return f"{manifest_prefix(family)}{digest}.json"
+    return f"{manifest_prefix(family)}{_partition_digest(partition_key)}.json"
+
+
+def lock_key(family: str, partition_key: str) -> str:
+    """Held while one partition of one family is written, so two runs of it never interleave."""
+    return f"{INTERNAL_PREFIX}/locks/{family}/{_partition_digest(partition_key)}.lock"
 
 
 def dataset_summary_key() -> str:

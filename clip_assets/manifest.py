@@ -28,6 +28,9 @@ class PartitionManifest:
     partition_key: str
     source: str = ""
     entries: dict[str, ManifestEntry] = field(default_factory=dict)
+    # What the outputs were built from (clip_assets.output_version): equal means a re-run would write
+    # the same bytes. Empty when unknown (a partial manifest after a failure).
+    output_version: str = ""
 
     @property
     def total_bytes(self) -> int:
@@ -48,6 +51,7 @@ class PartitionManifest:
                 "family": self.family,
                 "partition_key": self.partition_key,
                 "source": self.source,
+                "output_version": self.output_version,
                 "digest": self.digest,
                 "artifacts": {key: _entry_json(e) for key, e in sorted(self.entries.items())},
             },
@@ -63,6 +67,7 @@ class PartitionManifest:
             family=doc["family"],
             partition_key=doc["partition_key"],
             source=doc.get("source", ""),
+            output_version=doc.get("output_version", ""),
             entries={
                 k: ManifestEntry(v["sha256"], int(v["size"]), v.get("fingerprint")) for k, v in doc["artifacts"].items()
             },

@@ -14,6 +14,7 @@ from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from clip_assets.contract.limits import ValidationLimits
 from clip_assets.environment import S3_ADDRESSING_STYLE_VAR, S3_CHECKSUM_VAR, S3_SSE_KMS_KEY_ID_VAR, S3_SSE_VAR
 from clip_assets.settings import WriterSettings
 from clip_assets.storage import LocalStorage, Storage
@@ -136,6 +137,27 @@ class StorageResource(ConfigurableResource):
             else:
                 self._storage = LocalStorage(self.url)
         return self._storage
+
+
+class ValidationLimitsResource(ConfigurableResource):
+    """Upper bounds a processed video must respect, so one hostile file cannot exhaust a worker."""
+
+    max_mp4_mb: int = Field(default=2048, ge=1, description="Largest clip MP4 accepted.")
+    max_webp_mb: int = Field(default=64, ge=1, description="Largest WebP preview accepted.")
+    max_windows_per_clip: int = Field(default=4096, ge=1)
+    max_embedding_dim: int = Field(default=65536, ge=1)
+    max_caption_chars: int = Field(default=1_000_000, ge=1)
+    max_clips: int = Field(default=1_000_000, ge=1, description="Most clips one processed video may hold.")
+
+    def to_limits(self) -> ValidationLimits:
+        return ValidationLimits(
+            max_mp4_bytes=self.max_mp4_mb * MiB,
+            max_webp_bytes=self.max_webp_mb * MiB,
+            max_windows_per_clip=self.max_windows_per_clip,
+            max_embedding_dim=self.max_embedding_dim,
+            max_caption_chars=self.max_caption_chars,
+            max_clips=self.max_clips,
+        )
 
 
 class WriterSettingsResource(ConfigurableResource):

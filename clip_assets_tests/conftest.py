@@ -111,6 +111,18 @@ class S3Endpoint:
         return sorted(info.key for info in self.storage(prefix).list())
 
 
+def s3_connection_via(proxy: FaultProxy, **overrides: Any) -> S3ConnectionResource:
+    """Small multipart sizes, so a test can cross the threshold with a few MiB."""
+    settings: dict[str, Any] = {
+        "endpoint_url": proxy.url,
+        "addressing_style": "path",
+        "multipart_threshold_mb": 6,
+        "part_size_mb": 5,
+        "max_attempts": 5,
+    }
+    return S3ConnectionResource(**{**settings, **overrides})
+
+
 @pytest.fixture
 def s3(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Endpoint]:
     """Credentials come from the environment, as the standard AWS chain provides them in production."""
@@ -118,14 +130,7 @@ def s3(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3E
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     proxy = FaultProxy(moto_server.url)
-    connection = S3ConnectionResource(
-        endpoint_url=proxy.url,
-        addressing_style="path",
-        multipart_threshold_mb=6,
-        part_size_mb=5,
-        max_attempts=4,
-    )
-    endpoint = S3Endpoint(proxy, f"clip-assets-{uuid.uuid4().hex[:12]}", connection)
+    endpoint = S3Endpoint(proxy, f"clip-assets-{uuid.uuid4().hex[:12]}", s3_connection_via(proxy))
     endpoint.client.create_bucket(Bucket=endpoint.bucket)
     proxy.reset_counts()
     yield endpoint

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import threading
 
 import pytest
 
@@ -176,4 +177,49 @@ def test_on_s3_identical_content_is_recognised_without_a_manifest(s3):
     assert storage.read("clips/a.mp4") == b"A" * 1000 and storage.read("clips/b.mp4") == b"B2"
     s3.proxy.reset_counts()
     again = writer.write("clip_files", "p", "s", artifacts(a=b"A" * 1000, b=b"B2"))
-    assert (again.written, again.skipped) == (0, 2) and s3.proxy.counts["PutObject"] == 0
+    assert (again.written, again.skipped) == (0, 2)
+    assert [
+        r.path for r in s3.proxy.requests if r.operation == "PutObject" and "/_clip_assets/locks/" not in r.path
+    ] == []
+
+
+def _race(writer_factory, versions):
+    """Writers of one partition, each with its own content, started at once."""
+    barrier = threading.Barrier(len(versions))
+    errors = []
+
+    def write(content):
+        writer = writer_factory()
+        barrier.wait()
+        try:
+            writer.write("clip_files", "p", "s", (Artifact(f"clips/{i:03d}.mp4", content) for i in range(40)))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(content,)) for content in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def _one_version_throughout(storage, versions):
+    manifest = ArtifactWriter(storage).load_manifest("clip_files", "p")
+    contents = {storage.read(key) for key in manifest.entries}
+    assert len(contents) == 1 and contents <= set(versions)  # never a mix of two runs
+    for key, entry in manifest.entries.items():
+        assert hashlib.sha256(storage.read(key)).hexdigest() == entry.sha256
+
+
+def test_concurrent_writers_of_one_partition_never_interleave_locally(tmp_path):
+    versions = [b"first run" * 100, b"second run" * 100, b"third run" * 100]
+    _race(lambda: ArtifactWriter(LocalStorage(tmp_path), max_workers=4), versions)
+    _one_version_throughout(LocalStorage(tmp_path), versions)
+
+
+def test_concurrent_writers_of_one_partition_never_interleave_on_s3(s3):
+    versions = [b"first run" * 100, b"second run" * 100]
+    _race(lambda: ArtifactWriter(s3.storage("out"), max_workers=4), versions)
+    _one_version_throughout(s3.storage("out"), versions)
+    assert s3.storage("out").stat(layout.lock_key("clip_files", "p")) is None

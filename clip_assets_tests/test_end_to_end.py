@@ -279,3 +279,26 @@ def test_float16_embeddings_keep_their_dtype(inbox, output, run_partition):
     np.testing.assert_array_equal(vector, clips[0].embeddings["cosmos-embed1"])
     chunk = pq.read_table(output / f"ce1_embd_parquet/{layout.chunk_embedding_uuid(SOURCE_VIDEO, 0)}.parquet")
     assert chunk.schema.field("embedding").type.value_type == pa.float16()
+
+
+def test_an_unchanged_partition_is_verified_not_reread(inbox, output, run_partition):
+    clips = make_clips(3)
+    write_video(inbox / f"{REL}.parquet", clips)
+    assert run_partition(KEY).success
+    families = ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries")
+    rerun = run_partition(KEY)
+    for family in families:
+        metadata = materialization_metadata(rerun, family)
+        assert metadata["input_unchanged"] is True and metadata["written"] == 0
+    assert not any("valid," in str(e.message) for e in rerun.all_events)  # the input was not inspected
+
+    changed_settings = run_partition(KEY, caption_models=["qwen"])
+    assert materialization_metadata(changed_settings, "clip_metadata")["input_unchanged"] is False
+
+    damaged = output / f"metas/v0/{clips[1].uuid}.json"
+    good = damaged.read_bytes()
+    damaged.write_bytes(good[:10])
+    repaired = run_partition(KEY, caption_models=["qwen"])
+    metadata = materialization_metadata(repaired, "clip_metadata")
+    assert (metadata["input_unchanged"], metadata["written"]) == (False, 1)
+    assert damaged.read_bytes() == good

@@ -1,4 +1,9 @@
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -51,3 +56,44 @@ def test_put_if_absent_never_replaces(tmp_path):
     assert storage.put_if_absent("a/x.bin", b"second") is None
     assert storage.read("a/x.bin") == b"first"
     assert list((tmp_path / "_clip_assets/staging").iterdir()) == []
+
+
+def test_lock_excludes_other_holders_and_times_out_naming_the_key(tmp_path):
+    storage = LocalStorage(tmp_path)
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=5):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    still_held = r"locks/f/p\.lock: still held by another writer after 0 s"
+    with pytest.raises(StorageError, match=still_held), storage.lock("_clip_assets/locks/f/p.lock", timeout_s=0.2):
+        pass
+    release.set()
+    started = time.monotonic()
+    with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=5) as lease:
+        lease.check()
+    assert time.monotonic() - started < 2
+    thread.join()
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path):
+    code = (
+        "import sys, time; from clip_assets.storage import LocalStorage\n"
+        "with LocalStorage(sys.argv[1]).lock('_clip_assets/locks/x.lock', 5):\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    storage = LocalStorage(tmp_path)
+    with pytest.raises(StorageError, match="still held"), storage.lock("_clip_assets/locks/x.lock", timeout_s=0.2):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with storage.lock("_clip_assets/locks/x.lock", timeout_s=1):
+        pass

@@ -2,14 +2,18 @@
 
 import base64
 import hashlib
+import json
 import os
+import time
 
 import pytest
 
 from clip_assets.contract import ProcessedVideoReader
 from clip_assets.contract import schema as contract_schema
+from clip_assets.inspection import inspect_video
 from clip_assets.storage import StorageError
 from clip_assets.storage.s3 import S3Options, S3Storage, parse_s3_url
+from clip_assets.storage.s3_lease import S3Lease
 from clip_assets_tests.factories import make_clips, write_video
 from clip_assets_tests.s3_endpoint import SECRET_KEY
 
@@ -100,7 +104,7 @@ def test_throttling_and_server_errors_are_retried_within_bounds(s3):
     s3.proxy.inject("PutObject", count=100, status=503, code="SlowDown")
     with pytest.raises(StorageError, match=r"cannot write s3://.*/out/b\.bin: SlowDown"):
         storage.put("b.bin", b"payload")
-    assert s3.proxy.injected["PutObject:503"] == 4  # max_attempts, then a clear failure
+    assert s3.proxy.injected["PutObject:503"] == 5  # max_attempts, then a clear failure
     assert storage.stat("b.bin") is None
 
 
@@ -171,7 +175,7 @@ def test_parquet_streams_with_ranged_reads_and_projection(s3, tmp_path):
     assert served < len(data) / 10, (served, len(data))  # the MP4 and WebP columns were never fetched
 
     with storage.open("v.parquet") as handle, ProcessedVideoReader(handle, "s3://inbox/v.parquet") as reader:
-        assert reader.validate().num_clips == 24
+        assert inspect_video(reader).num_clips == 24
 
 
 def test_errors_name_the_object_and_never_the_secret(s3):
@@ -181,3 +185,41 @@ def test_errors_name_the_object_and_never_the_secret(s3):
     message = str(caught.value)
     assert f"s3://no-such-bucket-{s3.bucket}/x/a.bin" in message and "NoSuchBucket" in message
     assert SECRET_KEY not in message
+
+
+def test_a_lease_excludes_other_writers_and_names_its_holder(s3):
+    storage = s3.storage("out")
+    with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=5) as lease:
+        lease.check()
+        held = r"locks/f/p\.lock: held by .* for longer than 1 s"
+        with pytest.raises(StorageError, match=held), storage.lock("_clip_assets/locks/f/p.lock", timeout_s=1):
+            pass
+    assert storage.stat("_clip_assets/locks/f/p.lock") is None  # released
+    with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=1):
+        pass
+
+
+def test_an_expired_lease_is_taken_over(s3):
+    storage = s3.storage("out")
+    dead = json.dumps({"holder": "killed-host:123:abc", "expires_at": time.time() - 3600}).encode()
+    storage.put("_clip_assets/locks/f/p.lock", dead)
+    started = time.monotonic()
+    with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=5):
+        assert b"killed-host" not in storage.read("_clip_assets/locks/f/p.lock")
+    assert time.monotonic() - started < 3
+
+
+def test_a_lease_is_renewed_while_held_and_reports_when_lost(s3):
+    storage = s3.storage("out")
+    lease = S3Lease(storage, "_clip_assets/locks/f/p.lock", ttl_s=2, renew_every_s=0.2)
+    lease.acquire(timeout_s=1)
+    first = json.loads(storage.read("_clip_assets/locks/f/p.lock"))["expires_at"]
+    time.sleep(0.7)
+    assert json.loads(storage.read("_clip_assets/locks/f/p.lock"))["expires_at"] > first
+    lease.check()
+    storage.put("_clip_assets/locks/f/p.lock", b'{"holder": "usurper", "expires_at": 0}')  # someone took it
+    time.sleep(0.7)
+    with pytest.raises(StorageError, match="lease lost, taken over by another writer"):
+        lease.check()
+    lease.release()
+    assert b"usurper" in storage.read("_clip_assets/locks/f/p.lock")  # a lost lease deletes nothing

@@ -7,19 +7,19 @@ keeps messages (`{key: message}`; NeMo keeps only the keys).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from clip_assets import layout
 from clip_assets.artifacts.base import Artifact, BuildReport, json_artifact
 from clip_assets.artifacts.captions import caption_models_in_order, has_caption
-from clip_assets.contract import ClipRecord, ProcessedVideoError, VideoInfo, Window
-from clip_assets.media.probe import MediaError, probe_mp4
+from clip_assets.contract import ClipRecord, VideoInfo, Window
+from clip_assets.inspection import ClipFacts
 from clip_assets.settings import WriterSettings
 
 
-def clip_metadata(clip: ClipRecord, video: VideoInfo, settings: WriterSettings, file: str) -> dict[str, Any]:
-    """One clip's metadata document; `file` names the input in errors."""
+def clip_metadata(clip: ClipRecord, video: VideoInfo, settings: WriterSettings, facts: ClipFacts) -> dict[str, Any]:
+    """One clip's metadata document; MP4 facts come from inspection, which probed every clip once."""
     doc: dict[str, Any] = {
         "span_uuid": clip.uuid,
         "source_video": clip_source_video(video),
@@ -31,20 +31,14 @@ def clip_metadata(clip: ClipRecord, video: VideoInfo, settings: WriterSettings, 
             settings.output_location, layout.clip_key(clip.uuid, filtered=clip.filtered)
         ),
     }
-    if clip.mp4 is not None:
-        try:
-            probe = probe_mp4(clip.mp4)
-        except MediaError as exc:
-            raise ProcessedVideoError(
-                file, "mp4", f"cannot be probed: {exc}", row=clip.row, clip_id=clip.uuid
-            ) from None
+    if facts.probe is not None:
         doc.update(
-            width=probe.width,
-            height=probe.height,
-            framerate=probe.framerate,
-            num_frames=probe.num_frames,
-            video_codec=probe.video_codec,
-            num_bytes=len(clip.mp4),
+            width=facts.probe.width,
+            height=facts.probe.height,
+            framerate=facts.probe.framerate,
+            num_frames=facts.probe.num_frames,
+            video_codec=facts.probe.video_codec,
+            num_bytes=facts.mp4_bytes,
         )
     if clip.motion_score_global_mean is not None:
         doc["motion_score"] = {
@@ -57,7 +51,7 @@ def clip_metadata(clip: ClipRecord, video: VideoInfo, settings: WriterSettings, 
         doc["errors"] = dict(clip.errors)
     # Filtered clips normally come without windows; NeMo writes whatever windows a clip has.
     doc["windows"] = [_window_doc(w, settings) for w in clip.windows]
-    doc["valid"] = bool(clip.mp4) and len(clip.windows) > 0
+    doc["valid"] = facts.has_mp4 and len(clip.windows) > 0
     if clip.extra_metadata:
         doc.update(clip.extra_metadata)
     return doc
@@ -78,18 +72,17 @@ def _window_doc(window: Window, settings: WriterSettings) -> dict[str, Any]:
 
 
 def build_clip_metadata(
-    clips: Iterable[ClipRecord], video: VideoInfo, settings: WriterSettings, report: BuildReport, file: str
-) -> list[Artifact]:
-    """Built completely before anything is written, so an unprobeable MP4 fails the partition cleanly.
-
-    Metadata documents are small (about 1 KB per clip), so holding them is cheap.
-    """
-    artifacts: list[Artifact] = []
+    clips: Iterable[ClipRecord],
+    video: VideoInfo,
+    settings: WriterSettings,
+    report: BuildReport,
+    facts: Mapping[str, ClipFacts],
+) -> Iterator[Artifact]:
+    """Clips need no MP4 bytes here: inspection probed them and left the facts."""
     for clip in clips:
         report.counts["filtered" if clip.filtered else "passed"] += 1
         if settings.generate_captions and not clip.filtered and not has_caption(clip.windows, settings.caption_models):
             report.warn(f"Clip {clip.uuid} has no caption from {list(settings.caption_models or ['any model'])}")
-        document = clip_metadata(clip, video, settings, file)
+        document = clip_metadata(clip, video, settings, facts[clip.uuid])
         if not settings.dry_run:
-            artifacts.append(json_artifact(layout.clip_metadata_key(clip.uuid), document))
-    return artifacts
+            yield json_artifact(layout.clip_metadata_key(clip.uuid), document)

@@ -11,7 +11,7 @@ Both files are written on a dry run too.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from clip_assets import layout
 from clip_assets.artifacts.base import Artifact, BuildReport, json_artifact
 from clip_assets.artifacts.captions import caption_models_in_order, has_caption
 from clip_assets.contract import ClipRecord, VideoInfo
+from clip_assets.inspection import ClipFacts
 from clip_assets.settings import WriterSettings
 
 
@@ -48,9 +49,9 @@ class ChunkStats:
             total += duration
         return total
 
-    def add(self, clip: ClipRecord, settings: WriterSettings) -> None:
+    def add(self, clip: ClipRecord, facts: ClipFacts, settings: WriterSettings) -> None:
         self.max_clip_duration = max(self.max_clip_duration, clip.duration)
-        if clip.mp4:
+        if facts.has_mp4:
             self.num_transcoded += 1
         if clip.filtered:
             self.filtered_clips.append(clip.uuid)
@@ -61,9 +62,9 @@ class ChunkStats:
         self.passed_duration += clip.duration
         self.num_passed += 1
         self.clips.append(clip.uuid)
-        if settings.embedding_algorithm in clip.embeddings:
+        if settings.embedding_algorithm in facts.embedding_algorithms:
             self.num_with_embeddings += 1
-        if any(w.webp for w in clip.windows):
+        if facts.has_webp:
             self.num_with_webp += 1
         captions: dict[str, str] = {}
         enhanced: dict[str, str] = {}
@@ -80,13 +81,15 @@ class ChunkStats:
         self.all_windows_enhanced_caption[clip.uuid] = enhanced
 
 
-def collect_chunk_stats(clips: Iterable[ClipRecord], video: VideoInfo, settings: WriterSettings) -> list[ChunkStats]:
+def collect_chunk_stats(
+    clips: Iterable[ClipRecord], video: VideoInfo, settings: WriterSettings, facts: Mapping[str, ClipFacts]
+) -> list[ChunkStats]:
     """Every chunk NeMo would have written a file for: those in `num_clip_chunks`, in the file, or chunk 0."""
     chunks: dict[int, ChunkStats] = {i: ChunkStats(i) for i in range(video.num_clip_chunks)}
     for counters in video.chunks or ():
         chunks.setdefault(counters.index, ChunkStats(counters.index))
     for clip in clips:
-        chunks.setdefault(clip.chunk_index, ChunkStats(clip.chunk_index)).add(clip, settings)
+        chunks.setdefault(clip.chunk_index, ChunkStats(clip.chunk_index)).add(clip, facts[clip.uuid], settings)
     if not chunks:
         chunks[0] = ChunkStats(0)
     return [chunks[i] for i in sorted(chunks)]
@@ -139,10 +142,15 @@ def chunk_document(stats: ChunkStats, video: VideoInfo) -> dict[str, Any]:
 
 
 def build_video_summary(
-    clips: Iterable[ClipRecord], video: VideoInfo, settings: WriterSettings, report: BuildReport
+    clips: Iterable[ClipRecord],
+    video: VideoInfo,
+    settings: WriterSettings,
+    report: BuildReport,
+    facts: Mapping[str, ClipFacts],
 ) -> list[Artifact]:
+    """Needs only the clips' identity and windows (captions); the rest comes from inspection's facts."""
     relative = layout.video_relative_path(video.source_video, settings.input_path)
-    chunk_stats = collect_chunk_stats(clips, video, settings)
+    chunk_stats = collect_chunk_stats(clips, video, settings, facts)
     artifacts = [json_artifact(layout.video_metadata_key(relative), video_document(video))]
     for stats in chunk_stats:
         report.counts["chunks"] += 1

@@ -7,17 +7,23 @@ asset that validates its partition's file first and hands the artifacts to the a
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetsDefinition, asset
+from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, asset
 
+from clip_assets import layout
 from clip_assets.artifacts import Artifact, BuildReport
 from clip_assets.assets.inbox import processed_videos
-from clip_assets.assets.opening import ValidatedVideo, open_validated_video
+from clip_assets.assets.opening import InboxFile, ValidatedVideo, find_inbox_file, open_validated_video
 from clip_assets.assets.partitions import processed_video_partitions
-from clip_assets.io_manager import FamilyOutput
-from clip_assets.resources import StorageResource, WriterSettingsResource
+from clip_assets.contract import ProcessedVideoError
+from clip_assets.environment import PARTITIONS_PER_RUN_VAR, configured
+from clip_assets.io_manager import FamilyBatch, PartitionWork
+from clip_assets.output_version import output_version
+from clip_assets.resources import StorageResource, ValidationLimitsResource, WriterSettingsResource
 
 OUTPUT_GROUP = "clip_outputs"
 IO_MANAGER_KEY = "clip_artifact_io_manager"
+# A backfill of N partitions runs as ceil(N / this) runs, not N: each run handles its partitions in turn.
+PARTITIONS_PER_RUN = int(configured(PARTITIONS_PER_RUN_VAR))
 
 FamilyBuilder = Callable[[ValidatedVideo, BuildReport], Iterable[Artifact]]
 
@@ -37,6 +43,7 @@ def family_asset(
         @asset(
             name=name,
             partitions_def=processed_video_partitions,
+            backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN),
             deps=[processed_videos],
             group_name=OUTPUT_GROUP,
             io_manager_key=IO_MANAGER_KEY,
@@ -48,15 +55,32 @@ def family_asset(
             inbox: StorageResource,
             output: StorageResource,
             writer_settings: WriterSettingsResource,
-        ) -> FamilyOutput:
-            video = open_validated_video(context, inbox, output, writer_settings)
-            report = BuildReport()
-            return FamilyOutput(
-                video.name,
-                build(video, report),
-                report,
-                video.settings.max_workers,
-                (lambda: describe(report)) if describe else dict,
+            validation_limits: ValidationLimitsResource,
+        ) -> FamilyBatch:
+            """Only finds each partition's file here; inspection and writing happen partition by partition."""
+            inbox_storage = inbox.get_storage()
+            settings = writer_settings.to_settings(output.get_storage().root)
+            layout.embedding_prefix(settings.embedding_algorithm)  # a configuration error, not a file's
+            limits = validation_limits.to_limits()
+
+            def build_from(file: InboxFile) -> Callable[[BuildReport], Iterable[Artifact]]:
+                return lambda report: build(open_validated_video(file, settings, limits, context.log), report)
+
+            work: list[PartitionWork] = []
+            failures: dict[str, Exception] = {}
+            for key in sorted(context.partition_keys):
+                try:
+                    file = find_inbox_file(inbox_storage, key)
+                except ProcessedVideoError as error:
+                    failures[key] = error
+                    continue
+                version = output_version(file.info.fingerprint, settings)
+                work.append(PartitionWork(key, file.name, version, build_from(file), describe))
+            return FamilyBatch(
+                work,
+                failures,
+                settings.max_workers,
+                lambda key, metadata: context.add_asset_metadata(metadata, partition_key=key),
             )
 
         return family

@@ -8,7 +8,8 @@ from clip_assets.assets.family import family_asset
 from clip_assets.assets.opening import ValidatedVideo
 from clip_assets.contract import schema
 
-_COLUMNS = [schema.MP4, schema.WINDOWS, schema.WINDOW_WEBP_COLUMN, schema.EMBEDDINGS]
+# Captions only: which clips have an MP4, a WebP or an embedding is known from inspection.
+_COLUMNS = [schema.WINDOWS]
 
 
 @family_asset(
@@ -18,4 +19,4 @@ _COLUMNS = [schema.MP4, schema.WINDOWS, schema.WINDOW_WEBP_COLUMN, schema.EMBEDD
     "(processed_clip_chunks/{rel}_{chunk}.json); written on dry runs too.",
 )
 def video_summaries(video: ValidatedVideo, report: BuildReport) -> Iterable[Artifact]:
-    return build_video_summary(video.clips(_COLUMNS), video.info, video.settings, report)
+    return build_video_summary(video.clips(_COLUMNS), video.info, video.settings, report, video.inspection.facts)

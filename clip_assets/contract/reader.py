@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -23,15 +22,6 @@ from clip_assets.contract.records import ClipRecord, VideoInfo, Window
 from clip_assets.contract.validation import ClipChecker, check_arrow_schema, parse_file_metadata
 
 ALL_COLUMNS: frozenset[str] = frozenset(schema.COLUMNS) | {schema.WINDOW_WEBP_COLUMN}
-
-
-@dataclass(frozen=True)
-class ValidationSummary:
-    """What a full validation pass learned about a file; small enough to keep per partition."""
-
-    num_clips: int
-    num_passed: int
-    num_filtered: int
 
 
 class ProcessedVideoReader:
@@ -121,16 +111,6 @@ class ProcessedVideoReader:
                 checker.check(clip)
                 yield clip
             row += batch.num_rows
-
-    def validate(self) -> ValidationSummary:
-        """One streaming pass over every column: raises on the first problem, writes nothing."""
-        passed = filtered = 0
-        for clip in self.iter_clips(ALL_COLUMNS):
-            if clip.filtered:
-                filtered += 1
-            else:
-                passed += 1
-        return ValidationSummary(passed + filtered, passed, filtered)
 
     def _records(self, batch: pa.RecordBatch, first_row: int) -> Iterator[ClipRecord]:
         names = batch.schema.names

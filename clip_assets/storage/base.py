@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -29,6 +30,14 @@ class ObjectInfo:
     def fingerprint(self) -> str:
         """Changes whenever the object's content may have changed."""
         return f"{self.size}:{self.etag or self.modified_ns}"
+
+
+class Lease(Protocol):
+    """Exclusive ownership of a lock key, held while a partition of a family is written."""
+
+    def check(self) -> None:
+        """Raise StorageError if ownership was lost (an S3 lease that could not be renewed in time)."""
+        ...
 
 
 class Storage(Protocol):
@@ -72,5 +81,13 @@ class Storage(Protocol):
         """Remove what writers killed mid-write left behind (temp files, unfinished uploads); returns how many.
 
         Only leftovers older than `older_than_s` go, so writes of concurrent runs are never touched.
+        """
+        ...
+
+    def lock(self, key: str, timeout_s: float) -> AbstractContextManager[Lease]:
+        """Hold `key` exclusively across processes and machines sharing this storage.
+
+        Waits up to `timeout_s` for another holder, then raises StorageError naming the key. A holder
+        that dies releases it (a local lock with its process, an S3 lease when it expires).
         """
         ...

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from clip_assets import layout
-from clip_assets.storage.base import ObjectInfo, StorageError
+from clip_assets.storage.base import Lease, ObjectInfo, StorageError
 
 STAGING_DIR = f"{layout.INTERNAL_PREFIX}/staging"
 
@@ -108,6 +110,34 @@ class LocalStorage:
                     continue
                 yield ObjectInfo(path.relative_to(self._root).as_posix(), st.st_size, st.st_mtime_ns)
 
+    @contextmanager
+    def lock(self, key: str, timeout_s: float) -> Iterator[Lease]:
+        """An advisory `flock` on a lock file: released by the kernel when its holder dies, SIGKILL included."""
+        path = self.path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("a+b")
+        except OSError as exc:
+            raise StorageError(exc.errno, f"cannot lock {self.root}/{key}: {exc.strerror or exc}") from exc
+        with handle:
+            deadline = time.monotonic() + timeout_s
+            delay = 0.01
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StorageError(
+                            errno.ETIMEDOUT, f"{self.root}/{key}: still held by another writer after {timeout_s:.0f} s"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            try:
+                yield _HeldLock()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def remove_abandoned(self, older_than_s: float) -> int:
         staging = self._root / STAGING_DIR
         if not staging.is_dir():
@@ -134,3 +164,10 @@ def _publish(temp: Path, target: Path, only_if_absent: bool) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+class _HeldLock:
+    """A kernel lock cannot be lost while its holder lives."""
+
+    def check(self) -> None:
+        return None

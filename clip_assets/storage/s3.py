@@ -19,15 +19,23 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO, Literal, TypeVar
+from typing import Any, BinaryIO, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from fsspec.caching import BlockCache
 
 from clip_assets import layout
-from clip_assets.storage.base import ObjectInfo, StorageError
+from clip_assets.storage.base import Lease, ObjectInfo, StorageError
+from clip_assets.storage.s3_lease import S3Lease
 
 SCHEME = "s3://"
 MiB = 1024 * 1024
@@ -35,8 +43,6 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 SHA256_METADATA = "sha256"
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -126,11 +132,13 @@ class S3Storage:
         return self.prefix + layout.check_key(key)
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+        code = errno.EIO
         if isinstance(exc, ClientError):
             reason = f"{_error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+            code = errno.ENOENT if _is_missing(exc) else code
         else:
             reason = str(exc) or type(exc).__name__
-        return StorageError(errno.EIO, f"cannot {action} {self.root}/{key}: {reason}")
+        return StorageError(code, f"cannot {action} {self.root}/{key}: {reason}")
 
     # Writing
 
@@ -149,7 +157,7 @@ class S3Storage:
         return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha256 or hashlib.sha256(data).digest())}
 
     def put(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo:
-        info = self._write(key, data, sha256, only_if_absent=False)
+        info = self._write(key, data, sha256, {})
         assert info is not None
         return info
 
@@ -157,17 +165,20 @@ class S3Storage:
         """A conditional PUT (`If-None-Match: *`): one request when the key is new, and None, with
         nothing replaced, when something is there already. A large object asks with a HEAD first
         instead, so no multipart upload is wasted. Stores that ignore the condition simply overwrite."""
-        return self._write(key, data, sha256, only_if_absent=True)
+        return self._write(key, data, sha256, {"IfNoneMatch": "*"})
 
-    def _write(self, key: str, data: bytes, sha256: str | None, *, only_if_absent: bool) -> ObjectInfo | None:
+    def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+        """Replace the object only if it is still the version `etag` names; None when it is not (or gone)."""
+        return self._write(key, data, None, {"IfMatch": f'"{etag}"'})
+
+    def _write(self, key: str, data: bytes, sha256: str | None, condition: dict[str, str]) -> ObjectInfo | None:
         digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(data).digest()
         try:
             if len(data) >= self.options.multipart_threshold:
-                if only_if_absent and self.stat(key) is not None:
+                if condition and not self._condition_holds(key, condition):
                     return None
                 etag = self._put_multipart(key, data, digest)
             else:
-                condition = {"IfNoneMatch": "*"} if only_if_absent else {}
                 response = self.client.put_object(
                     Bucket=self.bucket,
                     Key=self._key(key),
@@ -178,12 +189,19 @@ class S3Storage:
                 )
                 etag = response["ETag"]
         except ClientError as exc:
-            if only_if_absent and _error_code(exc) in {"PreconditionFailed", "412"}:
+            if condition and _error_code(exc) in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
                 return None
             raise self._fail("write", key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail("write", key, exc) from exc
         return ObjectInfo(key, len(data), time.time_ns(), etag.strip('"'), digest.hex())
+
+    def _condition_holds(self, key: str, condition: dict[str, str]) -> bool:
+        """A PUT condition checked with a HEAD, for multipart uploads (racy, but no upload is wasted)."""
+        current = self.stat(key)
+        if "IfNoneMatch" in condition:
+            return current is None
+        return current is not None and f'"{current.etag}"' == condition["IfMatch"]
 
     def _part_size(self, size: int) -> int:
         """The configured part size, grown when needed to stay within S3's 10,000 parts."""
@@ -259,28 +277,68 @@ class S3Storage:
 
     # Reading
 
-    def _with_read_retries(self, action: str, key: str, operation: Callable[[], T]) -> T:
-        """Retry a download whose body broke; requests themselves are retried by botocore."""
-        delays = _retry_delays(self.options.read_attempts)
-        while True:
-            try:
-                return operation()
-            except ClientError as exc:
-                raise self._fail(action, key, exc) from exc
-            except (BotoCoreError, OSError) as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise self._fail(action, key, exc) from exc
-                time.sleep(delay)
+    def _get(self, key: str, byte_range: str | None = None, etag: str | None = None) -> tuple[bytes, str] | None:
+        """One object (or a range of it) and its ETag; None when there is no such object.
 
-    def _get(self, key: str, byte_range: str | None = None) -> bytes:
+        The request is retried by botocore; a body that breaks after the response started is not,
+        so it is fetched again here, a bounded number of times.
+        """
         arguments: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
         if byte_range:
             arguments["Range"] = byte_range
-        return bytes(self.client.get_object(**arguments)["Body"].read())
+        if etag:
+            # Pins every range to the version opened: a file replaced mid-read fails (412), it never
+            # yields a mix of two versions.
+            arguments["IfMatch"] = f'"{etag}"'
+        delays = _retry_delays(self.options.read_attempts)
+        while True:
+            try:
+                response = self.client.get_object(**arguments)
+            except ClientError as exc:
+                if _is_missing(exc):
+                    return None
+                if etag and _error_code(exc) in {"PreconditionFailed", "412"}:
+                    message = f"cannot read {self.root}/{key}: it changed while being read; run again"
+                    raise StorageError(errno.ESTALE, message) from exc
+                raise self._fail("read", key, exc) from exc
+            except BotoCoreError as exc:
+                raise self._fail("read", key, exc) from exc
+            try:
+                return bytes(response["Body"].read()), str(response["ETag"]).strip('"')
+            except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, OSError) as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise self._fail("read", key, exc) from exc
+                time.sleep(delay)
 
     def read(self, key: str) -> bytes:
-        return self._with_read_retries("read", key, lambda: self._get(key))
+        found = self._get(key)
+        if found is None:
+            raise StorageError(errno.ENOENT, f"cannot read {self.root}/{key}: no such object")
+        return found[0]
+
+    def read_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and the ETag of exactly that version; None when there is no such object."""
+        return self._get(key)
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete the object only if it is still the version `etag` names (conditional DELETE)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=f'"{etag}"')
+        except ClientError as exc:
+            if _error_code(exc) not in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
+                raise self._fail("delete", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("delete", key, exc) from exc
+
+    @contextmanager
+    def lock(self, key: str, timeout_s: float) -> Iterator[Lease]:
+        lease = S3Lease(self, key)
+        lease.acquire(timeout_s)
+        try:
+            yield lease
+        finally:
+            lease.release()
 
     def open(self, key: str) -> BinaryIO:
         info = self.stat(key)
@@ -288,7 +346,10 @@ class S3Storage:
             raise StorageError(errno.ENOENT, f"cannot open {self.root}/{key}: no such object")
 
         def fetch(start: int, end: int) -> bytes:
-            return self._with_read_retries("read", key, lambda: self._get(key, f"bytes={start}-{end - 1}"))
+            found = self._get(key, f"bytes={start}-{end - 1}", info.etag)
+            if found is None:
+                raise StorageError(errno.ENOENT, f"cannot read {self.root}/{key}: deleted while being read")
+            return found[0]
 
         options = self.options
         return RangedReader(fetch, info.size, options.read_block_size, options.read_blocks_kept)  # type: ignore[return-value]

@@ -12,8 +12,13 @@ from clip_assets.artifacts.clip_files import build_clip_files
 from clip_assets.artifacts.embeddings import build_embeddings
 from clip_assets.artifacts.previews import build_previews
 from clip_assets.artifacts.video_summary import build_video_summary
+from clip_assets.inspection import inspect_clips
 from clip_assets.settings import WriterSettings
 from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, video_info
+
+
+def facts(clips):
+    return inspect_clips("test.parquet", clips).facts
 
 
 def keys(artifacts):
@@ -84,7 +89,7 @@ def test_video_summary_documents_follow_nemo():
     clips[3].windows[1].webp = None
     info = video_info(num_clips=4, num_chunks=2)
     settings = WriterSettings(input_path="/videos", caption_models=("qwen",))
-    out = {a.key: json.loads(a.data) for a in build_video_summary(clips, info, settings, BuildReport())}
+    out = {a.key: json.loads(a.data) for a in build_video_summary(clips, info, settings, BuildReport(), facts(clips))}
     rel = "cam1/street walk.mp4"
     assert sorted(out) == [
         f"processed_clip_chunks/{rel}_0.json",
@@ -112,19 +117,28 @@ def test_caption_model_order_picks_the_first_listed_model_present():
     clips = make_clips(1)
     clips[0].windows[0].captions = {"vila": "from vila", "qwen": "from qwen"}
     settings = WriterSettings(caption_models=("qwen", "vila"))
-    out = [json.loads(a.data) for a in build_video_summary(clips, video_info(num_clips=1), settings, BuildReport())]
+    out = [
+        json.loads(a.data)
+        for a in build_video_summary(clips, video_info(num_clips=1), settings, BuildReport(), facts(clips))
+    ]
     assert out[1]["all_windows"][clips[0].uuid]["0_4"] == "from qwen"
     unset = [
-        json.loads(a.data) for a in build_video_summary(clips, video_info(num_clips=1), WriterSettings(), BuildReport())
+        json.loads(a.data)
+        for a in build_video_summary(clips, video_info(num_clips=1), WriterSettings(), BuildReport(), facts(clips))
     ]
     assert unset[1]["all_windows"][clips[0].uuid]["0_4"] == "from vila"
     none_listed = WriterSettings(caption_models=("other",))
-    out = [json.loads(a.data) for a in build_video_summary(clips, video_info(num_clips=1), none_listed, BuildReport())]
+    out = [
+        json.loads(a.data)
+        for a in build_video_summary(clips, video_info(num_clips=1), none_listed, BuildReport(), facts(clips))
+    ]
     assert out[1]["all_windows"][clips[0].uuid] == {} and out[1]["num_clips_with_caption"] == 0
 
 
 def test_dry_run_still_writes_the_summary():
-    out = list(build_video_summary(make_clips(2), video_info(num_clips=2), WriterSettings(dry_run=True), BuildReport()))
+    clips = make_clips(2)
+    dry_run = WriterSettings(dry_run=True)
+    out = list(build_video_summary(clips, video_info(num_clips=2), dry_run, BuildReport(), facts(clips)))
     assert len(out) == 2
 
 
@@ -132,7 +146,10 @@ def test_total_duration_is_summed_in_nemos_order_passed_then_filtered():
     clips = make_clips(3, filtered=[1])
     for clip, duration in zip(clips, (0.1, 0.3, 0.7), strict=True):
         clip.span_start, clip.span_end = 0.0, duration
-    (_, chunk) = [json.loads(a.data) for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport())]
+    (_, chunk) = [
+        json.loads(a.data)
+        for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport(), facts(clips))
+    ]
     assert chunk["total_clip_duration"] == (0.0 + 0.1 + 0.7) + 0.3 == 1.0999999999999999
     assert (0.0 + 0.1 + 0.3) + 0.7 != 1.0999999999999999  # file order would differ in the last bit
     assert chunk["max_clip_duration"] == 0.7
@@ -141,6 +158,9 @@ def test_total_duration_is_summed_in_nemos_order_passed_then_filtered():
 def test_filtered_clips_with_captions_count_as_nemo_counts_them():
     clips = make_clips(2, filtered=[1])
     clips[1].windows = [clips[0].windows[0]]
-    (_, chunk) = [json.loads(a.data) for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport())]
+    (_, chunk) = [
+        json.loads(a.data)
+        for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport(), facts(clips))
+    ]
     assert chunk["num_clips_with_caption"] == 2
     assert list(chunk["all_windows"]) == [clips[0].uuid]  # only passed clips are listed

@@ -9,6 +9,7 @@ import pytest
 from clip_assets.contract import ProcessedVideoError, ProcessedVideoReader, schema
 from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.contract.reader import ALL_COLUMNS
+from clip_assets.inspection import inspect_video
 from clip_assets_tests.factories import FPS, SOURCE_VIDEO, make_clips, tiny_mp4, video_info, write_video
 
 
@@ -116,7 +117,7 @@ def set_value(column, row, value, type_=None):
 def test_bad_values_name_file_row_and_field(tmp_path, mutate_table, mutate_meta, field, row):
     path = rewrite(tmp_path, mutate_table, mutate_meta)
     with pytest.raises(ProcessedVideoError) as caught, ProcessedVideoReader(str(path), "inbox/bad.parquet") as reader:
-        reader.validate()
+        inspect_video(reader)
     error = caught.value
     assert error.file == "inbox/bad.parquet"
     assert error.field == field
@@ -129,7 +130,7 @@ def test_duplicate_clip_ids_are_rejected(tmp_path):
     clips[2] = replace(clips[2], uuid=clips[0].uuid)
     path = write_video(tmp_path / "v.parquet", clips)
     with pytest.raises(ProcessedVideoError, match="duplicate clip id, first seen in row 0") as caught:
-        ProcessedVideoReader(str(path), "v").validate()
+        inspect_video(ProcessedVideoReader(str(path), "v"))
     assert caught.value.row == 2
 
 
@@ -137,23 +138,23 @@ def test_non_finite_embedding_and_mixed_dimensions_are_rejected(tmp_path):
     clips = make_clips(2)
     clips[1].embeddings["cosmos-embed1"] = np.array([1.0, np.inf] + [0.0] * 6, dtype=np.float32)
     with pytest.raises(ProcessedVideoError, match="non-finite") as caught:
-        ProcessedVideoReader(str(write_video(tmp_path / "a.parquet", clips)), "a").validate()
+        inspect_video(ProcessedVideoReader(str(write_video(tmp_path / "a.parquet", clips)), "a"))
     assert caught.value.field == "embeddings[cosmos-embed1]"
     clips[1].embeddings["cosmos-embed1"] = np.zeros(4, dtype=np.float32)
     with pytest.raises(ProcessedVideoError, match="dimension 4 differs from 8"):
-        ProcessedVideoReader(str(write_video(tmp_path / "b.parquet", clips)), "b").validate()
+        inspect_video(ProcessedVideoReader(str(write_video(tmp_path / "b.parquet", clips)), "b"))
 
 
 def test_window_errors_name_the_window(tmp_path):
     clips = make_clips(2)
     clips[1].windows[1].end_frame = 2
     with pytest.raises(ProcessedVideoError, match="before start_frame") as caught:
-        ProcessedVideoReader(str(write_video(tmp_path / "a.parquet", clips)), "a").validate()
+        inspect_video(ProcessedVideoReader(str(write_video(tmp_path / "a.parquet", clips)), "a"))
     assert caught.value.field == "windows[1].end_frame"
     clips[1].windows[1].end_frame = 8
     clips[1].windows[0].webp = tiny_mp4()
     with pytest.raises(ProcessedVideoError, match="not a WebP"):
-        ProcessedVideoReader(str(write_video(tmp_path / "b.parquet", clips)), "b").validate()
+        inspect_video(ProcessedVideoReader(str(write_video(tmp_path / "b.parquet", clips)), "b"))
 
 
 def test_unreadable_file_and_truncated_footer(tmp_path):
@@ -171,7 +172,7 @@ def test_unknown_columns_are_reported_not_fatal(tmp_path):
     pq.write_table(table, tmp_path / "extra.parquet")
     with ProcessedVideoReader(str(tmp_path / "extra.parquet"), "extra") as reader:
         assert reader.unknown_columns == ["upstream_debug"]
-        assert reader.validate().num_clips == 2
+        assert inspect_video(reader).num_clips == 2
 
 
 def test_writer_publishes_atomically(tmp_path):
@@ -204,7 +205,7 @@ def test_metadata_can_be_given_after_the_clips(tmp_path):
     path = write_processed_video(tmp_path / "v.parquet", info, clips())
     with ProcessedVideoReader(str(path), "v") as reader:
         assert reader.info == video_info(num_clips=3)
-        assert reader.validate().num_filtered == 1
+        assert inspect_video(reader).num_filtered == 1
 
 
 def test_whole_floats_are_accepted_for_integer_video_fields(tmp_path):

@@ -18,6 +18,7 @@ from PIL import Image
 from clip_assets.contract import ClipRecord, ProcessedVideoReader
 from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.contract.records import ChunkCounters
+from clip_assets.inspection import inspect_video
 from clip_assets.media.descriptor import COLOR_GRID_ALGORITHM
 from clip_assets.media.ingest import (
     IngestSettings,
@@ -173,7 +174,7 @@ def test_every_sample_becomes_a_valid_processed_video_file(ingested: dict[str, P
     assert sorted(ingested) == sorted(SAMPLE_VIDEOS)
     for key, path in ingested.items():
         with ProcessedVideoReader(str(path), key) as reader:
-            summary = reader.validate()
+            summary = inspect_video(reader)
             info = reader.info
         assert summary.num_clips == info.num_total_clips == 3
         assert info.source_video == (sample_root / key).resolve().as_posix()

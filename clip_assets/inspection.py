@@ -1,0 +1,107 @@
+"""The whole-file check every partition passes before anything of it is written, and what it learns.
+
+The reader enforces the contract clip by clip (types, spans, ids, embeddings, sizes); inspection adds
+what only decoding can tell: every MP4 demuxes to a usable video (its probe is kept for the metadata
+JSON, so clips are probed once, here) and every WebP parses as an image. What it learns per clip
+(`ClipFacts`: sizes, probe, which windows have a WebP, which embeddings exist) lets the families that
+only need those facts skip the heavy byte columns when they stream the file again.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from clip_assets.contract import ClipRecord, ProcessedVideoError, ProcessedVideoReader, schema
+from clip_assets.contract.reader import ALL_COLUMNS
+from clip_assets.media.probe import ClipProbe, MediaError, probe_mp4
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What the families need to know about a clip's heavy columns without reading them again."""
+
+    mp4_bytes: int | None
+    probe: ClipProbe | None
+    webp_windows: frozenset[tuple[int, int]]
+    embedding_algorithms: frozenset[str]
+
+    @property
+    def has_mp4(self) -> bool:
+        return bool(self.mp4_bytes)
+
+    @property
+    def has_webp(self) -> bool:
+        return bool(self.webp_windows)
+
+
+@dataclass(frozen=True)
+class VideoInspection:
+    """A file that passed inspection: counts for the log, facts per clip id for the builders."""
+
+    num_clips: int
+    num_passed: int
+    num_filtered: int
+    facts: Mapping[str, ClipFacts]
+
+
+def _check_webp(file: str, clip: ClipRecord, position: int, data: bytes) -> None:
+    """Parse the WebP's header chunks (no pixel decoding): refuses bytes that merely start like one."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=["WEBP"]) as image:
+                width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+        raise ProcessedVideoError(
+            file, f"{schema.WINDOWS}[{position}].webp", f"not a readable WebP ({exc})", row=clip.row, clip_id=clip.uuid
+        ) from None
+    if width <= 0 or height <= 0:
+        raise ProcessedVideoError(
+            file, f"{schema.WINDOWS}[{position}].webp", f"empty image {width}x{height}", row=clip.row, clip_id=clip.uuid
+        )
+
+
+def clip_facts(file: str, clip: ClipRecord) -> ClipFacts:
+    """Facts of a clip read with every column; probes its MP4 and parses its WebPs, or fails naming them."""
+    probe = None
+    if clip.mp4 is not None:
+        try:
+            probe = probe_mp4(clip.mp4)
+        except MediaError as exc:
+            raise ProcessedVideoError(
+                file, schema.MP4, f"cannot be probed: {exc}", row=clip.row, clip_id=clip.uuid
+            ) from None
+    webp_windows = []
+    for position, window in enumerate(clip.windows):
+        if window.webp is not None:
+            _check_webp(file, clip, position, window.webp)
+            webp_windows.append((window.start_frame, window.end_frame))
+    return ClipFacts(
+        mp4_bytes=len(clip.mp4) if clip.mp4 is not None else None,
+        probe=probe,
+        webp_windows=frozenset(webp_windows),
+        embedding_algorithms=frozenset(clip.embeddings),
+    )
+
+
+def inspect_clips(file: str, clips: Iterable[ClipRecord]) -> VideoInspection:
+    """Consume every clip (read with every column); raises on the first problem, naming file, row and field."""
+    facts: dict[str, ClipFacts] = {}
+    passed = filtered = 0
+    for clip in clips:
+        facts[clip.uuid] = clip_facts(file, clip)
+        if clip.filtered:
+            filtered += 1
+        else:
+            passed += 1
+    return VideoInspection(passed + filtered, passed, filtered, facts)
+
+
+def inspect_video(reader: ProcessedVideoReader) -> VideoInspection:
+    """One streaming pass over every column of the file: the full check before anything is written."""
+    return inspect_clips(reader.name, reader.iter_clips(ALL_COLUMNS))

@@ -1,0 +1,106 @@
+"""Batched backfills: many partitions in one run, each written, recorded and failed on its own."""
+
+import json
+
+from dagster import AssetKey, materialize
+
+from clip_assets.assets.inbox import processed_videos
+from clip_assets.assets.partitions import processed_video_partitions
+from clip_assets.definitions import build_resources, defs
+from clip_assets.resources import WriterSettingsResource
+from clip_assets_tests.conftest import FAMILY_ASSETS
+from clip_assets_tests.factories import make_clips, write_video
+
+FAMILIES = ["clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"]
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def publish(inbox, names, bad=()):
+    for name in names:
+        clips = make_clips(2, source_video=f"/videos/{name}")
+        if name in bad:
+            clips[1].span_end = clips[1].span_start  # span_end must come after span_start
+        write_video(inbox / f"{name}.parquet", clips, source_video=f"/videos/{name}")
+
+
+def run_range(instance, inbox, output, names):
+    instance.add_dynamic_partitions(processed_video_partitions.name, names)
+    return materialize(
+        [processed_videos, *FAMILY_ASSETS],
+        instance=instance,
+        resources=build_resources(str(inbox), str(output), WriterSettingsResource(input_path="/videos")),
+        tags={RANGE_START: names[0], RANGE_END: names[-1]},
+        raise_on_error=False,
+    )
+
+
+def materializations(result):
+    found = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata = {k: v.value for k, v in materialization.metadata.items()}
+        found.setdefault(materialization.asset_key.to_user_string(), {})[materialization.partition] = metadata
+    return found
+
+
+def test_the_backfill_policy_batches_partitions_into_runs():
+    for name in FAMILIES:
+        policy = defs.resolve_assets_def(name).backfill_policy
+        assert policy is not None and policy.max_partitions_per_run == 25
+
+
+def test_one_run_writes_every_partition_with_its_own_metadata(instance, inbox, output):
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    publish(inbox, names)
+    result = run_range(instance, inbox, output, names)
+    assert result.success
+    found = materializations(result)
+    for family in FAMILIES:
+        assert sorted(found[family]) == names
+        for name in names:
+            metadata = found[family][name]
+            assert metadata["source"] == f"{inbox.resolve()}/{name}.parquet"
+            assert metadata["written"] == metadata["artifacts"] > 0
+    for name in names:
+        video = json.loads((output / f"processed_videos/{name}.json").read_text())
+        assert video["video"] == f"/videos/{name}"
+    digests = {found["clip_files"][name]["manifest_sha256"] for name in names}
+    assert len(digests) == 3  # each partition's own manifest, not one shared value
+
+
+def test_a_bad_video_fails_only_its_own_partition(instance, inbox, output):
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    publish(inbox, names, bad={"b.mp4"})
+    result = run_range(instance, inbox, output, names)
+    assert not result.success
+
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == len(FAMILIES)
+    for event in failures:
+        message = event.event_specific_data.error.cause.message
+        assert "1 of 3 partitions failed (the other 2 were written)" in message
+        assert "b.mp4: ProcessedVideoError" in message and "b.mp4.parquet, row 1" in message
+        assert "span_end" in message
+
+    for family in FAMILIES:
+        key = AssetKey(family)
+        assert instance.get_materialized_partitions(key) == {"a.mp4", "c.mp4"}
+        statuses = instance.get_status_by_partition(key, names, processed_video_partitions)
+        assert {name: status.value for name, status in statuses.items()} == {
+            "a.mp4": "MATERIALIZED",
+            "b.mp4": "FAILED",
+            "c.mp4": "MATERIALIZED",
+        }
+    assert (output / "processed_videos/a.mp4.json").exists() and (output / "processed_videos/c.mp4.json").exists()
+    assert not (output / "processed_videos/b.mp4.json").exists()
+    assert len(list(output.glob("metas/v0/*.json"))) == 4  # two clips each of a and c
+
+
+def test_a_missing_input_fails_its_partition_by_name(instance, inbox, output):
+    publish(inbox, ["a.mp4"])
+    result = run_range(instance, inbox, output, ["a.mp4", "gone.mp4"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.cause.message
+    assert "gone.mp4: ProcessedVideoError" in message and "does not exist in the inbox" in message
+    assert instance.get_materialized_partitions(AssetKey("clip_files")) == {"a.mp4"}
