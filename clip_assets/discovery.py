@@ -124,12 +124,54 @@ def discover(storage: Storage, cursor: DiscoveryCursor | None = None) -> Discove
     return DiscoveryResult(videos, sorted(incomplete), DiscoveryCursor(newest, recent))
 
 
-def unknown_partition_keys(
-    instance: DagsterInstanceLike, partitions_name: str, videos: Sequence[DiscoveredVideo]
-) -> list[str]:
-    """The discovered videos' keys the instance has no partition for yet, sorted."""
-    known = set(instance.get_dynamic_partitions(partitions_name))
-    return sorted({v.partition_key for v in videos} - known)
+def unknown_partition_keys(known: Sequence[str], videos: Sequence[DiscoveredVideo]) -> list[str]:
+    """The discovered videos' keys that are not among the `known` partitions yet, sorted."""
+    return sorted({v.partition_key for v in videos} - set(known))
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    """Discovered videos that one run handles: consecutive partitions, so a key range names them."""
+
+    videos: tuple[DiscoveredVideo, ...]
+
+    @property
+    def first(self) -> str:
+        return self.videos[0].partition_key
+
+    @property
+    def last(self) -> str:
+        return self.videos[-1].partition_key
+
+    @property
+    def run_key(self) -> str:
+        """Names exactly these file versions: a rewritten file makes a new run, a repeat none."""
+        if len(self.videos) == 1:
+            return f"{self.first}@{self.videos[0].fingerprint}"
+        versions = "\n".join(f"{v.partition_key}@{v.fingerprint}" for v in self.videos)
+        return f"{self.first}...{self.last}@{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
+
+
+def batch_runs(videos: Sequence[DiscoveredVideo], partition_order: Sequence[str], max_per_run: int) -> list[RunBatch]:
+    """Group videos into runs of at most `max_per_run` partitions that are consecutive in `partition_order`.
+
+    A batch of new files is added as partitions in one go, so it is one contiguous range: 10,000 new
+    videos cost 10,000 / `max_per_run` runs, not 10,000 run start-ups. Scattered changed files each
+    become a run of their own.
+    """
+    position = {key: index for index, key in enumerate(partition_order)}
+    batches: list[list[DiscoveredVideo]] = []
+    for video in sorted(videos, key=lambda v: position[v.partition_key]):
+        current = batches[-1] if batches else None
+        if (
+            current is not None
+            and len(current) < max_per_run
+            and position[video.partition_key] == position[current[-1].partition_key] + 1
+        ):
+            current.append(video)
+        else:
+            batches.append([video])
+    return [RunBatch(tuple(batch)) for batch in batches]
 
 
 def register(
@@ -137,7 +179,7 @@ def register(
 ) -> tuple[DiscoveryResult, list[str]]:
     """Discover every complete file and add the partitions the instance does not know yet."""
     result = discover(storage)
-    new_keys = unknown_partition_keys(instance, partitions_name, result.videos)
+    new_keys = unknown_partition_keys(instance.get_dynamic_partitions(partitions_name), result.videos)
     if new_keys:
         instance.add_dynamic_partitions(partitions_name, new_keys)
     return result, new_keys

@@ -8,8 +8,10 @@ INBOX_VAR = "CLIP_ASSETS_INBOX"
 OUTPUT_VAR = "CLIP_ASSETS_OUTPUT"
 INPUT_PATH_VAR = "CLIP_ASSETS_INPUT_PATH"
 EMBEDDING_ALGORITHM_VAR = "CLIP_ASSETS_EMBEDDING_ALGORITHM"
-# Read when the code location loads: how many partitions one run of a backfill handles.
+# Read when the code location loads: how many partitions one run of a backfill (or of the sensor)
+# handles, and how often the sensor lists the inbox.
 PARTITIONS_PER_RUN_VAR = "CLIP_ASSETS_PARTITIONS_PER_RUN"
+SENSOR_INTERVAL_VAR = "CLIP_ASSETS_SENSOR_INTERVAL_S"
 # S3 connection settings botocore has no environment variable for (endpoint, region, profile and
 # credentials come from the standard AWS_* variables and files).
 S3_ADDRESSING_STYLE_VAR = "CLIP_ASSETS_S3_ADDRESSING_STYLE"
@@ -24,6 +26,7 @@ DEFAULTS = {
     INPUT_PATH_VAR: "",
     EMBEDDING_ALGORITHM_VAR: "cosmos-embed1",
     PARTITIONS_PER_RUN_VAR: "25",
+    SENSOR_INTERVAL_VAR: "30",
     S3_ADDRESSING_STYLE_VAR: "auto",
     S3_CHECKSUM_VAR: "sha256",
     S3_SSE_VAR: "",

@@ -5,14 +5,13 @@ import json
 from dagster import AssetKey, materialize
 
 from clip_assets.assets.inbox import processed_videos
-from clip_assets.assets.partitions import processed_video_partitions
+from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG, processed_video_partitions
 from clip_assets.definitions import build_resources, defs
 from clip_assets.resources import WriterSettingsResource
 from clip_assets_tests.conftest import FAMILY_ASSETS
 from clip_assets_tests.factories import make_clips, write_video
 
 FAMILIES = ["clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"]
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def publish(inbox, names, bad=()):
@@ -29,7 +28,7 @@ def run_range(instance, inbox, output, names):
         [processed_videos, *FAMILY_ASSETS],
         instance=instance,
         resources=build_resources(str(inbox), str(output), WriterSettingsResource(input_path="/videos")),
-        tags={RANGE_START: names[0], RANGE_END: names[-1]},
+        tags={RANGE_START_TAG: names[0], RANGE_END_TAG: names[-1]},
         raise_on_error=False,
     )
 

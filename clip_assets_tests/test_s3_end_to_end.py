@@ -11,6 +11,7 @@ import av
 from dagster import build_sensor_context
 from PIL import Image
 
+from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.partition_keys import decode_partition_key
 from clip_assets.resources import StorageResource
 from clip_assets.sensors import processed_video_sensor
@@ -78,8 +79,10 @@ def test_s3_inbox_and_output_end_to_end(s3, instance, tmp_path):
     inbox, output = s3.url("inbox"), s3.url("curated")
 
     tick = sensor_tick(instance, s3, inbox)
-    keys = sorted(r.partition_key for r in tick.run_requests)
+    keys = instance.get_dynamic_partitions("processed_videos")
     assert keys == ["cam1/street walk.mp4", "cam2/b.mp4"]  # the truncated upload is skipped
+    (request,) = tick.run_requests
+    assert request.tags == {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]}
     for key in keys:
         assert materialize_partition(instance, key, inbox, output, s3=s3.connection).success
 

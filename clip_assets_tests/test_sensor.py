@@ -2,6 +2,8 @@ import os
 
 from dagster import build_sensor_context
 
+from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.discovery import DiscoveredVideo, batch_runs
 from clip_assets.resources import StorageResource
 from clip_assets.sensors import processed_video_sensor
 from clip_assets_tests.factories import write_video
@@ -20,9 +22,11 @@ def test_sensor_adds_partitions_and_requests_runs_incrementally(instance, inbox)
     (inbox / "cam1/partial.mp4.parquet").write_bytes(b"PAR1 not yet complete")
 
     first = tick(instance, inbox)
-    assert sorted(r.partition_key for r in first.run_requests) == ["cam1/a.mp4", "cam1/b%2E%2E%2Ec.mp4"]
+    (batch,) = first.run_requests  # new partitions are consecutive: one run covers them
+    assert batch.partition_key is None
+    assert (batch.tags[RANGE_START_TAG], batch.tags[RANGE_END_TAG]) == ("cam1/a.mp4", "cam1/b%2E%2E%2Ec.mp4")
     (add_request,) = first.dynamic_partitions_requests
-    assert sorted(add_request.partition_keys) == ["cam1/a.mp4", "cam1/b%2E%2E%2Ec.mp4"]
+    assert list(add_request.partition_keys) == ["cam1/a.mp4", "cam1/b%2E%2E%2Ec.mp4"]
     instance.add_dynamic_partitions("processed_videos", list(add_request.partition_keys))
 
     second = tick(instance, inbox, first.cursor)
@@ -33,6 +37,26 @@ def test_sensor_adds_partitions_and_requests_runs_incrementally(instance, inbox)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     third = tick(instance, inbox, second.cursor)
     (request,) = third.run_requests
-    assert request.partition_key == "cam1/a.mp4"
-    assert request.run_key != first.run_requests[0].run_key  # a rewrite is a new run, not deduplicated
+    assert request.partition_key == "cam1/a.mp4" and request.run_key.startswith("cam1/a.mp4@")
+    assert request.run_key != batch.run_key  # a rewrite is a new run, not deduplicated
     assert third.dynamic_partitions_requests == []  # the partition exists already
+
+
+def video(key, fingerprint="1:1"):
+    return DiscoveredVideo(key, f"{key}.parquet", fingerprint)
+
+
+def test_new_videos_are_batched_into_runs_of_consecutive_partitions():
+    known = [f"old{i}" for i in range(5)]
+    new = [f"new{i:02d}" for i in range(60)]
+    batches = batch_runs([video(k) for k in [*new, "old1", "old3", "old4"]], [*known, *new], max_per_run=25)
+    assert [(b.first, b.last, len(b.videos)) for b in batches] == [
+        ("old1", "old1", 1),
+        ("old3", "new22", 25),  # old3, old4 and the first new ones are neighbours in the partition order
+        ("new23", "new47", 25),
+        ("new48", "new59", 12),
+    ]
+    again = batch_runs([video(k) for k in [*new, "old1", "old3", "old4"]], [*known, *new], max_per_run=25)
+    assert [b.run_key for b in again] == [b.run_key for b in batches]  # a repeat is deduplicated
+    rewritten = batch_runs([video("new30", "2:2")], [*known, *new], max_per_run=25)
+    assert rewritten[0].run_key == "new30@2:2"

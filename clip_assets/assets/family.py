@@ -24,6 +24,9 @@ OUTPUT_GROUP = "clip_outputs"
 IO_MANAGER_KEY = "clip_artifact_io_manager"
 # A backfill of N partitions runs as ceil(N / this) runs, not N: each run handles its partitions in turn.
 PARTITIONS_PER_RUN = int(configured(PARTITIONS_PER_RUN_VAR))
+# Every family step takes a slot of this concurrency pool while it writes, so a deployment can bound
+# simultaneous writers to its output storage (`dagster instance concurrency set clip_assets_writes N`).
+WRITE_POOL = "clip_assets_writes"
 
 FamilyBuilder = Callable[[ValidatedVideo, BuildReport], Iterable[Artifact]]
 
@@ -44,6 +47,7 @@ def family_asset(
             name=name,
             partitions_def=processed_video_partitions,
             backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN),
+            pool=WRITE_POOL,
             deps=[processed_videos],
             group_name=OUTPUT_GROUP,
             io_manager_key=IO_MANAGER_KEY,
