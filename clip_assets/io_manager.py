@@ -42,6 +42,10 @@ class PartitionWork:
     # Metadata that needs the stream consumed (the preview thumbnail).
     describe: Callable[[BuildReport], dict[str, Any]] | None = None
 
+    def artifacts(self, report: BuildReport) -> Iterator[Artifact]:
+        """Defers `build` (and its input inspection) until the writer asks for the first artifact."""
+        yield from self.build(report)
+
 
 @dataclass
 class FamilyBatch:
@@ -64,11 +68,6 @@ class PartitionsFailed(Exception):
             f"{asset}: {len(failures)} of {len(failures) + succeeded} partitions failed "
             f"(the other {succeeded} were written):\n" + "\n".join(lines)
         )
-
-
-def _lazily(work: PartitionWork, report: BuildReport) -> Iterator[Artifact]:
-    """Defers `build` (and its input inspection) until the writer asks for the first artifact."""
-    yield from work.build(report)
 
 
 def _metadata(result: WriteResult, report: BuildReport, work: PartitionWork, root: str) -> dict[str, Any]:
@@ -116,7 +115,7 @@ class ClipArtifactIOManager(ConfigurableIOManager):
             report = BuildReport()
             try:
                 result = writer.write(
-                    family, work.partition_key, work.source, _lazily(work, report), work.output_version
+                    family, work.partition_key, work.source, work.artifacts(report), work.output_version
                 )
             except Exception as error:  # one partition's failure must not cost the others theirs
                 failures[work.partition_key] = error

@@ -4,6 +4,7 @@ A family is a pure builder `(validated video, report) -> artifacts`; this wraps 
 asset that validates its partition's file first and hands the artifacts to the artifact IO manager.
 """
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,10 +16,12 @@ from clip_assets.assets.inbox import processed_videos
 from clip_assets.assets.opening import InboxFile, ValidatedVideo, find_inbox_file, open_validated_video
 from clip_assets.assets.partitions import processed_video_partitions
 from clip_assets.contract import ProcessedVideoError
+from clip_assets.contract.limits import ValidationLimits
 from clip_assets.environment import PARTITIONS_PER_RUN_VAR, configured
 from clip_assets.io_manager import FamilyBatch, PartitionWork
 from clip_assets.output_version import output_version
 from clip_assets.resources import StorageResource, ValidationLimitsResource, WriterSettingsResource
+from clip_assets.settings import WriterSettings
 
 OUTPUT_GROUP = "clip_outputs"
 IO_MANAGER_KEY = "clip_artifact_io_manager"
@@ -29,13 +32,35 @@ PARTITIONS_PER_RUN = int(configured(PARTITIONS_PER_RUN_VAR))
 WRITE_POOL = "clip_assets_writes"
 
 FamilyBuilder = Callable[[ValidatedVideo, BuildReport], Iterable[Artifact]]
+Describer = Callable[[BuildReport], dict[str, Any]]
+# Every family's builder and describer by asset name, so code outside Dagster (benchmarks) writes a
+# partition exactly as the assets do.
+FAMILIES: dict[str, tuple[FamilyBuilder, Describer | None]] = {}
+
+
+def partition_work(
+    family: str,
+    partition_key: str,
+    file: InboxFile,
+    settings: WriterSettings,
+    limits: ValidationLimits,
+    log: logging.Logger,
+) -> PartitionWork:
+    """One partition's work for one family: inspection and building deferred until the writer needs them."""
+    build, describe = FAMILIES[family]
+    version = output_version(file.info.fingerprint, settings)
+
+    def artifacts(report: BuildReport) -> Iterable[Artifact]:
+        return build(open_validated_video(file, settings, limits, log), report)
+
+    return PartitionWork(partition_key, file.name, version, artifacts, describe)
 
 
 def family_asset(
     name: str,
     kinds: set[str],
     description: str,
-    describe: Callable[[BuildReport], dict[str, Any]] | None = None,
+    describe: Describer | None = None,
 ) -> Callable[[FamilyBuilder], AssetsDefinition]:
     """Partitioned per processed video, in group `clip_outputs`, written by the artifact IO manager.
 
@@ -43,6 +68,8 @@ def family_asset(
     """
 
     def decorator(build: FamilyBuilder) -> AssetsDefinition:
+        FAMILIES[name] = (build, describe)
+
         @asset(
             name=name,
             partitions_def=processed_video_partitions,
@@ -67,9 +94,6 @@ def family_asset(
             layout.embedding_prefix(settings.embedding_algorithm)  # a configuration error, not a file's
             limits = validation_limits.to_limits()
 
-            def build_from(file: InboxFile) -> Callable[[BuildReport], Iterable[Artifact]]:
-                return lambda report: build(open_validated_video(file, settings, limits, context.log), report)
-
             work: list[PartitionWork] = []
             failures: dict[str, Exception] = {}
             for key in sorted(context.partition_keys):
@@ -78,8 +102,7 @@ def family_asset(
                 except ProcessedVideoError as error:
                     failures[key] = error
                     continue
-                version = output_version(file.info.fingerprint, settings)
-                work.append(PartitionWork(key, file.name, version, build_from(file), describe))
+                work.append(partition_work(name, key, file, settings, limits, context.log))
             return FamilyBatch(
                 work,
                 failures,
