@@ -12,6 +12,7 @@ import os
 
 from dagster import ConfigurableIOManager, ConfigurableResource, Definitions, EnvVar, in_process_executor
 
+from clip_assets.assets.checks import output_checks
 from clip_assets.assets.clip_embeddings import clip_embeddings
 from clip_assets.assets.clip_files import clip_files
 from clip_assets.assets.clip_metadata import clip_metadata
@@ -22,7 +23,7 @@ from clip_assets.assets.inbox import processed_videos
 from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.environment import DEFAULTS, EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR
 from clip_assets.io_manager import ClipArtifactIOManager
-from clip_assets.jobs import curate_videos, summarize_dataset
+from clip_assets.jobs import curate_videos, summarize_dataset, verify_outputs
 from clip_assets.resources import (
     S3ConnectionResource,
     StorageResource,
@@ -64,7 +65,8 @@ defs = Definitions(
         video_summaries,
         dataset_summary,
     ],
-    jobs=[curate_videos, summarize_dataset],
+    asset_checks=output_checks,
+    jobs=[curate_videos, summarize_dataset, verify_outputs],
     sensors=[processed_video_sensor, dataset_summary_automation],
     resources=build_resources(
         _from_environment(INBOX_VAR),

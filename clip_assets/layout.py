@@ -75,8 +75,13 @@ def clip_key(clip_uuid: str, *, filtered: bool) -> str:
     return f"{'filtered_clips' if filtered else 'clips'}/{clip_uuid}.mp4"
 
 
+def preview_prefix(clip_uuid: str) -> str:
+    """The folder of one clip's previews."""
+    return f"previews/{clip_uuid}/"
+
+
 def preview_key(clip_uuid: str, start_frame: int, end_frame: int) -> str:
-    return f"previews/{clip_uuid}/{int(start_frame)}_{int(end_frame)}.webp"
+    return f"{preview_prefix(clip_uuid)}{int(start_frame)}_{int(end_frame)}.webp"
 
 
 def clip_metadata_key(clip_uuid: str) -> str:

@@ -161,23 +161,6 @@ class FaultProxy:
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 data = response.read()
-                self.send_response(response.status, response.reason)
-                for name, value in response.getheaders():
-                    if name.lower() not in (
-                        "connection",
-                        "transfer-encoding",
-                        "keep-alive",
-                        "content-length",
-                        "server",
-                        "date",
-                    ):
-                        self.send_header(name, value)
-                # A HEAD answer has no body but announces the object's length.
-                length = response.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
                 upstream.close()
                 record = Request(
                     operation,
@@ -186,9 +169,19 @@ class FaultProxy:
                     hashlib.sha256(body).hexdigest(),
                     len(data) if self.command != "HEAD" else 0,
                 )
-                with proxy.lock:
+                with proxy.lock:  # recorded before the client hears back, so a test never misses it
                     proxy.counts[operation] += 1
                     proxy.requests.append(record)
+                self.send_response(response.status, response.reason)
+                for name, value in response.getheaders():
+                    if name.lower() not in HOP_BY_HOP:
+                        self.send_header(name, value)
+                # A HEAD answer has no body but announces the object's length.
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

@@ -1,0 +1,116 @@
+"""The `intact` asset checks: they pass on fresh output, name each damaged artifact, and pass again after repair."""
+
+import hashlib
+import json
+import os
+import pickle
+
+from dagster import Definitions
+
+from clip_assets.assets.checks import output_checks
+from clip_assets.assets.inbox import processed_videos
+from clip_assets.definitions import build_resources
+from clip_assets.jobs import verify_outputs
+from clip_assets.resources import WriterSettingsResource
+from clip_assets_tests.conftest import FAMILY_ASSETS
+from clip_assets_tests.factories import make_clips, write_video
+
+KEY = "cam1/street walk.mp4"
+
+
+def run_checks(instance, inbox, output, partition_key=KEY):
+    """The `verify_outputs` job for one partition (a job of checks alone takes its partition as a run tag)."""
+    definitions = Definitions(
+        assets=[processed_videos, *FAMILY_ASSETS],
+        asset_checks=output_checks,
+        jobs=[verify_outputs],
+        resources=build_resources(str(inbox), str(output), WriterSettingsResource(input_path="/videos")),
+    )
+    job = definitions.resolve_job_def("verify_outputs")
+    tags = {"dagster/partition": partition_key}
+    result = job.execute_in_process(tags=tags, instance=instance, raise_on_error=False)
+    evaluations = {}
+    for event in result.get_asset_check_evaluations():
+        metadata = {k: v.value for k, v in event.metadata.items()}
+        evaluations[event.asset_key.to_user_string()] = (event.passed, event.description, metadata)
+    return evaluations
+
+
+def written(inbox, output, run_partition, **options):
+    clips = make_clips(3, filtered=[1], **options)
+    write_video(inbox / f"{KEY}.parquet", clips)
+    assert run_partition(KEY).success
+    return clips
+
+
+def test_fresh_output_passes_every_check(instance, inbox, output, run_partition):
+    written(inbox, output, run_partition)
+    evaluations = run_checks(instance, inbox, output)
+    assert sorted(evaluations) == ["clip_embeddings", "clip_files", "clip_metadata", "clip_previews", "video_summaries"]
+    for family, (passed, description, metadata) in evaluations.items():
+        assert passed, (family, description)
+        assert metadata["objects_verified"] > 0 and metadata["problems"] == 0
+
+
+def test_a_truncated_clip_fails_its_check_by_name_and_rematerializing_repairs_it(
+    instance, inbox, output, run_partition
+):
+    clips = written(inbox, output, run_partition)
+    damaged = output / f"clips/{clips[0].uuid}.mp4"
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    evaluations = run_checks(instance, inbox, output)
+    passed, description, metadata = evaluations["clip_files"]
+    assert not passed and metadata["problems"] == 1
+    assert f"clips/{clips[0].uuid}.mp4: 300 bytes, the manifest recorded {len(clips[0].mp4)}" in description
+    assert f"clips/{clips[0].uuid}.mp4" in metadata["damaged"]
+    assert evaluations["clip_metadata"][0] and evaluations["video_summaries"][0]  # the others are unharmed
+
+    assert run_partition(KEY).success
+    assert damaged.read_bytes() == clips[0].mp4
+    assert all(passed for passed, _, _ in run_checks(instance, inbox, output).values())
+
+
+def test_same_size_corruption_and_missing_files_are_found(instance, inbox, output, run_partition):
+    clips = written(inbox, output, run_partition)
+    preview = output / f"previews/{clips[0].uuid}/0_4.webp"
+    data = bytearray(preview.read_bytes())
+    data[-5] ^= 0xFF
+    preview.write_bytes(bytes(data))
+    (output / f"metas/v0/{clips[2].uuid}.json").unlink()
+    evaluations = run_checks(instance, inbox, output)
+    assert (
+        evaluations["clip_previews"][1]
+        == f"previews/{clips[0].uuid}/0_4.webp: content differs from the recorded sha256"
+    )
+    assert evaluations["clip_metadata"][1] == f"metas/v0/{clips[2].uuid}.json: missing"
+
+
+def test_bytes_that_match_no_promise_are_reported_not_decoded_blindly(instance, inbox, output, run_partition):
+    """A replaced pickle that would run code when unpickled is refused; a WebP that is not one fails."""
+    clips = written(inbox, output, run_partition)
+    marker = output.parent / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = pickle.dumps(Exploit())
+    pickle_path = output / f"ce1_embd/{clips[0].uuid}.pickle"
+    pickle_path.write_bytes(evil)
+    manifest_path = next((output / "_clip_assets/manifests/clip_embeddings").iterdir())
+    doc = json.loads(manifest_path.read_text())  # make the manifest agree, as an attacker with write access could
+    doc["artifacts"][f"ce1_embd/{clips[0].uuid}.pickle"].update(sha256=hashlib.sha256(evil).hexdigest(), size=len(evil))
+    manifest_path.write_text(json.dumps(doc))
+    evaluations = run_checks(instance, inbox, output)
+    passed, description, _ = evaluations["clip_embeddings"]
+    assert not passed and "refusing to load posix.system" in description
+    assert not marker.exists()
+
+
+def test_a_partition_never_materialized_fails_its_checks(instance, inbox, output):
+    write_video(inbox / f"{KEY}.parquet", make_clips(1))
+    instance.add_dynamic_partitions("processed_videos", [KEY])
+    evaluations = run_checks(instance, inbox, output)
+    assert all(
+        not passed and "was never materialized" in description for passed, description, _ in evaluations.values()
+    )
