@@ -32,6 +32,10 @@ class ManifestError(ValueError):
     """A manifest that cannot be read: the writer will not guess what a partition owns."""
 
 
+class OutputConflictError(ValueError):
+    """Two partitions' inputs map to one output path with different content; the second one is refused."""
+
+
 class DuplicateArtifactError(ValueError):
     """Two artifacts of one partition mapped to one key: one would silently overwrite the other."""
 
@@ -126,11 +130,13 @@ class ArtifactWriter:
         manifest = result.manifest
         lock = threading.Lock()
         slots = threading.BoundedSemaphore(2 * self.max_workers)
+        owners = _LazyOwners(self, manifest.family, manifest.partition_key)
 
         def store(artifact: Artifact) -> None:
             try:
                 digest = hashlib.sha256(artifact.data).hexdigest()
-                current, skipped = self._write_unless_identical(artifact, digest, old_entries.get(artifact.key))
+                previous = old_entries.get(artifact.key)
+                current, skipped = self._write_unless_identical(artifact, digest, previous, owners)
                 entry = ManifestEntry(digest, len(artifact.data), current.fingerprint)
                 with lock:
                     manifest.entries[artifact.key] = entry
@@ -175,7 +181,7 @@ class ArtifactWriter:
         stale = sorted(set(old_entries) - set(result.manifest.entries))
         if not stale:
             return
-        shared = self._keys_of_other_partitions(result.manifest.family, result.manifest.partition_key)
+        shared = self._other_owners(result.manifest.family, result.manifest.partition_key)
         for key in stale:
             if key in shared:
                 result.kept_shared.append(key)
@@ -220,20 +226,32 @@ class ArtifactWriter:
             failure.add_note(f"the partial manifest could not be recorded either: {secondary}")
 
     def _write_unless_identical(
-        self, artifact: Artifact, sha256: str, previous: ManifestEntry | None
+        self, artifact: Artifact, sha256: str, previous: ManifestEntry | None, owners: _LazyOwners
     ) -> tuple[ObjectInfo, bool]:
         """Write the artifact unless the stored object provably holds these bytes; (object, skipped).
 
         Proof is the previous manifest (same hash, and the object untouched since: same fingerprint)
         or the hash the backend keeps with the object (S3 metadata), which also covers a manifest lost
         to a killed run. A key the manifest does not know is written conditionally, so the common case
-        (a new key) costs one request, not a look and then a write.
+        (a new key) costs one request, not a look and then a write; when it exists already and another
+        partition owns it with other bytes, two inputs map to one output path, and that is an error,
+        never an overwrite of the other partition's file.
         """
         key, data = artifact.key, artifact.data
         if previous is None:
             created = self.storage.put_if_absent(key, data, sha256)
             if created is not None:
                 return created, False
+            owner = owners.get().get(key)
+            if owner is not None and owner[1] != sha256:
+                raise OutputConflictError(
+                    f"{self.storage.root}/{key} already holds other content for partition {owner[0]!r}: "
+                    "two inputs map to this output path"
+                )
+            if owner is not None:  # the same bytes for two partitions: shared, as stale removal knows
+                current = self.storage.stat(key)
+                if current is not None and current.size == len(data):
+                    return current, True
         if previous is None or previous.sha256 == sha256:
             current = self.storage.stat(key)
             if current is not None and current.size == len(data):
@@ -244,15 +262,37 @@ class ArtifactWriter:
                     return current, True
         return self.storage.put(key, data, sha256), False
 
-    def _keys_of_other_partitions(self, family: str, partition_key: str) -> set[str]:
-        """Keys other partitions' manifests still own; read only when something is stale."""
+    def _other_owners(self, family: str, partition_key: str) -> dict[str, tuple[str, str]]:
+        """Keys other partitions' manifests of this family own: key -> (partition, sha256).
+
+        One read per other partition, so it is only asked for when something is stale or a new key
+        turns out to exist already (never on an ordinary first write or re-run).
+        """
         own = layout.manifest_key(family, partition_key)
-        keys: set[str] = set()
+        owners: dict[str, tuple[str, str]] = {}
         for info in self.storage.list(layout.manifest_prefix(family)):
             manifest = self._read_manifest(info.key) if info.key != own and info.key.endswith(".json") else None
             if manifest is not None:
-                keys.update(manifest.entries)
-        return keys
+                for key, entry in manifest.entries.items():
+                    owners[key] = (manifest.partition_key, entry.sha256)
+        return owners
+
+
+class _LazyOwners:
+    """`ArtifactWriter._other_owners`, loaded at most once per write, from whichever thread asks first."""
+
+    def __init__(self, writer: ArtifactWriter, family: str, partition_key: str) -> None:
+        self._writer = writer
+        self._family = family
+        self._partition_key = partition_key
+        self._owners: dict[str, tuple[str, str]] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            if self._owners is None:
+                self._owners = self._writer._other_owners(self._family, self._partition_key)
+            return self._owners
 
 
 def _drain_done(futures: list[Future[None]]) -> list[Future[None]]:

@@ -21,9 +21,21 @@ from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.definitions import build_resources
 from clip_assets.resources import S3ConnectionResource, WriterSettingsResource
 from clip_assets.storage.s3 import S3Storage
+from clip_assets_tests.reliability import Ledger, Recorder
 from clip_assets_tests.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
 
 FAMILY_ASSETS = [clip_files, clip_previews, clip_embeddings, clip_metadata, video_summaries]
+LEDGER = Ledger()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    LEDGER.write_if_requested()
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> Recorder:
+    """Records what a reliability test tried into docs/reliability.md's ledger (see reliability.py)."""
+    return LEDGER.for_test(request.node.name)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from clip_assets import layout
-from clip_assets.artifact_writer import ArtifactWriter, DuplicateArtifactError
+from clip_assets.artifact_writer import ArtifactWriter, DuplicateArtifactError, OutputConflictError
 from clip_assets.artifacts import Artifact
 from clip_assets.storage import LocalStorage
 
@@ -223,3 +223,14 @@ def test_concurrent_writers_of_one_partition_never_interleave_on_s3(s3):
     _race(lambda: ArtifactWriter(s3.storage("out"), max_workers=4), versions)
     _one_version_throughout(s3.storage("out"), versions)
     assert s3.storage("out").stat(layout.lock_key("clip_files", "p")) is None
+
+
+def test_a_partition_never_overwrites_another_partitions_file(tmp_path):
+    """Two inputs mapping to one output path (a reused clip id, say): the second is refused, the first kept."""
+    writer = ArtifactWriter(LocalStorage(tmp_path))
+    writer.write("clip_files", "first", "s", artifacts(a=b"first's clip", b=b"B"))
+    with pytest.raises(OutputConflictError, match=r"clips/a\.mp4 already holds other content for partition 'first'"):
+        writer.write("clip_files", "second", "s", artifacts(a=b"second's clip"))
+    assert (tmp_path / "clips/a.mp4").read_bytes() == b"first's clip"
+    same = writer.write("clip_files", "third", "s", artifacts(a=b"first's clip"))  # identical bytes: shared
+    assert (same.written, same.skipped) == (0, 1)

@@ -36,7 +36,11 @@ class InboxFile:
 
 
 def find_inbox_file(storage: Storage, partition_key: str) -> InboxFile:
-    key = decode_partition_key(partition_key)
+    """The file behind a partition key; a key that names no safe inbox path (added by hand, say) is refused."""
+    try:
+        key = layout.check_key(decode_partition_key(partition_key))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProcessedVideoError(f"{storage.root}/{partition_key}", "<partition key>", str(exc)) from None
     info = storage.stat(key)
     if info is None:
         raise ProcessedVideoError(f"{storage.root}/{key}", "<file>", "does not exist in the inbox")
