@@ -35,7 +35,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture
 def reliability(request: pytest.FixtureRequest) -> Recorder:
     """Records what a reliability test tried into docs/reliability.md's ledger (see reliability.py)."""
-    return LEDGER.for_test(request.node.name)
+    return LEDGER.for_test(request.node.originalname)
 
 
 @pytest.fixture

@@ -212,20 +212,34 @@ def _one_version_throughout(storage, versions):
         assert hashlib.sha256(storage.read(key)).hexdigest() == entry.sha256
 
 
-def test_concurrent_writers_of_one_partition_never_interleave_locally(tmp_path):
+def test_concurrent_writers_of_one_partition_never_interleave_locally(tmp_path, reliability):
     versions = [b"first run" * 100, b"second run" * 100, b"third run" * 100]
     _race(lambda: ArtifactWriter(LocalStorage(tmp_path), max_workers=4), versions)
     _one_version_throughout(LocalStorage(tmp_path), versions)
+    reliability.record(
+        "fault",
+        "three runs writing one partition at once (local)",
+        tried=1,
+        handled=1,
+        nothing_lost="one run's version throughout, manifest matching every file",
+    )
 
 
-def test_concurrent_writers_of_one_partition_never_interleave_on_s3(s3):
+def test_concurrent_writers_of_one_partition_never_interleave_on_s3(s3, reliability):
     versions = [b"first run" * 100, b"second run" * 100]
     _race(lambda: ArtifactWriter(s3.storage("out"), max_workers=4), versions)
     _one_version_throughout(s3.storage("out"), versions)
     assert s3.storage("out").stat(layout.lock_key("clip_files", "p")) is None
+    reliability.record(
+        "fault",
+        "two runs writing one partition at once (S3 lease)",
+        tried=1,
+        handled=1,
+        nothing_lost="one run's version throughout, manifest matching every object",
+    )
 
 
-def test_a_partition_never_overwrites_another_partitions_file(tmp_path):
+def test_a_partition_never_overwrites_another_partitions_file(tmp_path, reliability):
     """Two inputs mapping to one output path (a reused clip id, say): the second is refused, the first kept."""
     writer = ArtifactWriter(LocalStorage(tmp_path))
     writer.write("clip_files", "first", "s", artifacts(a=b"first's clip", b=b"B"))
@@ -234,3 +248,10 @@ def test_a_partition_never_overwrites_another_partitions_file(tmp_path):
     assert (tmp_path / "clips/a.mp4").read_bytes() == b"first's clip"
     same = writer.write("clip_files", "third", "s", artifacts(a=b"first's clip"))  # identical bytes: shared
     assert (same.written, same.skipped) == (0, 1)
+    reliability.record(
+        "bad input",
+        "two inputs mapping to one output path",
+        tried=1,
+        handled=1,
+        nothing_lost="the first partition's file byte for byte",
+    )

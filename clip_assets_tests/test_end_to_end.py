@@ -138,7 +138,7 @@ def test_removing_a_clip_from_the_input_leaves_none_of_its_files(inbox, output, 
     assert materialization_metadata(result, "clip_previews")["removed_stale"] == 2
 
 
-def test_invalid_video_fails_alone_and_writes_nothing(inbox, output, run_partition):
+def test_invalid_video_fails_alone_and_writes_nothing(inbox, output, run_partition, reliability):
     write_video(inbox / "good.mp4.parquet", source_video="/videos/good.mp4", num_clips=2)
     clips = make_clips(3, source_video="/videos/bad.mp4")
     clips[2].span_end = clips[2].span_start - 1
@@ -158,9 +158,16 @@ def test_invalid_video_fails_alone_and_writes_nothing(inbox, output, run_partiti
     assert run_partition("good.mp4").success
     assert "processed_videos/good.mp4.json" in tree(output)
     assert not any("bad" in key for key in tree(output))
+    reliability.record(
+        "bad input",
+        "span end before start, through a Dagster run",
+        tried=1,
+        handled=1,
+        nothing_lost="five families failed naming file, row, clip, field; none of it written; the other video complete",
+    )
 
 
-def test_failed_run_after_a_good_one_leaves_previous_outputs_untouched(inbox, output, run_partition):
+def test_failed_run_after_a_good_one_leaves_previous_outputs_untouched(inbox, output, run_partition, reliability):
     clips = make_clips(2)
     write_video(inbox / f"{REL}.parquet", clips)
     assert run_partition(KEY).success
@@ -169,6 +176,13 @@ def test_failed_run_after_a_good_one_leaves_previous_outputs_untouched(inbox, ou
     write_video(inbox / f"{REL}.parquet", clips)
     assert not run_partition(KEY).success
     assert {k: (output / k).read_bytes() for k in tree(output)} == before
+    reliability.record(
+        "bad input",
+        "non-finite embedding in a new version of a good video",
+        tried=1,
+        handled=1,
+        nothing_lost="the previous outputs byte for byte, manifests included",
+    )
 
 
 def test_settings_dry_run_and_no_upload(inbox, output, run_partition):

@@ -82,7 +82,7 @@ def test_large_objects_go_multipart_with_a_checksum_per_part(s3):
     assert s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", []) == []
 
 
-def test_a_failed_multipart_upload_is_aborted_and_never_visible(s3):
+def test_a_failed_multipart_upload_is_aborted_and_never_visible(s3, reliability):
     storage = s3.storage("out")
     s3.proxy.inject("UploadPart", count=50, status=500, code="InternalError")
     with pytest.raises(StorageError, match=r"out/clips/big\.mp4.*InternalError"):
@@ -90,9 +90,16 @@ def test_a_failed_multipart_upload_is_aborted_and_never_visible(s3):
     assert storage.stat("clips/big.mp4") is None
     assert s3.proxy.counts["AbortMultipartUpload"] == 1
     assert s3.client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", []) == []
+    reliability.record(
+        "fault",
+        "S3 multipart part failing beyond the retry bound",
+        tried=1,
+        handled=1,
+        nothing_lost="no object at the key, the upload aborted",
+    )
 
 
-def test_throttling_and_server_errors_are_retried_within_bounds(s3):
+def test_throttling_and_server_errors_are_retried_within_bounds(s3, reliability):
     storage = s3.storage("out")
     s3.proxy.inject("PutObject", count=2, status=503, code="SlowDown")
     s3.proxy.inject("PutObject", count=1, status=500, code="InternalError")
@@ -106,6 +113,13 @@ def test_throttling_and_server_errors_are_retried_within_bounds(s3):
         storage.put("b.bin", b"payload")
     assert s3.proxy.injected["PutObject:503"] == 5  # max_attempts, then a clear failure
     assert storage.stat("b.bin") is None
+    reliability.record(
+        "fault",
+        "S3 throttling and 5xx on one request, then beyond the retry bound",
+        tried=2,
+        handled=2,
+        nothing_lost="retried write stored exactly; the exhausted one failed naming the object, nothing stored",
+    )
 
 
 def test_connection_resets_while_reading_are_retried(s3):

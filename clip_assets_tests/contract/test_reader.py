@@ -114,7 +114,7 @@ def set_value(column, row, value, type_=None):
         ),
     ],
 )
-def test_bad_values_name_file_row_and_field(tmp_path, mutate_table, mutate_meta, field, row):
+def test_bad_values_name_file_row_and_field(tmp_path, mutate_table, mutate_meta, field, row, reliability):
     path = rewrite(tmp_path, mutate_table, mutate_meta)
     with pytest.raises(ProcessedVideoError) as caught, ProcessedVideoReader(str(path), "inbox/bad.parquet") as reader:
         inspect_video(reader)
@@ -123,6 +123,9 @@ def test_bad_values_name_file_row_and_field(tmp_path, mutate_table, mutate_meta,
     assert error.field == field
     assert error.row == row
     assert "inbox/bad.parquet" in str(error) and field in str(error)
+    reliability.record(
+        "bad input", f"malformed {field}", tried=1, handled=1, nothing_lost="rejected by the reader before any write"
+    )
 
 
 def test_duplicate_clip_ids_are_rejected(tmp_path):
