@@ -13,14 +13,10 @@ import os
 from dagster import ConfigurableIOManager, ConfigurableResource, Definitions, EnvVar, in_process_executor
 
 from clip_assets.assets.checks import output_checks
-from clip_assets.assets.clip_embeddings import clip_embeddings
-from clip_assets.assets.clip_files import clip_files
-from clip_assets.assets.clip_metadata import clip_metadata
-from clip_assets.assets.clip_previews import clip_previews
 from clip_assets.assets.dataset_summary import dataset_summary
+from clip_assets.assets.families import OUTPUT_FAMILIES
 from clip_assets.assets.family import IO_MANAGER_KEY
 from clip_assets.assets.inbox import processed_videos
-from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.environment import DEFAULTS, EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR
 from clip_assets.io_manager import ClipArtifactIOManager
 from clip_assets.jobs import curate_videos, summarize_dataset, verify_outputs
@@ -58,11 +54,7 @@ def build_resources(
 defs = Definitions(
     assets=[
         processed_videos,
-        clip_files,
-        clip_previews,
-        clip_embeddings,
-        clip_metadata,
-        video_summaries,
+        *OUTPUT_FAMILIES,
         dataset_summary,
     ],
     asset_checks=output_checks,

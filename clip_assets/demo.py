@@ -12,8 +12,9 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from clip_assets import layout
-from clip_assets.assets.partitions import PARTITIONS_NAME
-from clip_assets.discovery import register
+from clip_assets.assets.family import PARTITIONS_PER_RUN
+from clip_assets.assets.partitions import PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.discovery import batch_runs, register
 from clip_assets.environment import EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, configured
 from clip_assets.media.ingest import ingest_paths
 from clip_assets.media.synthetic import write_sample_videos
@@ -38,14 +39,15 @@ def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
     echo(f"partitions: {', '.join(v.partition_key for v in result.videos)}")
     job = defs.resolve_job_def("curate_videos")
     ok = True
-    for video in result.videos:
+    order = instance.get_dynamic_partitions(PARTITIONS_NAME)
+    for batch in batch_runs(result.videos, order, PARTITIONS_PER_RUN):  # as the sensor batches them
         run = job.execute_in_process(
-            partition_key=video.partition_key,
             instance=instance,
             run_config=QUIET,
+            tags={RANGE_START_TAG: batch.first, RANGE_END_TAG: batch.last},
             raise_on_error=False,
         )
-        echo(f"curate_videos[{video.partition_key}]: {'success' if run.success else 'FAILED'}")
+        echo(f"curate_videos[{batch.first}...{batch.last}]: {'success' if run.success else 'FAILED'}")
         ok &= run.success
     summary_run = defs.resolve_job_def("summarize_dataset").execute_in_process(
         instance=instance, run_config=QUIET, raise_on_error=False

@@ -11,20 +11,16 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test, materialize
 
-from clip_assets.assets.clip_embeddings import clip_embeddings
-from clip_assets.assets.clip_files import clip_files
-from clip_assets.assets.clip_metadata import clip_metadata
-from clip_assets.assets.clip_previews import clip_previews
+from clip_assets.assets.families import OUTPUT_FAMILIES
 from clip_assets.assets.inbox import processed_videos
 from clip_assets.assets.partitions import processed_video_partitions
-from clip_assets.assets.video_summaries import video_summaries
 from clip_assets.definitions import build_resources
 from clip_assets.resources import S3ConnectionResource, WriterSettingsResource
 from clip_assets.storage.s3 import S3Storage
 from clip_assets_tests.reliability import Ledger, Recorder
 from clip_assets_tests.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
 
-FAMILY_ASSETS = [clip_files, clip_previews, clip_embeddings, clip_metadata, video_summaries]
+FAMILY_ASSETS = list(OUTPUT_FAMILIES)
 LEDGER = Ledger()
 
 

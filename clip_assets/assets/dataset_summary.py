@@ -7,16 +7,11 @@ import json
 from dagster import AssetExecutionContext, AssetIn, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from clip_assets import layout
-from clip_assets.assets.clip_embeddings import clip_embeddings
-from clip_assets.assets.clip_files import clip_files
-from clip_assets.assets.clip_metadata import clip_metadata
-from clip_assets.assets.clip_previews import clip_previews
-from clip_assets.assets.video_summaries import video_summaries
+from clip_assets.assets.families import OUTPUT_FAMILIES
 from clip_assets.dataset_stats import DatasetStats
 from clip_assets.manifest import PartitionManifest
 from clip_assets.resources import StorageResource
 
-FAMILIES = (clip_files, clip_previews, clip_embeddings, clip_metadata, video_summaries)
 # Per family: partition key -> that partition's manifest, None where it was never materialized.
 Manifests = dict[str, PartitionManifest | None]
 
@@ -48,7 +43,7 @@ def _plot_markdown(stats: DatasetStats) -> str:
 
 
 @asset(
-    ins={family.key.to_python_identifier(): AssetIn(family.key) for family in FAMILIES},
+    ins={family.key.to_python_identifier(): AssetIn(family.key) for family in OUTPUT_FAMILIES},
     kinds={"json"},
     group_name="dataset",
     automation_condition=AutomationCondition.eager(),

@@ -5,10 +5,11 @@ asset that validates its partition's file first and hands the artifacts to the a
 """
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, asset
+from dagster import AssetExecutionContext, AssetsDefinition, BackfillPolicy, BetaWarning, asset
 
 from clip_assets import layout
 from clip_assets.artifacts import Artifact, BuildReport
@@ -34,7 +35,7 @@ WRITE_POOL = "clip_assets_writes"
 FamilyBuilder = Callable[[ValidatedVideo, BuildReport], Iterable[Artifact]]
 Describer = Callable[[BuildReport], dict[str, Any]]
 # Every family's builder and describer by asset name, so code outside Dagster (benchmarks) writes a
-# partition exactly as the assets do.
+# partition exactly as the assets do. Filled as the family modules load (import clip_assets.assets.families).
 FAMILIES: dict[str, tuple[FamilyBuilder, Describer | None]] = {}
 
 
@@ -70,17 +71,6 @@ def family_asset(
     def decorator(build: FamilyBuilder) -> AssetsDefinition:
         FAMILIES[name] = (build, describe)
 
-        @asset(
-            name=name,
-            partitions_def=processed_video_partitions,
-            backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN),
-            pool=WRITE_POOL,
-            deps=[processed_videos],
-            group_name=OUTPUT_GROUP,
-            io_manager_key=IO_MANAGER_KEY,
-            kinds=kinds,
-            description=description,
-        )
         def family(
             context: AssetExecutionContext,
             inbox: StorageResource,
@@ -110,6 +100,20 @@ def family_asset(
                 lambda key, metadata: context.add_asset_metadata(metadata, partition_key=key),
             )
 
-        return family
+        # `backfill_policy` is beta in Dagster 1.13 and would warn on every load of the code location, in
+        # every command; what this project relies on is pinned by its tests (test_batches.py).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=BetaWarning)
+            return asset(
+                name=name,
+                partitions_def=processed_video_partitions,
+                backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN),
+                pool=WRITE_POOL,
+                deps=[processed_videos],
+                group_name=OUTPUT_GROUP,
+                io_manager_key=IO_MANAGER_KEY,
+                kinds=kinds,
+                description=description,
+            )(family)
 
     return decorator
