@@ -214,22 +214,26 @@ def _string_map(pairs: list[tuple[str, str | None]], fail: Any) -> dict[str, str
 def _embedding_rows(column: pa.Array) -> list[list[tuple[str, np.ndarray]] | None]:
     """Map<string, list<float>> rows as (algorithm, numpy vector) pairs, dtype kept.
 
-    Vectors are copied out of Arrow buffers once, without a per-float Python round trip.
+    All vectors of the batch are converted to numpy in one call and then sliced (each slice copied, so
+    no clip keeps the batch's buffer alive): no per-vector Arrow scalar, no per-float Python object.
     """
     keys = column.keys.to_pylist()
     items = column.items
     offsets = column.offsets.to_pylist()
     validity = column.is_valid().to_pylist()
+    bounds = items.offsets.to_numpy()  # into `items.values`, which ignores any slicing of `items`
+    vectors = items.values.to_numpy(zero_copy_only=False)
+    present = items.is_valid().to_numpy(zero_copy_only=False)
+    empty = np.empty(0, dtype=items.type.value_type.to_pandas_dtype())
     rows: list[list[tuple[str, np.ndarray]] | None] = []
     for i, valid in enumerate(validity):
         if not valid:
             rows.append(None)
             continue
-        pairs: list[tuple[str, np.ndarray]] = []
-        for j in range(offsets[i], offsets[i + 1]):
-            vector = items[j]
-            dtype = items.type.value_type.to_pandas_dtype()
-            array = vector.values.to_numpy(zero_copy_only=False).copy() if vector.is_valid else np.empty(0, dtype=dtype)
-            pairs.append((keys[j], array))
-        rows.append(pairs)
+        rows.append(
+            [
+                (keys[j], vectors[bounds[j] : bounds[j + 1]].copy() if present[j] else empty.copy())
+                for j in range(offsets[i], offsets[i + 1])
+            ]
+        )
     return rows

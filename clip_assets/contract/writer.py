@@ -7,6 +7,8 @@ appears at its final name once its footer is written (temp name in the same fold
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 import tempfile
@@ -52,6 +54,18 @@ def _batch(clips: list[ClipRecord]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns, schema=schema.ARROW_SCHEMA)
 
 
+@functools.cache
+def _compression() -> dict[str, str]:
+    """zstd per Parquet leaf column, except the MP4 and WebP bytes, which are compressed already:
+    squeezing them again costs CPU on every write and read and saves nothing."""
+    sink = io.BytesIO()
+    pq.write_table(schema.ARROW_SCHEMA.empty_table(), sink)
+    parquet_schema = pq.ParquetFile(io.BytesIO(sink.getvalue())).schema
+    leaves = [parquet_schema.column(i).path for i in range(len(parquet_schema))]
+    media = {schema.MP4, f"{schema.WINDOWS}.list.element.{schema.WINDOW_WEBP}"}
+    return {leaf: "none" if leaf in media else "zstd" for leaf in leaves}
+
+
 def _metadata_json(info: VideoInfo) -> bytes:
     return json.dumps(info.to_json()).encode()
 
@@ -78,7 +92,7 @@ def write_processed_video(
         arrow_schema = schema.ARROW_SCHEMA
         if not callable(info):
             arrow_schema = arrow_schema.with_metadata({schema.METADATA_KEY: _metadata_json(info)})
-        with pq.ParquetWriter(temp_name, arrow_schema, compression="zstd") as writer:
+        with pq.ParquetWriter(temp_name, arrow_schema, compression=_compression()) as writer:
             pending: list[ClipRecord] = []
             for clip in clips:
                 pending.append(clip)
