@@ -10,6 +10,7 @@ only need those facts skip the heavy byte columns when they stream the file agai
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from clip_assets.media.probe import ClipProbe, MediaError, probe_mp4
 class ClipFacts:
     """What the families need to know about a clip's heavy columns without reading them again."""
 
+    row: int
     mp4_bytes: int | None
     probe: ClipProbe | None
     webp_windows: frozenset[tuple[int, int]]
@@ -56,7 +58,14 @@ def _check_webp(file: str, clip: ClipRecord, position: int, data: bytes) -> None
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=["WEBP"]) as image:
                 width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
         raise ProcessedVideoError(
             file, f"{schema.WINDOWS}[{position}].webp", f"not a readable WebP ({exc})", row=clip.row, clip_id=clip.uuid
         ) from None
@@ -66,22 +75,43 @@ def _check_webp(file: str, clip: ClipRecord, position: int, data: bytes) -> None
         )
 
 
-def clip_facts(file: str, clip: ClipRecord) -> ClipFacts:
-    """Facts of a clip read with every column; probes its MP4 and parses its WebPs, or fails naming them."""
+def _most_frames(clip: ClipRecord, probe: ClipProbe | None, framerate: float | None) -> int | None:
+    """How far a window may reach: the MP4's frames, else the span at the video's rate, else unknown."""
+    if probe is not None:
+        return probe.num_frames
+    if framerate:
+        return math.ceil((clip.span_end - clip.span_start) * framerate) + 1
+    return None
+
+
+def clip_facts(file: str, clip: ClipRecord, framerate: float | None = None) -> ClipFacts:
+    """Facts of a clip read with every column; probes its MP4 and parses its WebPs, or fails naming them.
+
+    Windows are checked against the clip's length, since their frame numbers become file names.
+    """
     probe = None
     if clip.mp4 is not None:
         try:
             probe = probe_mp4(clip.mp4)
         except MediaError as exc:
-            raise ProcessedVideoError(
-                file, schema.MP4, f"cannot be probed: {exc}", row=clip.row, clip_id=clip.uuid
-            ) from None
+            problem = f"cannot be probed: {exc}"
+            raise ProcessedVideoError(file, schema.MP4, problem, row=clip.row, clip_id=clip.uuid) from None
+    most_frames = _most_frames(clip, probe, framerate)
     webp_windows = []
     for position, window in enumerate(clip.windows):
+        if most_frames is not None and window.end_frame > most_frames:
+            raise ProcessedVideoError(
+                file,
+                f"{schema.WINDOWS}[{position}].end_frame",
+                f"{window.end_frame} is beyond the clip's {most_frames} frames",
+                row=clip.row,
+                clip_id=clip.uuid,
+            )
         if window.webp is not None:
             _check_webp(file, clip, position, window.webp)
             webp_windows.append((window.start_frame, window.end_frame))
     return ClipFacts(
+        row=clip.row,
         mp4_bytes=len(clip.mp4) if clip.mp4 is not None else None,
         probe=probe,
         webp_windows=frozenset(webp_windows),
@@ -89,12 +119,12 @@ def clip_facts(file: str, clip: ClipRecord) -> ClipFacts:
     )
 
 
-def inspect_clips(file: str, clips: Iterable[ClipRecord]) -> VideoInspection:
+def inspect_clips(file: str, clips: Iterable[ClipRecord], framerate: float | None = None) -> VideoInspection:
     """Consume every clip (read with every column); raises on the first problem, naming file, row and field."""
     facts: dict[str, ClipFacts] = {}
     passed = filtered = 0
     for clip in clips:
-        facts[clip.uuid] = clip_facts(file, clip)
+        facts[clip.uuid] = clip_facts(file, clip, framerate)
         if clip.filtered:
             filtered += 1
         else:
@@ -104,4 +134,4 @@ def inspect_clips(file: str, clips: Iterable[ClipRecord]) -> VideoInspection:
 
 def inspect_video(reader: ProcessedVideoReader) -> VideoInspection:
     """One streaming pass over every column of the file: the full check before anything is written."""
-    return inspect_clips(reader.name, reader.iter_clips(ALL_COLUMNS))
+    return inspect_clips(reader.name, reader.iter_clips(ALL_COLUMNS), reader.info.framerate)

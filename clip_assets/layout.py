@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 import uuid
 from pathlib import PurePosixPath
 
@@ -18,7 +19,14 @@ METAS_VERSION = "v0"
 INTERNAL_PREFIX = "_clip_assets"
 
 _KNOWN_EMBEDDING_PREFIXES = (("cosmos-embed1", "ce1"), ("internvideo2", "iv2"))
+# Other algorithms name their folder themselves, so the name must already be a plain folder name.
+_ALGORITHM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _UNSAFE_SEGMENTS = frozenset({"", ".", ".."})
+# File systems refuse longer names; the video's last segment gets `_<chunk>.json` appended.
+MAX_SEGMENT_BYTES = 200
+# S3's limit for a whole key.
+MAX_KEY_BYTES = 1024
 
 
 class LayoutError(ValueError):
@@ -39,45 +47,91 @@ def _segments(path: str) -> list[str]:
     return [s for s in path.split("/") if s]
 
 
+def _unsafe(segment: str) -> str | None:
+    """Why a path segment taken from input data may not become part of an output path, or None."""
+    if segment in _UNSAFE_SEGMENTS:
+        return "is empty, '.' or '..'"
+    if "\\" in segment or any(unicodedata.category(ch) == "Cc" for ch in segment):
+        return "holds a backslash or a control character"
+    folded = unicodedata.normalize("NFKC", segment)
+    if folded in _UNSAFE_SEGMENTS or "/" in folded or "\\" in folded:
+        return f"reads as {folded!r} once Unicode-normalized (NFKC)"
+    if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+        return f"is longer than {MAX_SEGMENT_BYTES} bytes"
+    return None
+
+
+def _path_segments(path: str) -> list[str]:
+    """A video path's segments after the root (`/`) or the URI's `scheme://`; refuses aliases.
+
+    `/v//a.mp4`, `/v/./a.mp4` and `/v/a.mp4/` would name the same file as `/v/a.mp4` in the
+    layout, so only the plain spelling is accepted: every spelling maps to its own output path.
+    """
+    scheme, separator, rest = path.partition("://")
+    body = rest if separator else path.removeprefix("/")
+    segments = body.split("/")
+    if "" in segments or "." in segments:
+        raise LayoutError(f"video path {path!r} is not in plain form (empty or '.' segments, or a trailing '/')")
+    return [f"{scheme}:", *segments] if separator else segments
+
+
 def video_relative_path(source_video: str, input_path: str) -> str:
     """`rel` of the reference layout: the video path without the `input_path` prefix.
 
     Unlike NeMo's string prefix, the prefix is matched by whole path segments, so `/data/videos2/x`
-    is not under `/data/videos`. Unicode and spaces are kept; `..`, `.`, NUL, backslashes and control
-    characters are refused because they could reach outside the output root or alias another path.
+    is not under `/data/videos`. Unicode and spaces are kept; `..`, `.`, NUL, backslashes, control
+    characters, segments that Unicode normalization turns into those (fullwidth dots, a two-dot
+    leader) and over-long names are refused because they could reach outside the output root, alias
+    another path, or not be writable. A folder segment may not end in `.json`: it could then be
+    another video's output file (`a.mp4.json/b.mp4` under `a.mp4`).
     """
-    video = nemo_video_path(source_video)
-    video_parts = _segments(video)
-    prefix_parts = _segments(nemo_video_path(input_path)) if input_path else []
+    video_parts = _path_segments(source_video)
+    prefix_parts = _path_segments(input_path.rstrip("/")) if input_path.strip("/") else []
     if video_parts[: len(prefix_parts)] != prefix_parts:
         raise LayoutError(f"video path {source_video!r} is not under input_path {input_path!r}")
     rel_parts = video_parts[len(prefix_parts) :]
     if not rel_parts:
         raise LayoutError(f"video path {source_video!r} names the input_path itself, not a video below it")
-    for part in rel_parts:
-        if part in _UNSAFE_SEGMENTS or "\\" in part or any(ord(ch) < 32 or ord(ch) == 127 for ch in part):
-            raise LayoutError(f"video path {source_video!r} has an unsafe path segment {part!r}")
+    for position, part in enumerate(rel_parts):
+        problem = _unsafe(part)
+        if problem is None and position < len(rel_parts) - 1 and part.endswith(".json"):
+            problem = "is a folder named like an output file (*.json)"
+        if problem is not None:
+            raise LayoutError(f"video path {source_video!r} has an unsafe path segment {part!r}: it {problem}")
     return "/".join(rel_parts)
 
 
 def embedding_prefix(algorithm: str) -> str:
-    """`ce1`/`iv2` for NeMo's algorithms; other algorithms get a slug of their name, never a NeMo prefix."""
+    """`ce1`/`iv2` for NeMo's algorithms; any other algorithm's folder is its own name, never a NeMo prefix.
+
+    Names are used as they are (lowercase letters, digits, `-`, `_`), so two algorithms never share
+    a folder and none is filed under a model it does not come from.
+    """
     for name, prefix in _KNOWN_EMBEDDING_PREFIXES:
         if algorithm.startswith(name):
             return prefix
-    slug = re.sub(r"[^a-z0-9]+", "_", algorithm.lower()).strip("_")
-    if not slug:
-        raise LayoutError(f"embedding algorithm {algorithm!r} has no usable name for a folder")
-    return slug
+    if not _ALGORITHM_NAME.fullmatch(algorithm) or algorithm in {p for _, p in _KNOWN_EMBEDDING_PREFIXES}:
+        raise LayoutError(
+            f"embedding algorithm {algorithm!r} cannot name a folder: use lowercase letters, digits, '-' and '_' "
+            "(up to 64), and not NeMo's own 'ce1'/'iv2'"
+        )
+    return algorithm
+
+
+def _clip(clip_uuid: str) -> str:
+    """Clip ids become file names: only the canonical lowercase UUID form is accepted."""
+    if not _UUID.fullmatch(clip_uuid):
+        raise LayoutError(f"clip id {clip_uuid!r} is not a canonical UUID")
+    return clip_uuid
 
 
 def clip_key(clip_uuid: str, *, filtered: bool) -> str:
-    return f"{'filtered_clips' if filtered else 'clips'}/{clip_uuid}.mp4"
+    return f"{'filtered_clips' if filtered else 'clips'}/{_clip(clip_uuid)}.mp4"
 
 
 def preview_prefix(clip_uuid: str) -> str:
     """The folder of one clip's previews."""
-    return f"previews/{clip_uuid}/"
+    return f"previews/{_clip(clip_uuid)}/"
 
 
 def preview_key(clip_uuid: str, start_frame: int, end_frame: int) -> str:
@@ -85,11 +139,11 @@ def preview_key(clip_uuid: str, start_frame: int, end_frame: int) -> str:
 
 
 def clip_metadata_key(clip_uuid: str) -> str:
-    return f"metas/{METAS_VERSION}/{clip_uuid}.json"
+    return f"metas/{METAS_VERSION}/{_clip(clip_uuid)}.json"
 
 
 def embedding_pickle_key(algorithm: str, clip_uuid: str) -> str:
-    return f"{embedding_prefix(algorithm)}_embd/{clip_uuid}.pickle"
+    return f"{embedding_prefix(algorithm)}_embd/{_clip(clip_uuid)}.pickle"
 
 
 def chunk_embedding_uuid(source_video: str, chunk_index: int) -> str:
@@ -116,7 +170,7 @@ def full_location(output_root: str, key: str) -> str:
 
 def check_key(key: str) -> str:
     """Refuse any key that is not a plain relative path below the root; returns it unchanged."""
-    if not key or key.startswith("/") or "\x00" in key or "\\" in key:
+    if not key or key.startswith("/") or "\x00" in key or "\\" in key or len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise LayoutError(f"unsafe output key {key!r}")
     if any(part in _UNSAFE_SEGMENTS for part in key.split("/")):
         raise LayoutError(f"unsafe output key {key!r}")
@@ -139,6 +193,12 @@ def manifest_key(family: str, partition_key: str) -> str:
 def lock_key(family: str, partition_key: str) -> str:
     """Held while one partition of one family is written, so two runs of it never interleave."""
     return f"{INTERNAL_PREFIX}/locks/{family}/{_partition_digest(partition_key)}.lock"
+
+
+def video_claim_key(relative_video: str) -> str:
+    """Names the partition that writes one video's outputs, so a second processed video of the same
+    source video is refused before it writes anything."""
+    return f"{INTERNAL_PREFIX}/claims/{_partition_digest(relative_video)}.json"
 
 
 def dataset_summary_key() -> str:

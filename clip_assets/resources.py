@@ -146,7 +146,8 @@ class ValidationLimitsResource(ConfigurableResource):
     max_webp_mb: int = Field(default=64, ge=1, description="Largest WebP preview accepted.")
     max_windows_per_clip: int = Field(default=4096, ge=1)
     max_embedding_dim: int = Field(default=65536, ge=1)
-    max_caption_chars: int = Field(default=1_000_000, ge=1)
+    max_caption_chars: int = Field(default=1_000_000, ge=1, description="Longest caption or extra_metadata text.")
+    max_name_chars: int = Field(default=256, ge=1, description="Longest caption model or embedding algorithm name.")
     max_clips: int = Field(default=1_000_000, ge=1, description="Most clips one processed video may hold.")
 
     def to_limits(self) -> ValidationLimits:
@@ -156,6 +157,7 @@ class ValidationLimitsResource(ConfigurableResource):
             max_windows_per_clip=self.max_windows_per_clip,
             max_embedding_dim=self.max_embedding_dim,
             max_caption_chars=self.max_caption_chars,
+            max_name_chars=self.max_name_chars,
             max_clips=self.max_clips,
         )
 

@@ -19,7 +19,7 @@ KEY = "cam1/street walk.mp4"
 
 
 def run_checks(instance, inbox, output, partition_key=KEY):
-    """The `verify_outputs` job for one partition (a job of checks alone takes its partition as a run tag)."""
+    """The `verify_outputs` job for one partition (as a run tag, the UI's way), or for all with None."""
     definitions = Definitions(
         assets=[processed_videos, *FAMILY_ASSETS],
         asset_checks=output_checks,
@@ -27,7 +27,7 @@ def run_checks(instance, inbox, output, partition_key=KEY):
         resources=build_resources(str(inbox), str(output), WriterSettingsResource(input_path="/videos")),
     )
     job = definitions.resolve_job_def("verify_outputs")
-    tags = {"dagster/partition": partition_key}
+    tags = {"dagster/partition": partition_key} if partition_key else {}
     result = job.execute_in_process(tags=tags, instance=instance, raise_on_error=False)
     evaluations = {}
     for event in result.get_asset_check_evaluations():
@@ -118,6 +118,18 @@ def test_a_partition_never_materialized_fails_its_checks(instance, inbox, output
     write_video(inbox / f"{KEY}.parquet", make_clips(1))
     instance.add_dynamic_partitions("processed_videos", [KEY])
     evaluations = run_checks(instance, inbox, output)
-    assert all(
-        not passed and "was never materialized" in description for passed, description, _ in evaluations.values()
-    )
+    assert all(not passed and "never materialized" in description for passed, description, _ in evaluations.values())
+
+
+def test_a_run_without_partition_verifies_every_partition(instance, inbox, output, run_partition):
+    for name in ("a.mp4", "b.mp4"):
+        clips = make_clips(2, source_video=f"/videos/{name}")
+        write_video(inbox / f"{name}.parquet", clips, source_video=f"/videos/{name}")
+        assert run_partition(name).success
+    damaged = next((output / "clips").iterdir())
+    damaged.write_bytes(b"")
+    evaluations = run_checks(instance, inbox, output, partition_key=None)
+    passed, description, metadata = evaluations["clip_files"]
+    assert not passed and metadata["partitions"] == 2 and metadata["problems"] == 1
+    assert f"clips/{damaged.name}: 0 bytes" in description
+    assert all(evaluations[family][0] for family in ("clip_previews", "clip_metadata", "video_summaries"))

@@ -25,9 +25,11 @@ def test_chunk_parquet_name_is_nemos_uuid5_of_video_and_chunk():
 
 
 def test_other_algorithms_get_their_own_prefix_never_a_nemo_one():
-    assert layout.embedding_prefix("color-grid-4x4-v1") == "color_grid_4x4_v1"
-    with pytest.raises(layout.LayoutError):
-        layout.embedding_prefix("---")
+    assert layout.embedding_prefix("color-grid-4x4-v1") == "color-grid-4x4-v1"
+    assert layout.embedding_prefix("cosmos-embed1-448p") == "ce1"
+    for name in ("---", "ce1", "iv2", "Color Grid", "a/b", ""):
+        with pytest.raises(layout.LayoutError):
+            layout.embedding_prefix(name)
 
 
 @pytest.mark.parametrize(

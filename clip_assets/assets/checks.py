@@ -1,13 +1,15 @@
-"""Asset checks, one per output family, per partition: is what the manifest records still there and sound?
+"""Asset checks, one per output family: is what the manifests record still there and sound?
 
 They read every recorded object back (clip-sized objects, a few at a time) and decode it, so they cost
-a full read of the partition's outputs; the writer already verifies as it writes, so the main job
-does not run them. Run them from the UI (a partition's "Execute checks"), with the `verify_outputs`
-job, or after anything touched the storage. A failure names each damaged artifact; re-materializing
-the partition rewrites whatever is not as recorded.
-"""
+a full read of the outputs they cover; the writer already verifies as it writes, so `curate_videos`
+does not run them (a materialization launched on the assets from the UI does, after writing). They
+cover the partitions of the run they are in: one, a backfill's range, or, in a run with no partition
+(the `verify_outputs` job launched as is), every partition. A failure names each damaged artifact and
+its partition; re-materializing the partition rewrites whatever is not as recorded.
 
-import warnings
+They are not partitioned checks: Dagster 1.13 records one result per check per run, and a batched run
+covers many partitions, so the result belongs to the run's partitions together.
+"""
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -16,18 +18,27 @@ from dagster import (
     AssetCheckSeverity,
     AssetsDefinition,
     MetadataValue,
-    PreviewWarning,
     asset_check,
 )
 
 from clip_assets import layout
 from clip_assets.artifact_writer import ArtifactWriter
 from clip_assets.assets.families import OUTPUT_FAMILIES
-from clip_assets.assets.partitions import processed_video_partitions
+from clip_assets.assets.partitions import PARTITIONS_NAME
 from clip_assets.resources import StorageResource, WriterSettingsResource
 from clip_assets.verification import Problem, verify_cross_references, verify_entries
 
 _MAX_LISTED_PROBLEMS = 50
+
+
+def _partitions(context: AssetCheckExecutionContext) -> list[str]:
+    """The run's partitions: a backfill's range, one partition, or (a run with none) all of them."""
+    run = context.op_execution_context
+    if run.has_partition_key_range:
+        return sorted(run.partition_keys)
+    if run.has_partition_key:
+        return [run.partition_key]
+    return sorted(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
 
 
 def _intact_check(asset: AssetsDefinition) -> AssetChecksDefinition:
@@ -40,25 +51,30 @@ def _intact_check(asset: AssetsDefinition) -> AssetChecksDefinition:
         storage = output.get_storage()
         settings = writer_settings.to_settings(storage.root)
         writer = ArtifactWriter(storage)
-        problems: list[Problem] = []
+        problems: list[tuple[str, Problem]] = []
         checked = bytes_read = 0
-        for key in sorted(context.partition_keys):
+        partitions = _partitions(context)
+        for key in partitions:
             manifest = writer.load_manifest(family, key)
             if manifest is None:
-                problems.append(Problem(layout.manifest_key(family, key), f"{key} was never materialized"))
+                problems.append((key, Problem(layout.manifest_key(family, key), "never materialized")))
                 continue
             verification = verify_entries(storage, manifest)
             checked += verification.checked
             bytes_read += verification.bytes_read
             siblings = {name: writer.load_manifest(name, key) for name in others}
-            problems += verification.problems + verify_cross_references(storage, manifest, siblings, settings)
+            found = verification.problems + verify_cross_references(storage, manifest, siblings, settings)
+            problems += [(key, problem) for problem in found]
         listed = problems[:_MAX_LISTED_PROBLEMS]
-        table = "| artifact | problem |\n|---|---|\n" + "\n".join(f"| `{p.key}` | {p.problem} |" for p in listed)
+        table = "| partition | artifact | problem |\n|---|---|---|\n" + "\n".join(
+            f"| `{key}` | `{p.key}` | {p.problem} |" for key, p in listed
+        )
         return AssetCheckResult(
             passed=not problems,
             severity=AssetCheckSeverity.ERROR,
-            description="; ".join(str(p) for p in problems[:3]) or f"{checked} objects verified",
+            description="; ".join(str(p) for _, p in problems[:3]) or f"{checked} objects verified",
             metadata={
+                "partitions": len(partitions),
                 "objects_verified": checked,
                 "bytes_read": MetadataValue.int(bytes_read),
                 "problems": len(problems),
@@ -66,17 +82,12 @@ def _intact_check(asset: AssetsDefinition) -> AssetChecksDefinition:
             },
         )
 
-    # Partitioned checks are a preview in Dagster 1.13 and would warn on every load of the code location;
-    # what this project relies on is pinned by its tests (test_checks.py).
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=PreviewWarning)
-        return asset_check(
-            asset=asset,
-            name="intact",
-            partitions_def=processed_video_partitions,
-            description=f"Every {family} object the partition's manifest records exists with its size and sha256, "
-            "decodes as what it claims to be, and agrees with the other families' files.",
-        )(intact)
+    return asset_check(
+        asset=asset,
+        name="intact",
+        description=f"Every {family} object the manifests record exists with its size and sha256, decodes as what "
+        "it claims to be, and agrees with the other families' files; for the run's partitions, or all of them.",
+    )(intact)
 
 
 output_checks = [_intact_check(asset) for asset in OUTPUT_FAMILIES]

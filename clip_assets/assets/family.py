@@ -16,13 +16,13 @@ from clip_assets.artifacts import Artifact, BuildReport
 from clip_assets.assets.inbox import processed_videos
 from clip_assets.assets.opening import InboxFile, ValidatedVideo, find_inbox_file, open_validated_video
 from clip_assets.assets.partitions import processed_video_partitions
-from clip_assets.contract import ProcessedVideoError
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.environment import PARTITIONS_PER_RUN_VAR, configured
 from clip_assets.io_manager import FamilyBatch, PartitionWork
 from clip_assets.output_version import output_version
 from clip_assets.resources import StorageResource, ValidationLimitsResource, WriterSettingsResource
 from clip_assets.settings import WriterSettings
+from clip_assets.storage import Storage
 
 OUTPUT_GROUP = "clip_outputs"
 IO_MANAGER_KEY = "clip_artifact_io_manager"
@@ -43,6 +43,7 @@ def partition_work(
     family: str,
     partition_key: str,
     file: InboxFile,
+    output: Storage,
     settings: WriterSettings,
     limits: ValidationLimits,
     log: logging.Logger,
@@ -52,7 +53,7 @@ def partition_work(
     version = output_version(file.info.fingerprint, settings)
 
     def artifacts(report: BuildReport) -> Iterable[Artifact]:
-        return build(open_validated_video(file, settings, limits, log), report)
+        return build(open_validated_video(file, partition_key, output, settings, limits, log), report)
 
     return PartitionWork(partition_key, file.name, version, artifacts, describe)
 
@@ -79,8 +80,8 @@ def family_asset(
             validation_limits: ValidationLimitsResource,
         ) -> FamilyBatch:
             """Only finds each partition's file here; inspection and writing happen partition by partition."""
-            inbox_storage = inbox.get_storage()
-            settings = writer_settings.to_settings(output.get_storage().root)
+            inbox_storage, output_storage = inbox.get_storage(), output.get_storage()
+            settings = writer_settings.to_settings(output_storage.root)
             layout.embedding_prefix(settings.embedding_algorithm)  # a configuration error, not a file's
             limits = validation_limits.to_limits()
 
@@ -89,10 +90,10 @@ def family_asset(
             for key in sorted(context.partition_keys):
                 try:
                     file = find_inbox_file(inbox_storage, key)
-                except ProcessedVideoError as error:
+                except Exception as error:  # one partition's failure must not cost the others theirs
                     failures[key] = error
                     continue
-                work.append(partition_work(name, key, file, settings, limits, context.log))
+                work.append(partition_work(name, key, file, output_storage, settings, limits, context.log))
             return FamilyBatch(
                 work,
                 failures,

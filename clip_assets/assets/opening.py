@@ -13,12 +13,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from clip_assets import layout
+from clip_assets.artifact_writer import ArtifactWriter
+from clip_assets.claims import check_clip_ids, claim_video
 from clip_assets.contract import ClipRecord, ProcessedVideoError, ProcessedVideoReader, VideoInfo
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.inspection import VideoInspection, inspect_video
-from clip_assets.partition_keys import decode_partition_key
+from clip_assets.partition_keys import decode_partition_key, encode_partition_key
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import ObjectInfo, Storage
+from clip_assets.storage import ObjectInfo, Storage, StorageError
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,19 @@ class InboxFile:
 
 
 def find_inbox_file(storage: Storage, partition_key: str) -> InboxFile:
-    """The file behind a partition key; a key that names no safe inbox path (added by hand, say) is refused."""
+    """The file behind a partition key. A key added by hand that names no safe inbox path, or that is not
+    the canonical key of its file (`a%2Emp4` for `a.mp4`, which would alias its outputs), is refused."""
+    name = f"{storage.root}/{partition_key}"
     try:
         key = layout.check_key(decode_partition_key(partition_key))
+        if encode_partition_key(key) != partition_key:
+            raise ValueError(f"not the canonical key of {key!r}, which is {encode_partition_key(key)!r}")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProcessedVideoError(f"{storage.root}/{partition_key}", "<partition key>", str(exc)) from None
-    info = storage.stat(key)
+        raise ProcessedVideoError(name, "<partition key>", str(exc)) from None
+    try:
+        info = storage.stat(key)
+    except StorageError as exc:
+        raise ProcessedVideoError(f"{storage.root}/{key}", "<file>", str(exc)) from None
     if info is None:
         raise ProcessedVideoError(f"{storage.root}/{key}", "<file>", "does not exist in the inbox")
     return InboxFile(storage, key, info)
@@ -96,12 +105,30 @@ def _inspect(file: InboxFile, limits: ValidationLimits, log: logging.Logger) -> 
     return result
 
 
+# Partitions whose outputs were checked to be their own in this process (claims.py), by file version.
+_CLAIMED: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+
+
 def open_validated_video(
-    file: InboxFile, settings: WriterSettings, limits: ValidationLimits, log: logging.Logger
+    file: InboxFile,
+    partition_key: str,
+    output: Storage,
+    settings: WriterSettings,
+    limits: ValidationLimits,
+    log: logging.Logger,
 ) -> ValidatedVideo:
+    """Inspect the file (once per version per process), then check its output paths are its own."""
     info, inspection = _inspect(file, limits, log)
     try:
-        layout.video_relative_path(info.source_video, settings.input_path)
+        relative_video = layout.video_relative_path(info.source_video, settings.input_path)
     except layout.LayoutError as exc:
         raise ProcessedVideoError(file.name, "clip_assets.source_video", str(exc)) from None
+    claimed = (partition_key, file.info.fingerprint, output.root)
+    if claimed not in _CLAIMED:
+        written = ArtifactWriter(output).load_manifest("clip_metadata", partition_key)
+        check_clip_ids(output, file.name, info, inspection, set(written.entries) if written else set())
+        claim_video(output, partition_key, file.name, info, relative_video)  # last: a refused video claims nothing
+        _CLAIMED[claimed] = None
+        if len(_CLAIMED) > _INSPECTED_MAX:
+            _CLAIMED.popitem(last=False)
     return ValidatedVideo(file, info, inspection, settings)

@@ -13,5 +13,8 @@ class ValidationLimits:
     max_webp_bytes: int = 64 * 1024**2
     max_windows_per_clip: int = 4096
     max_embedding_dim: int = 65536
+    # Captions and extra_metadata text.
     max_caption_chars: int = 1_000_000
+    # Caption model and embedding algorithm names (they become JSON keys).
+    max_name_chars: int = 256
     max_clips: int = 1_000_000

@@ -6,7 +6,7 @@ keeps small), whatever the video's length. Each caller projects only the columns
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -19,7 +19,7 @@ from clip_assets.contract.errors import ProcessedVideoError
 from clip_assets.contract.identity import canonical_uuid, derive_clip_uuid
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.contract.records import ClipRecord, VideoInfo, Window
-from clip_assets.contract.validation import ClipChecker, check_arrow_schema, parse_file_metadata
+from clip_assets.contract.validation import ClipChecker, check_arrow_schema, load_json, parse_file_metadata
 
 ALL_COLUMNS: frozenset[str] = frozenset(schema.COLUMNS) | {schema.WINDOW_WEBP_COLUMN}
 
@@ -55,6 +55,19 @@ class ProcessedVideoReader:
         if self.num_rows > self.limits.max_clips:
             raise ProcessedVideoError(
                 name, schema.CLIP_UUID, f"{self.num_rows} clips exceed the limit {self.limits.max_clips}"
+            )
+        # Each chunk gets a summary file: more chunks than clips would be files no clip accounts for.
+        most_chunks = max(1, self.info.num_total_clips, self.num_rows)
+        if self.info.num_total_clips > self.limits.max_clips:
+            raise ProcessedVideoError(
+                name, "clip_assets.num_total_clips", f"{self.info.num_total_clips} exceeds {self.limits.max_clips}"
+            )
+        chunk_indexes = [c.index for c in self.info.chunks or ()]
+        if self.info.num_clip_chunks > most_chunks or any(i >= most_chunks for i in chunk_indexes):
+            raise ProcessedVideoError(
+                name,
+                "clip_assets.num_clip_chunks",
+                f"{max([self.info.num_clip_chunks, *chunk_indexes])} chunks for {most_chunks} clips at most",
             )
         if self.columns_present.isdisjoint({schema.CLIP_UUID}) and self.info.framerate is None:
             raise ProcessedVideoError(
@@ -106,7 +119,17 @@ class ProcessedVideoReader:
             raise ValueError(f"unknown contract columns requested: {sorted(unknown)}")
         checker = ClipChecker(self.name, self.info, self.limits)
         row = 0
-        for batch in self._file.iter_batches(batch_size=self.batch_size, columns=self._parquet_columns(wanted)):
+        projected = self._parquet_columns(wanted)
+        batches = self._file.iter_batches(batch_size=self.batch_size, columns=projected)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:  # a damaged page behind a readable footer
+                raise ProcessedVideoError(
+                    self.name, ", ".join(projected), f"unreadable data from row {row} on ({exc})", row=row
+                ) from None
             for clip in self._records(batch, row):
                 checker.check(clip)
                 yield clip
@@ -135,12 +158,18 @@ class ProcessedVideoReader:
         if raw_id is None:
             if self.info.framerate is None:
                 raise fail(schema.CLIP_UUID, "null, and no video framerate to derive it from")
-            clip_id = derive_clip_uuid(
-                self.info.source_video,
-                values[schema.SPAN_START],
-                values[schema.SPAN_END],
-                self.info.framerate,
-            )
+            for name in (schema.SPAN_START, schema.SPAN_END):
+                if not math.isfinite(values[name]):
+                    raise fail(name, f"must be finite, got {values[name]}")
+            try:
+                clip_id = derive_clip_uuid(
+                    self.info.source_video,
+                    values[schema.SPAN_START],
+                    values[schema.SPAN_END],
+                    self.info.framerate,
+                )
+            except (OverflowError, ValueError) as exc:
+                raise fail(schema.CLIP_UUID, f"null, and cannot be derived from span and framerate ({exc})") from None
         else:
             try:
                 clip_id = canonical_uuid(raw_id)
@@ -170,9 +199,11 @@ class ProcessedVideoReader:
             clip.embeddings = _unique_map(values[schema.EMBEDDINGS], lambda p: fail(schema.EMBEDDINGS, p, clip_id))
         extra = values.get(schema.EXTRA_METADATA)
         if extra is not None:
+            if len(extra) > self.limits.max_caption_chars:
+                raise fail(schema.EXTRA_METADATA, f"longer than {self.limits.max_caption_chars} characters", clip_id)
             try:
-                parsed = json.loads(extra)
-            except json.JSONDecodeError as exc:
+                parsed = load_json(extra)
+            except ValueError as exc:
                 raise fail(schema.EXTRA_METADATA, f"not JSON ({exc})", clip_id) from None
             if not isinstance(parsed, dict):
                 raise fail(schema.EXTRA_METADATA, "must be a JSON object", clip_id)

@@ -60,19 +60,32 @@ def _is_number(value: Any) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (only Python writes it)")
+
+
+def load_json(text: str | bytes, *, allow_nan: bool = False) -> Any:
+    """JSON whose nesting, however deep, is an error and not a crash. NaN and Infinity (Python's
+    extension) are refused unless `allow_nan`: for values that are checked one by one later."""
+    try:
+        return json.loads(text) if allow_nan else json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def parse_file_metadata(file: str, raw: bytes | None) -> VideoInfo:
     """Parse and check the `clip_assets` schema-metadata object."""
     field = schema.METADATA_KEY.decode()
     if raw is None:
         raise ProcessedVideoError(file, field, "schema metadata key 'clip_assets' is missing")
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = load_json(raw.decode("utf-8"), allow_nan=True)  # each number is checked to be finite below
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ProcessedVideoError(file, field, f"not UTF-8 JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise ProcessedVideoError(file, field, "must be a JSON object")
     version = doc.get("format_version")
-    if version != schema.FORMAT_VERSION:
+    if not _is_int(version) or version != schema.FORMAT_VERSION:
         raise ProcessedVideoError(
             file,
             f"{field}.format_version",
@@ -317,8 +330,9 @@ class ClipChecker:
                 ("enhanced_captions", window.enhanced_captions),
             ):
                 for model, text in captions.items():
-                    if not model or "\x00" in model:
-                        raise self.fail(clip, f"{field}.{kind}", f"invalid model name {model!r}")
+                    if not model or "\x00" in model or len(model) > self.limits.max_name_chars:
+                        shown = model if len(model) <= 80 else f"{model[:80]}... ({len(model)} characters)"
+                        raise self.fail(clip, f"{field}.{kind}", f"invalid model name {shown!r}")
                     if not isinstance(text, str):
                         raise self.fail(clip, f"{field}.{kind}[{model}]", "caption is not text")
                     if len(text) > self.limits.max_caption_chars:
@@ -327,12 +341,20 @@ class ClipChecker:
                             f"{field}.{kind}[{model}]",
                             f"caption longer than {self.limits.max_caption_chars} characters",
                         )
+            # The metadata JSON keys are `{model}_caption` and `{model}_enhanced_caption`: caption model
+            # `m_enhanced` and enhanced model `m` would both write `m_enhanced_caption`, one losing the other.
+            keys = {f"{m}_caption" for m in window.captions}
+            clashes = sorted(keys & {f"{m}_enhanced_caption" for m in window.enhanced_captions})
+            if clashes:
+                problem = f"a caption model and an enhanced caption model both give the key {clashes[0]}"
+                raise self.fail(clip, f"{field}.enhanced_captions", problem)
 
     def _check_embeddings(self, clip: ClipRecord) -> None:
         for algorithm, vector in clip.embeddings.items():
             field = f"{schema.EMBEDDINGS}[{algorithm}]"
-            if not algorithm or "\x00" in algorithm:
-                raise self.fail(clip, schema.EMBEDDINGS, f"invalid algorithm name {algorithm!r}")
+            if not algorithm or "\x00" in algorithm or len(algorithm) > self.limits.max_name_chars:
+                shown = algorithm if len(algorithm) <= 80 else f"{algorithm[:80]}... ({len(algorithm)} characters)"
+                raise self.fail(clip, schema.EMBEDDINGS, f"invalid algorithm name {shown!r}")
             if vector.size == 0:
                 raise self.fail(clip, field, "embedding is empty")
             if vector.size > self.limits.max_embedding_dim:

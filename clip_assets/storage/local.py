@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,9 +87,14 @@ class LocalStorage:
             raise StorageError(exc.errno, f"cannot open {self.root}/{key}: {exc.strerror or exc}") from exc
 
     def stat(self, key: str) -> ObjectInfo | None:
+        """None unless a regular file is there: a folder is not an object, nor is a path through a file."""
         try:
             st = self.path(key).stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StorageError(exc.errno, f"cannot stat {self.root}/{key}: {exc.strerror or exc}") from exc
+        if not stat.S_ISREG(st.st_mode):
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime_ns)
 
