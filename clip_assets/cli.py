@@ -1,4 +1,4 @@
-"""`clip-assets`: make sample input, ingest real video, register partitions, run the demo."""
+"""`clip-assets`: make sample input, ingest real video, register partitions, backfill them, run the demo."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from clip_assets.environment import (
     INBOX_VAR,
     INPUT_PATH_VAR,
     OUTPUT_VAR,
+    PARTITIONS_PER_RUN_VAR,
     configured,
 )
 
@@ -108,6 +109,38 @@ def discover(inbox: str | None) -> None:
     for key in result.incomplete:
         click.echo(f"skipped {key} (incomplete: no readable Parquet footer)", err=True)
     click.echo(f"{len(result.videos)} processed videos in {storage.root}, {len(new_keys)} new partitions", err=True)
+
+
+@main.command()
+@click.argument("partitions", nargs=-1)
+@click.option("--all", "all_partitions", is_flag=True, help="Every registered partition.")
+@click.option(
+    "--per-run",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Partitions per run (default: ${PARTITIONS_PER_RUN_VAR} or {configured(PARTITIONS_PER_RUN_VAR)}).",
+)
+def backfill(partitions: tuple[str, ...], all_partitions: bool, per_run: int | None) -> None:
+    """Materialize PARTITIONS (or --all) in batched runs in this process, recorded in $DAGSTER_HOME's instance.
+
+    For CI and scripts: no daemon needed; the exit status says whether every partition succeeded.
+    """
+    from dagster import DagsterInstance
+
+    from clip_assets.backfill import run_backfill
+
+    if bool(partitions) == all_partitions:
+        raise click.UsageError("give partition keys or --all, not both and not neither")
+    try:
+        ok = run_backfill(
+            DagsterInstance.get(),
+            None if all_partitions else list(partitions),
+            per_run or int(configured(PARTITIONS_PER_RUN_VAR)),
+            click.echo,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(0 if ok else 1)
 
 
 @main.command()

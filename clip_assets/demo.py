@@ -13,15 +13,14 @@ from dagster import DagsterInstance
 
 from clip_assets import layout
 from clip_assets.assets.family import PARTITIONS_PER_RUN
-from clip_assets.assets.partitions import PARTITIONS_NAME, RANGE_END_TAG, RANGE_START_TAG
-from clip_assets.discovery import batch_runs, register
+from clip_assets.assets.partitions import PARTITIONS_NAME
+from clip_assets.backfill import QUIET, run_backfill
+from clip_assets.discovery import register
 from clip_assets.environment import EMBEDDING_ALGORITHM_VAR, INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, configured
 from clip_assets.media.ingest import ingest_paths
 from clip_assets.media.synthetic import write_sample_videos
 from clip_assets.storage import LocalStorage
 
-# The demo prints its own summary; Dagster's event log stays in the (temporary) instance.
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 EXPORTED = (INBOX_VAR, OUTPUT_VAR, INPUT_PATH_VAR, EMBEDDING_ALGORITHM_VAR)
 
 
@@ -37,18 +36,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
     instance = DagsterInstance.get()
     result, _ = register(instance, inbox, PARTITIONS_NAME)
     echo(f"partitions: {', '.join(v.partition_key for v in result.videos)}")
-    job = defs.resolve_job_def("curate_videos")
-    ok = True
-    order = instance.get_dynamic_partitions(PARTITIONS_NAME)
-    for batch in batch_runs(result.videos, order, PARTITIONS_PER_RUN):  # as the sensor batches them
-        run = job.execute_in_process(
-            instance=instance,
-            run_config=QUIET,
-            tags={RANGE_START_TAG: batch.first, RANGE_END_TAG: batch.last},
-            raise_on_error=False,
-        )
-        echo(f"curate_videos[{batch.first}...{batch.last}]: {'success' if run.success else 'FAILED'}")
-        ok &= run.success
+    ok = run_backfill(instance, [v.partition_key for v in result.videos], PARTITIONS_PER_RUN, echo)
     summary_run = defs.resolve_job_def("summarize_dataset").execute_in_process(
         instance=instance, run_config=QUIET, raise_on_error=False
     )

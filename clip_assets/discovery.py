@@ -159,19 +159,23 @@ def batch_runs(videos: Sequence[DiscoveredVideo], partition_order: Sequence[str]
     videos cost 10,000 / `max_per_run` runs, not 10,000 run start-ups. Scattered changed files each
     become a run of their own.
     """
+    by_key = {video.partition_key: video for video in videos}
+    ranges = consecutive_ranges(list(by_key), partition_order, max_per_run)
+    return [RunBatch(tuple(by_key[key] for key in keys)) for keys in ranges]
+
+
+def consecutive_ranges(keys: Sequence[str], partition_order: Sequence[str], max_per_run: int) -> list[list[str]]:
+    """`keys` grouped into runs of at most `max_per_run` that are consecutive in `partition_order`, so
+    each group is a key range one run can take (Dagster's range tags)."""
     position = {key: index for index, key in enumerate(partition_order)}
-    batches: list[list[DiscoveredVideo]] = []
-    for video in sorted(videos, key=lambda v: position[v.partition_key]):
-        current = batches[-1] if batches else None
-        if (
-            current is not None
-            and len(current) < max_per_run
-            and position[video.partition_key] == position[current[-1].partition_key] + 1
-        ):
-            current.append(video)
+    ranges: list[list[str]] = []
+    for key in sorted(keys, key=position.__getitem__):
+        current = ranges[-1] if ranges else None
+        if current is not None and len(current) < max_per_run and position[key] == position[current[-1]] + 1:
+            current.append(key)
         else:
-            batches.append([video])
-    return [RunBatch(tuple(batch)) for batch in batches]
+            ranges.append([key])
+    return ranges
 
 
 def register(

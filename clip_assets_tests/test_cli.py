@@ -1,4 +1,4 @@
-"""The CI path, as a user types it: `clip-assets discover`, then `dagster asset materialize`."""
+"""The CI path, as a user types it: `clip-assets discover`, then `dagster asset materialize` or `clip-assets backfill`."""
 
 import json
 import os
@@ -91,3 +91,36 @@ def test_s3_by_configuration_alone(tmp_path, s3):
     video = json.loads(stored.read("processed_videos/cam1/street walk.mp4.json"))
     assert video["video"] == "/videos/cam1/street walk.mp4"
     assert s3.proxy.counts["PutObject"] > 0
+
+
+def test_backfill_runs_batches_without_a_daemon_and_reports_failures(tmp_path, inbox, output):
+    names = ["a.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"]
+    for name in names:
+        clips = make_clips(2, source_video=f"/videos/{name}")
+        if name == "d.mp4":
+            clips[1].span_end = clips[1].span_start  # a bad video: it fails alone
+        write_video(inbox / f"{name}.parquet", clips, source_video=f"/videos/{name}")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CLIP_ASSETS_INBOX": str(inbox),
+        "CLIP_ASSETS_OUTPUT": str(output),
+        "CLIP_ASSETS_INPUT_PATH": "/videos",
+    }
+    bin_dir = Path(sys.executable).parent
+    assert run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path).returncode == 0
+    backfill = run([str(bin_dir / "clip-assets"), "backfill", "--all", "--per-run", "2"], env, tmp_path)
+    assert backfill.returncode == 1, backfill.stderr[-3000:]
+    lines = [line for line in backfill.stdout.splitlines() if line.startswith("curate_videos[")]
+    assert [line.split(" (")[0] for line in lines] == [
+        "curate_videos[a.mp4...b.mp4]",
+        "curate_videos[c.mp4...d.mp4]",
+        "curate_videos[e.mp4...e.mp4]",
+    ]  # 3 runs for 5 partitions, not 5
+    assert "FAILED" in lines[1] and "success" in lines[0] and "success" in lines[2]
+    assert "d.mp4: ProcessedVideoError" in backfill.stdout and "span_end" in backfill.stdout
+    for name in ("a.mp4", "b.mp4", "c.mp4", "e.mp4"):
+        assert (output / f"processed_videos/{name}.json").exists()
+    assert not (output / "processed_videos/d.mp4.json").exists()
