@@ -1,4 +1,4 @@
-"""The CI path, as a user types it: `clip-assets discover`, then `dagster asset materialize` or `clip-assets backfill`."""
+"""The CI path, as a user types it: `clip-assets discover`, `dagster asset materialize`, `clip-assets backfill`."""
 
 import json
 import os
