@@ -1,0 +1,409 @@
+"""What test_deployment needs: the shipped instance files, a throwaway PostgreSQL database, and the code
+server, daemon and webserver of a deployment as real processes, with their logs at hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+LOCAL_INSTANCE = DEPLOY / "dagster.yaml"
+ECS_INSTANCE = DEPLOY / "ecs" / "dagster.yaml"
+K8S_INSTANCE = DEPLOY / "k8s" / "dagster.yaml"
+INSTANCE_FILES = {"local": LOCAL_INSTANCE, "ecs": ECS_INSTANCE, "k8s": K8S_INSTANCE}
+WORKSPACE = DEPLOY / "workspace.yaml"
+LOCATION_NAME = "clip_assets"
+WRITE_POOL = "clip_assets_writes"
+
+# The PostgreSQL server of the development machines and CI: loopback, trust authentication.
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_USER = "postgres"
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Instance files
+
+
+def env_references(node: object) -> set[str]:
+    """Every variable a Dagster config document reads with `{env: NAME}`."""
+    if isinstance(node, dict):
+        if set(node) == {"env"} and isinstance(node["env"], str):
+            return {node["env"]}
+        return set().union(*(env_references(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(env_references(value) for value in node))
+    return set()
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def with_overrides(config: dict[str, Any], overrides: Mapping[tuple[str, ...], object]) -> dict[str, Any]:
+    """A copy with values replaced at paths that must already exist: the shipped structure stays."""
+    copy: dict[str, Any] = json.loads(json.dumps(config))
+    for path, value in overrides.items():
+        parent: Any = copy
+        for part in path[:-1]:
+            assert isinstance(parent, dict) and part in parent, f"the shipped file has no {'.'.join(path[:-1])}"
+            parent = parent[part]
+        assert isinstance(parent, dict) and path[-1] in parent, f"the shipped file has no {'.'.join(path)}"
+        parent[path[-1]] = value
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def postgres_ready() -> bool:
+    return subprocess.run(["pg_isready", "-h", PG_HOST, "-p", str(PG_PORT)], capture_output=True).returncode == 0
+
+
+def ensure_postgres() -> None:
+    """Start the machine's cluster if it is down (as CI must); fail clearly when there is none."""
+    if postgres_ready():
+        return
+    versions = sorted(Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
+    assert versions, f"no PostgreSQL at {PG_HOST}:{PG_PORT} and no cluster in /etc/postgresql to start"
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "start"], capture_output=True
+    )
+    wait_for(postgres_ready, 30, f"PostgreSQL at {PG_HOST}:{PG_PORT} to accept connections")
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    host: str = PG_HOST
+    port: int = PG_PORT
+    user: str = PG_USER
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables the shipped instance files read their connection from."""
+        return {
+            "DAGSTER_PG_USERNAME": self.user,
+            "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_HOST": self.host,
+            "DAGSTER_PG_DB": self.name,
+            "DAGSTER_PG_PORT": str(self.port),
+        }
+
+
+def _admin_execute(statement: str) -> None:
+    import psycopg2  # dagster-postgres's driver
+
+    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres")
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+@contextmanager
+def fresh_database(prefix: str = "clip_assets_test") -> Iterator[Database]:
+    """A new, empty database with a unique name, dropped afterwards (connections and all)."""
+    ensure_postgres()
+    database = Database(f"{prefix}_{uuid.uuid4().hex[:12]}")
+    _admin_execute(f'CREATE DATABASE "{database.name}"')
+    try:
+        yield database
+    finally:
+        _admin_execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------------------------------------------
+# Waiting
+
+
+def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str, context: Callable[[], str] | None = None) -> T:
+    """Poll until `probe` returns something truthy; fail naming `what`, with `context()` (logs) appended."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as error:  # a server still starting refuses connections: try again
+            last_error = error
+        time.sleep(0.25)
+    details = f" (last error: {last_error!r})" if last_error else ""
+    raise AssertionError(
+        f"timed out after {timeout_s:.0f} s waiting for {what}{details}\n{context() if context else ''}"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------------------------------
+# Processes
+
+
+def _command(script: str) -> str:
+    beside = Path(sys.executable).with_name(script)
+    return str(beside) if beside.exists() else script
+
+
+@dataclass
+class Service:
+    """One server process, in a session (process group) of its own so that it stops with its children."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """SIGINT (Dagster's servers shut down cleanly on it), then SIGKILL to whatever of the group remains."""
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                continue
+            if sig == signal.SIGINT:  # the leader is gone; its children must not outlive it
+                with suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            return
+
+
+def start_service(name: str, args: Sequence[str], env: Mapping[str, str], logs: Path) -> Service:
+    log = logs / f"{name}.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [_command(args[0]), *args[1:]],
+            cwd=REPO,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Service(name, process, log)
+
+
+def clean_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any Dagster or clip-assets setting of its own, plus `overrides`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "CLIP_ASSETS_", "PYTEST_"))}
+    return {**base, **overrides}
+
+
+@dataclass
+class Deployment:
+    """A code server, a daemon and a webserver, as `deploy/README.md` starts them."""
+
+    home: Path
+    env: dict[str, str]
+    webserver_port: int
+    services: list[Service] = field(default_factory=list)
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def logs(self, lines: int = 40) -> str:
+        parts = []
+        for service in self.services:
+            state = "running" if service.process.poll() is None else f"exited {service.process.returncode}"
+            parts.append(f"----- {service.name} (pid {service.pid}, {state}), last {lines} lines -----")
+            parts.append(service.tail(lines))
+        return "\n".join(parts)
+
+    def check_alive(self) -> None:
+        for service in self.services:
+            if service.process.poll() is not None:
+                raise AssertionError(f"{service.name} exited with {service.process.returncode}\n{self.logs(80)}")
+
+    def wait(self, probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
+        def alive_probe() -> T | None:
+            self.check_alive()
+            return probe()
+
+        return wait_for(alive_probe, timeout_s, what, self.logs)
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+    def graphql(self, query: str, variables: Mapping[str, object] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.webserver_port}/graphql",
+            data=json.dumps({"query": query, "variables": dict(variables or {})}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            document = json.loads(response.read())
+        assert "errors" not in document, document["errors"]
+        return document["data"]
+
+
+@contextmanager
+def running_deployment(home: Path, env: Mapping[str, str], logs: Path) -> Iterator[Deployment]:
+    """Code server, then daemon and webserver against deploy/workspace.yaml; all stopped on the way out."""
+    code_port, web_port = free_port(), free_port()
+    full_env = clean_environment(
+        {
+            **env,
+            "DAGSTER_HOME": str(home),
+            "CLIP_ASSETS_CODE_SERVER_HOST": "127.0.0.1",
+            "CLIP_ASSETS_CODE_SERVER_PORT": str(code_port),
+        }
+    )
+    deployment = Deployment(home, full_env, web_port)
+    try:
+        deployment.services.append(
+            start_service(
+                "code-server",
+                [
+                    *("dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(code_port)),
+                    *("-m", "clip_assets.definitions", "--location-name", LOCATION_NAME),
+                ],
+                full_env,
+                logs,
+            )
+        )
+        deployment.wait(lambda: _code_server_loaded(code_port), 90, "the code server to load clip_assets")
+        deployment.services.append(
+            start_service("daemon", ["dagster-daemon", "run", "-w", str(WORKSPACE)], full_env, logs)
+        )
+        deployment.services.append(
+            start_service(
+                "webserver",
+                ["dagster-webserver", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(web_port)],
+                full_env,
+                logs,
+            )
+        )
+        deployment.wait(lambda: _location_loaded(deployment), 90, "the webserver to serve the clip_assets location")
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def _code_server_loaded(port: int) -> bool:
+    from dagster._grpc.client import DagsterGrpcClient
+
+    client = DagsterGrpcClient(port=port, host="127.0.0.1")
+    return bool(client.list_repositories())
+
+
+LOCATIONS_QUERY = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries {
+    name loadStatus locationOrLoadError { __typename } } } } }
+"""
+
+
+def _location_loaded(deployment: Deployment) -> bool:
+    entries = deployment.graphql(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+    return any(
+        e["name"] == LOCATION_NAME
+        and e["loadStatus"] == "LOADED"
+        and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+        for e in entries
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding processes (Linux /proc, no dependency)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may contain spaces
+
+
+def descendants(root: int) -> list[int]:
+    parents = {pid: _parent_of(pid) for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())}
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        current = frontier.pop()
+        children = [pid for pid, parent in parents.items() if parent == current]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def holders(paths: Iterable[Path], pids: Iterable[int]) -> dict[int, set[Path]]:
+    """Which of `pids` have which of `paths` open right now."""
+    wanted = {str(p) for p in paths}
+    result: dict[int, set[Path]] = {}
+    for pid in pids:
+        try:
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                target = str(descriptor.readlink())
+            except OSError:
+                continue
+            if target in wanted:
+                result.setdefault(pid, set()).add(Path(target))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparing output trees
+
+
+def tree_files(root: Path) -> dict[str, Path]:
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def manifest_without_fingerprints(path: Path) -> dict[str, Any]:
+    """A manifest minus what differs between two identical writes: each object's mtime-based fingerprint."""
+    document: dict[str, Any] = json.loads(path.read_bytes())
+    for entry in document["artifacts"].values():
+        entry.pop("fingerprint", None)
+    return document
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The largest number of [start, end) intervals that contain one instant."""
+    spans = list(intervals)
+    points = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    best = current = 0
+    for _, step in points:  # an end sorts before a start at the same instant
+        current += step
+        best = max(best, current)
+    return best
