@@ -51,7 +51,7 @@ class VideoInspection:
     facts: Mapping[str, ClipFacts]
 
 
-def _check_webp(file: str, clip: ClipRecord, position: int, data: bytes) -> None:
+def _check_webp(file: str, clip: ClipRecord, position: int, data: bytes | memoryview) -> None:
     """Parse the WebP's header chunks (no pixel decoding): refuses bytes that merely start like one."""
     try:
         with warnings.catch_warnings():

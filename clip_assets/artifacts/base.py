@@ -12,10 +12,10 @@ _MAX_WARNINGS = 50
 
 @dataclass(frozen=True)
 class Artifact:
-    """Bytes destined for one key of the output tree."""
+    """Bytes destined for one key of the output tree (a view of the input's bytes for media: no copy)."""
 
     key: str
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass

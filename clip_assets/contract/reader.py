@@ -141,6 +141,10 @@ class ProcessedVideoReader:
         for name in names:
             if name == schema.EMBEDDINGS:
                 data[name] = _embedding_rows(batch.column(name))
+            elif name == schema.MP4:
+                data[name] = _binary_views(batch.column(name))
+            elif name == schema.WINDOWS:
+                data[name] = _window_rows(batch.column(name))
             else:
                 data[name] = batch.column(name).to_pylist()
         for offset in range(batch.num_rows):
@@ -268,3 +272,40 @@ def _embedding_rows(column: pa.Array) -> list[list[tuple[str, np.ndarray]] | Non
             ]
         )
     return rows
+
+
+def _binary_views(column: pa.Array) -> list[memoryview | None]:
+    """Each value as a view into the batch's data buffer: media bytes are never copied into Python.
+
+    A view keeps its batch's buffer alive, so memory stays bounded by the batches whose clips are
+    still in flight, as with copies, minus the copies.
+    """
+    if column.null_count == len(column):
+        return [None] * len(column)
+    offsets_buffer, data_buffer = column.buffers()[1:3]
+    width = np.int64 if pa.types.is_large_binary(column.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=width)[column.offset : column.offset + len(column) + 1]
+    # Arrow exposes signed chars; unsigned bytes compare equal to `bytes` and hash and write the same.
+    data = memoryview(data_buffer).cast("B") if data_buffer is not None else memoryview(b"")
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    return [data[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(len(column))]
+
+
+def _window_rows(column: pa.Array) -> list[list[dict[str, Any] | None] | None]:
+    """Window lists as dicts, their WebP bytes as views (see `_binary_views`), everything else as values."""
+    if not pa.types.is_struct(column.type.value_type):  # a legacy or foreign shape: plain conversion
+        return list(column.to_pylist())
+    windows = column.flatten()  # every window of the batch, the list's own offset applied
+    fields = [windows.type.field(i).name for i in range(windows.type.num_fields)]
+    children = windows.flatten()  # the struct's fields, its offset applied
+    plain = [name for name in fields if name != schema.WINDOW_WEBP]
+    dicts = pa.StructArray.from_arrays([children[fields.index(n)] for n in plain], names=plain).to_pylist()
+    if schema.WINDOW_WEBP in fields:
+        for window, webp in zip(dicts, _binary_views(children[fields.index(schema.WINDOW_WEBP)]), strict=True):
+            window[schema.WINDOW_WEBP] = webp
+    present = windows.is_valid().to_numpy(zero_copy_only=False)
+    flat: list[dict[str, Any] | None] = [d if present[i] else None for i, d in enumerate(dicts)]
+    bounds = column.offsets.to_numpy()
+    first = bounds[0]
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    return [flat[bounds[i] - first : bounds[i + 1] - first] if valid[i] else None for i in range(len(column))]

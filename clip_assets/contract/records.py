@@ -67,7 +67,8 @@ class Window:
 
     start_frame: int
     end_frame: int
-    webp: bytes | None = None
+    # A view into the reader's batch when read (no copy), bytes when built by a producer.
+    webp: bytes | memoryview | None = None
     captions: dict[str, str] = field(default_factory=dict)
     enhanced_captions: dict[str, str] = field(default_factory=dict)
 
@@ -83,7 +84,7 @@ class ClipRecord:
     span_end: float
     filtered: bool
     filtered_by: str | None = None
-    mp4: bytes | None = None
+    mp4: bytes | memoryview | None = None
     windows: list[Window] = field(default_factory=list)
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     motion_score_global_mean: float | None = None

@@ -227,13 +227,13 @@ def check_arrow_schema(file: str, arrow_schema: pa.Schema) -> list[str]:
     return [n for n in names if n not in schema.COLUMNS]
 
 
-def _looks_like_mp4(data: bytes) -> bool:
+def _looks_like_mp4(data: bytes | memoryview) -> bool:
     # ISO base media files start with a box whose type is `ftyp` (some writers put `free`/`mdat`
     # first, but every MP4 PyAV, ffmpeg or NeMo writes starts with ftyp).
     return len(data) >= 12 and data[4:8] == b"ftyp"
 
 
-def _looks_like_webp(data: bytes) -> bool:
+def _looks_like_webp(data: bytes | memoryview) -> bool:
     return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
 
 

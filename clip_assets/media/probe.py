@@ -105,7 +105,7 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     return None
 
 
-def probe_mp4(data: bytes) -> ClipProbe:
+def probe_mp4(data: bytes | memoryview) -> ClipProbe:
     """Probe a clip's MP4 bytes in memory: dimensions, ffprobe's framerate, exact frame count, codec."""
     try:
         with av.open(io.BytesIO(data), mode="r", format="mp4", options=_HEADER_ONLY_OPTIONS) as container:

@@ -48,7 +48,7 @@ class Storage(Protocol):
         """Full path or URL of the root, as written into NeMo's `clip_location`."""
         ...
 
-    def put(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo:
+    def put(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo:
         """Write atomically: readers see the old object or the complete new one, never a part.
 
         `sha256` is the hex digest of `data` when the caller has computed it already (the writer
@@ -57,7 +57,7 @@ class Storage(Protocol):
         """
         ...
 
-    def put_if_absent(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo | None:
+    def put_if_absent(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo | None:
         """`put`, unless the key exists already: then nothing is replaced and the answer is None."""
         ...
 

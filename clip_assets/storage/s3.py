@@ -156,22 +156,24 @@ class S3Storage:
             return {"ContentMD5": _b64(hashlib.md5(data, usedforsecurity=False).digest())}
         return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha256 or hashlib.sha256(data).digest())}
 
-    def put(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo:
+    def put(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo:
         info = self._write(key, data, sha256, {})
         assert info is not None
         return info
 
-    def put_if_absent(self, key: str, data: bytes, sha256: str | None = None) -> ObjectInfo | None:
+    def put_if_absent(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo | None:
         """A conditional PUT (`If-None-Match: *`): one request when the key is new, and None, with
         nothing replaced, when something is there already. A large object asks with a HEAD first
         instead, so no multipart upload is wasted. Stores that ignore the condition simply overwrite."""
         return self._write(key, data, sha256, {"IfNoneMatch": "*"})
 
-    def put_if_match(self, key: str, data: bytes, etag: str) -> ObjectInfo | None:
+    def put_if_match(self, key: str, data: bytes | memoryview, etag: str) -> ObjectInfo | None:
         """Replace the object only if it is still the version `etag` names; None when it is not (or gone)."""
         return self._write(key, data, None, {"IfMatch": f'"{etag}"'})
 
-    def _write(self, key: str, data: bytes, sha256: str | None, condition: dict[str, str]) -> ObjectInfo | None:
+    def _write(
+        self, key: str, data: bytes | memoryview, sha256: str | None, condition: dict[str, str]
+    ) -> ObjectInfo | None:
         digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(data).digest()
         try:
             if len(data) >= self.options.multipart_threshold:
@@ -182,7 +184,7 @@ class S3Storage:
                 response = self.client.put_object(
                     Bucket=self.bucket,
                     Key=self._key(key),
-                    Body=data,
+                    Body=bytes(data),  # botocore sends bytes; a view (of the input's batch) is copied once here
                     **condition,
                     **self._checksum(data, digest),
                     **self._write_arguments(digest.hex()),
@@ -210,7 +212,7 @@ class S3Storage:
             part_size *= 2
         return part_size
 
-    def _put_multipart(self, key: str, data: bytes, digest: bytes) -> str:
+    def _put_multipart(self, key: str, data: bytes | memoryview, digest: bytes) -> str:
         full_key = self._key(key)
         view = memoryview(data)
         part_size = self._part_size(len(data))
