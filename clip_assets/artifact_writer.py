@@ -10,13 +10,14 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
 from clip_assets import layout
 from clip_assets.artifacts import Artifact
 from clip_assets.manifest import ManifestEntry, PartitionManifest
 from clip_assets.storage import ObjectInfo, Storage, StorageError
+from clip_assets.thread_pools import shared_pool
 
 # A temp file this old belongs to a writer that was killed, not to a concurrent run still writing.
 ABANDONED_AFTER_S = 6 * 3600
@@ -150,26 +151,24 @@ class ArtifactWriter:
 
         futures: list[Future[None]] = []
         seen: set[str] = set()
+        pool = shared_pool(self.max_workers)
         try:
-            with ThreadPoolExecutor(
-                max_workers=self.max_workers, thread_name_prefix=f"write-{manifest.family}"
-            ) as pool:
-                try:
-                    for artifact in artifacts:
-                        layout.check_key(artifact.key)
-                        if artifact.key in seen:
-                            raise DuplicateArtifactError(
-                                f"two artifacts of partition {manifest.partition_key!r} map to {artifact.key}"
-                            )
-                        seen.add(artifact.key)
-                        slots.acquire()
-                        futures.append(pool.submit(store, artifact))
-                        if len(futures) >= 256:
-                            futures = _drain_done(futures)
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+            try:
+                for artifact in artifacts:
+                    layout.check_key(artifact.key)
+                    if artifact.key in seen:
+                        raise DuplicateArtifactError(
+                            f"two artifacts of partition {manifest.partition_key!r} map to {artifact.key}"
+                        )
+                    seen.add(artifact.key)
+                    slots.acquire()
+                    futures.append(pool.submit(store, artifact))
+                    if len(futures) >= 256:
+                        futures = _drain_done(futures)
+            finally:
+                # What was handed over before a failure is still written (at most 2 * max_workers
+                # artifacts) and recorded, so the partial manifest says exactly what is on storage.
+                wait(futures)
             for future in futures:
                 future.result()
         except BaseException as exc:
@@ -192,12 +191,11 @@ class ArtifactWriter:
     def _intact(self, manifest: PartitionManifest) -> bool:
         """Every recorded object still exists as it was written (one stat each, in parallel: HEADs on S3)."""
         entries = list(manifest.entries.items())
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="verify") as pool:
-            current = pool.map(self.storage.stat, [key for key, _ in entries])
-            return all(
-                info is not None and info.size == entry.size and entry.fingerprint in (None, info.fingerprint)
-                for (_, entry), info in zip(entries, current, strict=True)
-            )
+        current = shared_pool(self.max_workers).map(self.storage.stat, [key for key, _ in entries])
+        return all(
+            info is not None and info.size == entry.size and entry.fingerprint in (None, info.fingerprint)
+            for (_, entry), info in zip(entries, current, strict=True)
+        )
 
     def _sweep_abandoned(self) -> None:
         now = time.monotonic()

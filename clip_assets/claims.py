@@ -10,12 +10,12 @@ with an error naming its file and the field that collides.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 from clip_assets import layout
 from clip_assets.contract import ProcessedVideoError, VideoInfo, schema
 from clip_assets.inspection import VideoInspection
 from clip_assets.storage import Storage
+from clip_assets.thread_pools import shared_pool
 
 CLAIM_LOOKUPS = 8
 
@@ -49,8 +49,8 @@ def check_clip_ids(
     """
     source = layout.nemo_video_path(info.source_video)
     unknown = [clip for clip in inspection.facts if layout.clip_metadata_key(clip) not in already_mine]
-    with ThreadPoolExecutor(CLAIM_LOOKUPS, thread_name_prefix="claims") as pool:
-        present = list(pool.map(lambda clip: output.stat(layout.clip_metadata_key(clip)) is not None, unknown))
+    lookups = shared_pool(CLAIM_LOOKUPS).map(lambda clip: output.stat(layout.clip_metadata_key(clip)), unknown)
+    present = [info is not None for info in lookups]
     for clip, exists in zip(unknown, present, strict=True):
         if not exists:
             continue

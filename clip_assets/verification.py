@@ -15,7 +15,6 @@ import io
 import json
 import pickle
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from clip_assets.manifest import PartitionManifest
 from clip_assets.media.probe import MediaError, probe_mp4
 from clip_assets.settings import WriterSettings
 from clip_assets.storage import Storage, StorageError
+from clip_assets.thread_pools import shared_pool
 
 # Objects verified at once: each is read whole (they are clip-sized), so this bounds memory too.
 VERIFY_WORKERS = 4
@@ -165,15 +165,14 @@ def verify_entries(storage: Storage, manifest: PartitionManifest) -> Verificatio
     inspect = INSPECTORS[manifest.family]
     result = Verification()
     entries = sorted(manifest.entries.items())
-    with ThreadPoolExecutor(VERIFY_WORKERS, thread_name_prefix="verify") as pool:
-        outcomes = pool.map(
-            lambda item: _read_and_inspect(storage, item[0], item[1].size, item[1].sha256, inspect), entries
-        )
-        for (key, _), (read, problem) in zip(entries, outcomes, strict=True):
-            result.checked += 1
-            result.bytes_read += read
-            if problem is not None:
-                result.problems.append(Problem(key, problem))
+    outcomes = shared_pool(VERIFY_WORKERS).map(
+        lambda item: _read_and_inspect(storage, item[0], item[1].size, item[1].sha256, inspect), entries
+    )
+    for (key, _), (read, problem) in zip(entries, outcomes, strict=True):
+        result.checked += 1
+        result.bytes_read += read
+        if problem is not None:
+            result.problems.append(Problem(key, problem))
     return result
 
 

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import pyarrow.parquet as pq
+
 from clip_assets import layout
 from clip_assets.artifact_writer import ArtifactWriter
 from clip_assets.claims import check_clip_ids, claim_video
@@ -64,6 +66,7 @@ class ValidatedVideo:
     info: VideoInfo
     inspection: VideoInspection
     settings: WriterSettings
+    footer: pq.FileMetaData
 
     @property
     def name(self) -> str:
@@ -74,18 +77,25 @@ class ValidatedVideo:
         current = self.file.storage.stat(self.file.key)
         if current is None or current.fingerprint != self.file.info.fingerprint:
             raise ProcessedVideoError(self.name, "<file>", "changed or vanished after validation; run again")
-        with self.file.storage.open(self.file.key) as handle, ProcessedVideoReader(handle, self.name) as reader:
+        with (
+            self.file.storage.open(self.file.key) as handle,
+            ProcessedVideoReader(handle, self.name, footer=self.footer) as reader,
+        ):
             yield from reader.iter_clips(columns)
 
 
 # File versions already inspected in this process, so the five family assets of one run read a file's
 # heavy columns once for inspection, not five times. Keyed by the file's fingerprint (size and mtime,
 # or ETag) and the limits: a rewritten file is a new key and is inspected again.
-_INSPECTED: OrderedDict[tuple[str, str, ValidationLimits], tuple[VideoInfo, VideoInspection]] = OrderedDict()
+_INSPECTED: OrderedDict[tuple[str, str, ValidationLimits], tuple[VideoInfo, VideoInspection, pq.FileMetaData]] = (
+    OrderedDict()
+)
 _INSPECTED_MAX = 256
 
 
-def _inspect(file: InboxFile, limits: ValidationLimits, log: logging.Logger) -> tuple[VideoInfo, VideoInspection]:
+def _inspect(
+    file: InboxFile, limits: ValidationLimits, log: logging.Logger
+) -> tuple[VideoInfo, VideoInspection, pq.FileMetaData]:
     cache_key = (file.name, file.info.fingerprint, limits)
     if cache_key in _INSPECTED:
         _INSPECTED.move_to_end(cache_key)
@@ -93,7 +103,7 @@ def _inspect(file: InboxFile, limits: ValidationLimits, log: logging.Logger) -> 
     with file.storage.open(file.key) as handle, ProcessedVideoReader(handle, file.name, limits=limits) as reader:
         if reader.unknown_columns:
             log.warning(f"{file.name}: ignoring unknown columns {reader.unknown_columns}")
-        result = (reader.info, inspect_video(reader))
+        result = (reader.info, inspect_video(reader), reader.footer)
     inspection = result[1]
     log.info(
         f"{file.name}: valid, {inspection.num_clips} clips "
@@ -118,7 +128,7 @@ def open_validated_video(
     log: logging.Logger,
 ) -> ValidatedVideo:
     """Inspect the file (once per version per process), then check its output paths are its own."""
-    info, inspection = _inspect(file, limits, log)
+    info, inspection, footer = _inspect(file, limits, log)
     try:
         relative_video = layout.video_relative_path(info.source_video, settings.input_path)
     except layout.LayoutError as exc:
@@ -131,4 +141,4 @@ def open_validated_video(
         _CLAIMED[claimed] = None
         if len(_CLAIMED) > _INSPECTED_MAX:
             _CLAIMED.popitem(last=False)
-    return ValidatedVideo(file, info, inspection, settings)
+    return ValidatedVideo(file, info, inspection, settings, footer)

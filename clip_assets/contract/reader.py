@@ -37,12 +37,15 @@ class ProcessedVideoReader:
         *,
         batch_size: int = 16,
         limits: ValidationLimits | None = None,
+        footer: pq.FileMetaData | None = None,
     ) -> None:
+        """`footer` is this very file's, read before: each family reopens the file, the footer need not
+        be parsed again (for a small video that parsing is a good part of the read)."""
         self.name = name
         self.batch_size = batch_size
         self.limits = limits or ValidationLimits()
         try:
-            self._file = pq.ParquetFile(source, buffer_size=1 << 20, pre_buffer=False)
+            self._file = pq.ParquetFile(source, metadata=footer, buffer_size=1 << 20, pre_buffer=False)
         except (pa.ArrowException, OSError) as exc:
             raise ProcessedVideoError(name, "<parquet footer>", f"not a readable Parquet file ({exc})") from None
         arrow_schema = self._file.schema_arrow
@@ -75,6 +78,10 @@ class ProcessedVideoReader:
                 "clip_assets.video.framerate",
                 "needed to derive clip ids when there is no clip_uuid column",
             )
+
+    @property
+    def footer(self) -> pq.FileMetaData:
+        return self._file.metadata
 
     def close(self) -> None:
         self._file.close()

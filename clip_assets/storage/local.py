@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -32,6 +33,9 @@ class LocalStorage:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self._root = Path(root).expanduser().resolve()
+        self._root_text = str(self._root)
+        self._staging = os.path.join(self._root_text, STAGING_DIR)
+        self._folders: set[str] = set()
 
     @property
     def root(self) -> str:
@@ -51,30 +55,42 @@ class LocalStorage:
         return self._write(key, data, only_if_absent=True)
 
     def _write(self, key: str, data: bytes | memoryview, *, only_if_absent: bool) -> ObjectInfo | None:
-        target = self.path(key)
-        staging = self._root / STAGING_DIR
-        temp = staging / f"{uuid.uuid4().hex}.tmp"
+        target = os.path.join(self._root_text, layout.check_key(key))
+        temp = os.path.join(self._staging, f"{uuid.uuid4().hex}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging.mkdir(parents=True, exist_ok=True)
-            temp.write_bytes(data)
-            try:
-                published = _publish(temp, target, only_if_absent)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                temp.unlink(missing_ok=True)
-                temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-                temp.write_bytes(data)
-                published = _publish(temp, target, only_if_absent)
+            for attempt in (1, 2):  # a folder removed behind the cache's back is made again, once
+                try:
+                    self._make_folders(os.path.dirname(target), self._staging)
+                    try:
+                        size, mtime_ns = _write_file(temp, data)
+                        published = _publish(temp, target, only_if_absent)
+                    except OSError as exc:
+                        if exc.errno != errno.EXDEV:
+                            raise
+                        _remove(temp)
+                        temp = os.path.join(
+                            os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
+                        )
+                        size, mtime_ns = _write_file(temp, data)
+                        published = _publish(temp, target, only_if_absent)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+                    self._folders.clear()
             if not published:
                 return None
-            st = target.stat()
         except OSError as exc:
+            _remove(temp)  # a write or publication that failed half-way
             raise StorageError(exc.errno, f"cannot write {self.root}/{key}: {exc.strerror or exc}") from exc
-        finally:
-            temp.unlink(missing_ok=True)
-        return ObjectInfo(key, st.st_size, st.st_mtime_ns)
+        return ObjectInfo(key, size, mtime_ns)
+
+    def _make_folders(self, *folders: str) -> None:
+        """`makedirs` once per folder per instance: a partition writes thousands of files into a few folders."""
+        for folder in folders:
+            if folder not in self._folders:
+                os.makedirs(folder, exist_ok=True)
+                self._folders.add(folder)
 
     def read(self, key: str) -> bytes:
         try:
@@ -165,15 +181,37 @@ class LocalStorage:
         return removed
 
 
-def _publish(temp: Path, target: Path, only_if_absent: bool) -> bool:
-    """Move a complete temp file into place atomically; False when `only_if_absent` finds a file there."""
+def _write_file(path: str, data: bytes | memoryview) -> tuple[int, int]:
+    """Write a new file whole; its size and mtime, which the rename or link into place keeps."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            written += os.write(descriptor, view[written:])
+        st = os.fstat(descriptor)
+    finally:
+        os.close(descriptor)
+    return st.st_size, st.st_mtime_ns
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _publish(temp: str, target: str, only_if_absent: bool) -> bool:
+    """Move a complete temp file into place atomically (the temp name is gone either way); False when
+    `only_if_absent` finds a file there."""
     if not only_if_absent:
-        temp.replace(target)
+        os.replace(temp, target)
         return True
     try:
         os.link(temp, target)
     except FileExistsError:
         return False
+    finally:
+        os.unlink(temp)
     return True
 
 
