@@ -22,6 +22,8 @@ from clip_assets.contract.records import ClipRecord, VideoInfo, Window
 from clip_assets.contract.validation import ClipChecker, check_arrow_schema, load_json, parse_file_metadata
 
 ALL_COLUMNS: frozenset[str] = frozenset(schema.COLUMNS) | {schema.WINDOW_WEBP_COLUMN}
+# Parquet reads per column stream: one buffer of this size per projected leaf column.
+BUFFER_SIZE = 1 << 20
 
 
 class ProcessedVideoReader:
@@ -35,7 +37,7 @@ class ProcessedVideoReader:
         source: str | BinaryIO,
         name: str,
         *,
-        batch_size: int = 16,
+        batch_size: int = 4,
         limits: ValidationLimits | None = None,
         footer: pq.FileMetaData | None = None,
     ) -> None:
@@ -45,7 +47,7 @@ class ProcessedVideoReader:
         self.batch_size = batch_size
         self.limits = limits or ValidationLimits()
         try:
-            self._file = pq.ParquetFile(source, metadata=footer, buffer_size=1 << 20, pre_buffer=False)
+            self._file = pq.ParquetFile(source, metadata=footer, buffer_size=BUFFER_SIZE, pre_buffer=False)
         except (pa.ArrowException, OSError) as exc:
             raise ProcessedVideoError(name, "<parquet footer>", f"not a readable Parquet file ({exc})") from None
         arrow_schema = self._file.schema_arrow
