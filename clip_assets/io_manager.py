@@ -6,7 +6,7 @@ storage error) fails alone: the others are written and recorded as materialized,
 fails naming every failed partition and why.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,34 +18,16 @@ from dagster import (
     OutputContext,
     ResourceDependency,
 )
+from pydantic import Field
 
 from clip_assets.artifact_writer import ArtifactWriter, WriteResult
-from clip_assets.artifacts import Artifact, BuildReport
+from clip_assets.artifacts import BuildReport
+from clip_assets.batch_writer import PARTITIONS_IN_PARALLEL, PartitionWork, write_partitions
 from clip_assets.manifest import PartitionManifest
 from clip_assets.resources import StorageResource
 
 # Every artifact is in the manifest; the event log gets a sample (each row costs ~170 bytes in every event).
 _MAX_LISTED_ARTIFACTS = 20
-
-
-@dataclass
-class PartitionWork:
-    """One partition's share of a family asset's output: how to build its artifacts, lazily.
-
-    `build` inspects the input before its first artifact (raising on a bad file); it is not called at
-    all when the writer finds the partition's outputs up to date.
-    """
-
-    partition_key: str
-    source: str
-    output_version: str
-    build: Callable[[BuildReport], Iterable[Artifact]]
-    # Metadata that needs the stream consumed (the preview thumbnail).
-    describe: Callable[[BuildReport], dict[str, Any]] | None = None
-
-    def artifacts(self, report: BuildReport) -> Iterator[Artifact]:
-        """Defers `build` (and its input inspection) until the writer asks for the first artifact."""
-        yield from self.build(report)
 
 
 @dataclass
@@ -105,27 +87,28 @@ class ClipArtifactIOManager(ConfigurableIOManager):
     """Writes artifacts at their layout keys, content-hashed, idempotent, atomically, in parallel."""
 
     output: ResourceDependency[StorageResource]
+    partitions_in_parallel: int = Field(
+        default=PARTITIONS_IN_PARALLEL,
+        ge=1,
+        le=16,
+        description="Partitions of a run written at once (each holds its own read of the input).",
+    )
 
     def handle_output(self, context: OutputContext, obj: FamilyBatch) -> None:
         family = context.asset_key.to_user_string()
         storage = self.output.get_storage()
-        writer = ArtifactWriter(storage, max_workers=obj.max_workers)
         failures = dict(obj.failures)
         done: dict[str, dict[str, Any]] = {}
-        for work in obj.work:
-            report = BuildReport()
-            try:
-                result = writer.write(
-                    family, work.partition_key, work.source, work.artifacts(report), work.output_version
-                )
-            except Exception as error:  # one partition's failure must not cost the others theirs
-                failures[work.partition_key] = error
+        for outcome in write_partitions(storage, family, obj.work, obj.max_workers, self.partitions_in_parallel):
+            key, report = outcome.work.partition_key, outcome.report
+            if outcome.result is None:
+                failures[key] = outcome.error or RuntimeError("no result")
                 continue
             for warning in report.warnings:
-                context.log.warning(f"{work.partition_key}: {warning}")
+                context.log.warning(f"{key}: {warning}")
             if report.num_warnings > len(report.warnings):
-                context.log.warning(f"{work.partition_key}: ... and {report.num_warnings - len(report.warnings)} more")
-            done[work.partition_key] = _metadata(result, report, work, storage.root)
+                context.log.warning(f"{key}: ... and {report.num_warnings - len(report.warnings)} more")
+            done[key] = _metadata(outcome.result, report, outcome.work, storage.root)
 
         if failures:
             if not done and len(failures) == 1:

@@ -16,9 +16,10 @@ from clip_assets.artifacts import Artifact, BuildReport
 from clip_assets.assets.inbox import processed_videos
 from clip_assets.assets.opening import InboxFile, ValidatedVideo, find_inbox_file, open_validated_video
 from clip_assets.assets.partitions import processed_video_partitions
+from clip_assets.batch_writer import PartitionWork
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.environment import PARTITIONS_PER_RUN_VAR, configured
-from clip_assets.io_manager import FamilyBatch, PartitionWork
+from clip_assets.io_manager import FamilyBatch
 from clip_assets.output_version import output_version
 from clip_assets.resources import StorageResource, ValidationLimitsResource, WriterSettingsResource
 from clip_assets.settings import WriterSettings

@@ -8,6 +8,7 @@ removed. Each family then streams only the columns it needs, from the same file 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -91,15 +92,18 @@ _INSPECTED: OrderedDict[tuple[str, str, ValidationLimits], tuple[VideoInfo, Vide
     OrderedDict()
 )
 _INSPECTED_MAX = 256
+# Partitions of a run are written a few at a time (batch_writer.py): the caches are shared.
+_CACHES = threading.Lock()
 
 
 def _inspect(
     file: InboxFile, limits: ValidationLimits, log: logging.Logger
 ) -> tuple[VideoInfo, VideoInspection, pq.FileMetaData]:
     cache_key = (file.name, file.info.fingerprint, limits)
-    if cache_key in _INSPECTED:
-        _INSPECTED.move_to_end(cache_key)
-        return _INSPECTED[cache_key]
+    with _CACHES:
+        if cache_key in _INSPECTED:
+            _INSPECTED.move_to_end(cache_key)
+            return _INSPECTED[cache_key]
     with file.storage.open(file.key) as handle, ProcessedVideoReader(handle, file.name, limits=limits) as reader:
         if reader.unknown_columns:
             log.warning(f"{file.name}: ignoring unknown columns {reader.unknown_columns}")
@@ -109,9 +113,10 @@ def _inspect(
         f"{file.name}: valid, {inspection.num_clips} clips "
         f"({inspection.num_passed} passed, {inspection.num_filtered} filtered)"
     )
-    _INSPECTED[cache_key] = result
-    if len(_INSPECTED) > _INSPECTED_MAX:
-        _INSPECTED.popitem(last=False)
+    with _CACHES:
+        _INSPECTED[cache_key] = result
+        if len(_INSPECTED) > _INSPECTED_MAX:
+            _INSPECTED.popitem(last=False)
     return result
 
 
@@ -134,11 +139,14 @@ def open_validated_video(
     except layout.LayoutError as exc:
         raise ProcessedVideoError(file.name, "clip_assets.source_video", str(exc)) from None
     claimed = (partition_key, file.info.fingerprint, output.root)
-    if claimed not in _CLAIMED:
+    with _CACHES:
+        known = claimed in _CLAIMED
+    if not known:
         written = ArtifactWriter(output).load_manifest("clip_metadata", partition_key)
         check_clip_ids(output, file.name, info, inspection, set(written.entries) if written else set())
         claim_video(output, partition_key, file.name, info, relative_video)  # last: a refused video claims nothing
-        _CLAIMED[claimed] = None
-        if len(_CLAIMED) > _INSPECTED_MAX:
-            _CLAIMED.popitem(last=False)
+        with _CACHES:
+            _CLAIMED[claimed] = None
+            if len(_CLAIMED) > _INSPECTED_MAX:
+                _CLAIMED.popitem(last=False)
     return ValidatedVideo(file, info, inspection, settings, footer)
