@@ -261,6 +261,12 @@ def duplicate_embedding_key(table: pa.Table) -> pa.Table:
     return column(schema.EMBEDDINGS, rows)(table)
 
 
+def null_in_embedding(table: pa.Table) -> pa.Table:
+    rows = table.column(schema.EMBEDDINGS).to_pylist()
+    rows[1] = [(key, [None, *vector[1:]]) for key, vector in rows[1]]
+    return column(schema.EMBEDDINGS, rows, table.schema.field(schema.EMBEDDINGS).type)(table)
+
+
 def captions_as_binary(table: pa.Table) -> pa.Table:
     window = pa.struct(
         [
@@ -523,6 +529,7 @@ CASES: list[Case] = [
         row=1,
     ),
     Case("embedding: empty algorithm name", clips_case(at(1, embeddings={"": vector()})), "embeddings", row=1),
+    Case("embedding: null value", table_case(null_in_embedding, clip_row=1), "embeddings[cosmos-embed1]", row=1),
     Case("embedding: algorithm twice in a clip", table_case(duplicate_embedding_key, clip_row=1), "embeddings", row=1),
     # Clip ids
     Case(
