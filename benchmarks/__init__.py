@@ -1,0 +1,1 @@
+"""clip-assets' benchmark suite: `python -m benchmarks --help` (see docs/performance.md)."""
