@@ -189,9 +189,9 @@ class ArtifactWriter:
                 result.removed.append(key)
 
     def _intact(self, manifest: PartitionManifest) -> bool:
-        """Every recorded object still exists as it was written (one stat each, in parallel: HEADs on S3)."""
+        """Every recorded object still exists as it was written (one stat each; HEADs on S3)."""
         entries = list(manifest.entries.items())
-        current = shared_pool(self.max_workers).map(self.storage.stat, [key for key, _ in entries])
+        current = self.storage.stat_many([key for key, _ in entries])
         return all(
             info is not None and info.size == entry.size and entry.fingerprint in (None, info.fingerprint)
             for (_, entry), info in zip(entries, current, strict=True)

@@ -15,9 +15,6 @@ from clip_assets import layout
 from clip_assets.contract import ProcessedVideoError, VideoInfo, schema
 from clip_assets.inspection import VideoInspection
 from clip_assets.storage import Storage
-from clip_assets.thread_pools import shared_pool
-
-CLAIM_LOOKUPS = 8
 
 
 def claim_video(output: Storage, partition_key: str, file: str, info: VideoInfo, relative_video: str) -> None:
@@ -45,12 +42,11 @@ def check_clip_ids(
 ) -> None:
     """No clip id may name another video's clip in the output (its metadata file says whose it is).
 
-    Only ids this partition has not written before are looked up: one stat each, a few at a time.
+    Only ids this partition has not written before are looked up: one stat each.
     """
     source = layout.nemo_video_path(info.source_video)
     unknown = [clip for clip in inspection.facts if layout.clip_metadata_key(clip) not in already_mine]
-    lookups = shared_pool(CLAIM_LOOKUPS).map(lambda clip: output.stat(layout.clip_metadata_key(clip)), unknown)
-    present = [info is not None for info in lookups]
+    present = [info is not None for info in output.stat_many([layout.clip_metadata_key(clip) for clip in unknown])]
     for clip, exists in zip(unknown, present, strict=True):
         if not exists:
             continue

@@ -17,7 +17,7 @@ import hashlib
 import io
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from fsspec.caching import BlockCache
 from clip_assets import layout
 from clip_assets.storage.base import Lease, ObjectInfo, StorageError
 from clip_assets.storage.s3_lease import S3Lease
+from clip_assets.thread_pools import shared_pool
 
 SCHEME = "s3://"
 MiB = 1024 * 1024
@@ -65,6 +66,8 @@ class S3Options:
     read_attempts: int = 5
     # Keys per listing request: S3 answers at most 1,000; some compatible stores fewer.
     list_page_size: int = 1000
+    # HEADs in flight for one batch of lookups (checking a partition's recorded objects, clip ids).
+    head_concurrency: int = 8
 
     def __post_init__(self) -> None:
         if self.part_size < MIN_PART_SIZE:
@@ -372,6 +375,9 @@ class S3Storage:
             str(head["ETag"]).strip('"'),
             head.get("Metadata", {}).get(SHA256_METADATA),
         )
+
+    def stat_many(self, keys: Sequence[str]) -> list[ObjectInfo | None]:
+        return list(shared_pool(self.options.head_concurrency).map(self.stat, keys))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         try:
