@@ -55,7 +55,7 @@ from benchmarks.harness import (  # noqa: E402
 from benchmarks.workloads import W1, W1_QUICK, W2, W2_QUICK, Workload  # noqa: E402
 
 BENCHMARKS = ("local", "rerun", "nemo", "s3", "scale", "overhead", "discovery")
-FULL: dict[str, Any] = {"repeat": 3, "scale_mb": [10, 100, 1000], "discovery_files": 10_000, "overhead_partitions": 50}
+FULL: dict[str, Any] = {"repeat": 3, "scale_mb": [10, 100, 1000], "discovery_files": 10_000, "overhead_partitions": 200}
 QUICK: dict[str, Any] = {"repeat": 2, "scale_mb": [10, 30], "discovery_files": 1_000, "overhead_partitions": 10}
 # Free space a full run needs at its peak (the 1 GB scale input, its output and the floor's copy).
 FULL_RUN_DISK_GB = 6
@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="W1,W2", help="local/rerun/nemo/s3 workloads: W1, W2 or both")
     parser.add_argument("--scale-mb", type=int, nargs="+", help="scale sizes in MB of clips (full: 10 100 1000)")
     parser.add_argument("--discovery-files", type=int, help="inbox size for discovery (full: 10000)")
-    parser.add_argument("--overhead-partitions", type=int, help="tiny partitions for Dagster overhead (full: 50)")
+    parser.add_argument("--overhead-partitions", type=int, help="tiny partitions for Dagster overhead (full: 200)")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where JSON and PNG go")
     parser.add_argument("--tmp", type=Path, help="parent of the scratch folder (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (generated inputs, logs)")
