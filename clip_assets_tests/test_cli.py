@@ -13,20 +13,26 @@ def run(args, env, cwd):
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def test_discover_then_dagster_asset_materialize(tmp_path, inbox, output):
-    clips = make_clips(3, filtered=[1])
-    write_video(inbox / "cam1/street walk.mp4.parquet", clips)
-    (inbox / "cam1/half.mp4.parquet").write_bytes(b"PAR1")
+def cli_env(tmp_path, inbox, output, **more):
+    """What a CI job sets: a Dagster home of its own, the inbox and output, the input_path prefix."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("")
-    env = {
+    return {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "CLIP_ASSETS_INBOX": str(inbox),
         "CLIP_ASSETS_OUTPUT": str(output),
         "CLIP_ASSETS_INPUT_PATH": "/videos",
+        **more,
     }
+
+
+def test_discover_then_dagster_asset_materialize(tmp_path, inbox, output):
+    clips = make_clips(3, filtered=[1])
+    write_video(inbox / "cam1/street walk.mp4.parquet", clips)
+    (inbox / "cam1/half.mp4.parquet").write_bytes(b"PAR1")
+    env = cli_env(tmp_path, inbox, output)
     bin_dir = Path(sys.executable).parent
     discovered = run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path)
     assert discovered.returncode == 0, discovered.stderr
@@ -65,17 +71,13 @@ def test_s3_by_configuration_alone(tmp_path, s3):
     clips = make_clips(2)
     write_video(tmp_path / "v.parquet", clips)
     s3.storage("inbox").put("cam1/street walk.mp4.parquet", (tmp_path / "v.parquet").read_bytes())
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "CLIP_ASSETS_INBOX": s3.url("inbox"),
-        "CLIP_ASSETS_OUTPUT": s3.url("curated"),
-        "CLIP_ASSETS_INPUT_PATH": "/videos",
-        "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path",
-        "AWS_ENDPOINT_URL_S3": s3.proxy.url,
-    }
+    env = cli_env(
+        tmp_path,
+        s3.url("inbox"),
+        s3.url("curated"),
+        CLIP_ASSETS_S3_ADDRESSING_STYLE="path",
+        AWS_ENDPOINT_URL_S3=s3.proxy.url,
+    )
     bin_dir = Path(sys.executable).parent
     discovered = run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path)
     assert discovered.returncode == 0, discovered.stderr
@@ -100,15 +102,7 @@ def test_backfill_runs_batches_without_a_daemon_and_reports_failures(tmp_path, i
         if name == "d.mp4":
             clips[1].span_end = clips[1].span_start  # a bad video: it fails alone
         write_video(inbox / f"{name}.parquet", clips, source_video=f"/videos/{name}")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "CLIP_ASSETS_INBOX": str(inbox),
-        "CLIP_ASSETS_OUTPUT": str(output),
-        "CLIP_ASSETS_INPUT_PATH": "/videos",
-    }
+    env = cli_env(tmp_path, inbox, output)
     bin_dir = Path(sys.executable).parent
     assert run([str(bin_dir / "clip-assets"), "discover"], env, tmp_path).returncode == 0
     backfill = run([str(bin_dir / "clip-assets"), "backfill", "--all", "--per-run", "2"], env, tmp_path)
