@@ -91,7 +91,10 @@ class ClipArtifactIOManager(ConfigurableIOManager):
         default=PARTITIONS_IN_PARALLEL,
         ge=1,
         le=16,
-        description="Partitions of a run written at once (each holds its own read of the input).",
+        description=(
+            "Partitions of a run written at once. Above 1 only where clip ids cannot collide across "
+            "videos (derived from the source path): see clip_assets/batch_writer.py."
+        ),
     )
 
     def handle_output(self, context: OutputContext, obj: FamilyBatch) -> None:

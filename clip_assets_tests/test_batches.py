@@ -103,3 +103,35 @@ def test_a_missing_input_fails_its_partition_by_name(instance, inbox, output):
     message = failure.event_specific_data.error.cause.message
     assert "gone.mp4: ProcessedVideoError" in message and "does not exist in the inbox" in message
     assert instance.get_materialized_partitions(AssetKey("clip_files")) == {"a.mp4"}
+
+
+def test_two_videos_claiming_one_clip_id_in_one_run_leave_the_first_intact(instance, inbox, output, tmp_path):
+    """Partitions of a run are written one at a time, so the second finds the first's manifest and is refused."""
+    first = make_clips(2, source_video="/videos/a.mp4")
+    second = make_clips(2, source_video="/videos/b.mp4")
+    second[0].uuid = first[0].uuid
+    write_video(inbox / "a.mp4.parquet", first, source_video="/videos/a.mp4")
+    write_video(inbox / "b.mp4.parquet", second, source_video="/videos/b.mp4")
+    alone_inbox, alone_output = tmp_path / "alone-inbox", tmp_path / "alone-output"
+    alone_inbox.mkdir()
+    (alone_inbox / "a.mp4.parquet").write_bytes((inbox / "a.mp4.parquet").read_bytes())
+    assert run_range(instance, alone_inbox, alone_output, ["a.mp4"]).success
+
+    result = run_range(instance, inbox, output, ["a.mp4", "b.mp4"])
+    assert not result.success
+    messages = [
+        e.event_specific_data.error.cause.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ]
+    assert messages and all("b.mp4" in m and "two inputs map to this output path" in m for m in messages)
+    for family in FAMILIES:
+        assert "a.mp4" in instance.get_materialized_partitions(AssetKey(family))
+    written = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    for path in alone_output.rglob("*"):
+        relative = path.relative_to(alone_output)
+        if path.is_file() and "_clip_assets" not in relative.parts and relative.suffix != ".json":
+            assert written[relative] == path.read_bytes(), relative
+    shared = f"metas/v0/{first[0].uuid}.json"
+    assert (
+        json.loads((output / shared).read_text())["source_video"]
+        == json.loads((alone_output / shared).read_text())["source_video"]
+    )

@@ -92,7 +92,7 @@ _INSPECTED: OrderedDict[tuple[str, str, ValidationLimits], tuple[VideoInfo, Vide
     OrderedDict()
 )
 _INSPECTED_MAX = 256
-# Partitions of a run are written a few at a time (batch_writer.py): the caches are shared.
+# Partitions of a run may be written a few at a time (batch_writer.py): the caches are shared.
 _CACHES = threading.Lock()
 
 
