@@ -104,9 +104,10 @@ class ClipArtifactIOManager(ConfigurableIOManager):
         done: dict[str, dict[str, Any]] = {}
         for outcome in write_partitions(storage, family, obj.work, obj.max_workers, self.partitions_in_parallel):
             key, report = outcome.work.partition_key, outcome.report
-            if outcome.result is None:
-                failures[key] = outcome.error or RuntimeError("no result")
+            if outcome.error is not None:
+                failures[key] = outcome.error
                 continue
+            assert outcome.result is not None
             for warning in report.warnings:
                 context.log.warning(f"{key}: {warning}")
             if report.num_warnings > len(report.warnings):
