@@ -43,10 +43,6 @@ def nemo_video_path(source_video: str) -> str:
     return PurePosixPath(source_video).as_posix()
 
 
-def _segments(path: str) -> list[str]:
-    return [s for s in path.split("/") if s]
-
-
 def _unsafe(segment: str) -> str | None:
     """Why a path segment taken from input data may not become part of an output path, or None."""
     if segment in _UNSAFE_SEGMENTS:
