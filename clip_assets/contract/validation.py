@@ -227,6 +227,11 @@ def check_arrow_schema(file: str, arrow_schema: pa.Schema) -> list[str]:
     return [n for n in names if n not in schema.COLUMNS]
 
 
+def _shown(name: str) -> str:
+    """A name for an error message: a hostile million-character name is cut, its length said."""
+    return name if len(name) <= 80 else f"{name[:80]}... ({len(name)} characters)"
+
+
 def _looks_like_mp4(data: bytes | memoryview) -> bool:
     # ISO base media files start with a box whose type is `ftyp` (some writers put `free`/`mdat`
     # first, but every MP4 PyAV, ffmpeg or NeMo writes starts with ftyp).
@@ -331,8 +336,7 @@ class ClipChecker:
             ):
                 for model, text in captions.items():
                     if not model or "\x00" in model or len(model) > self.limits.max_name_chars:
-                        shown = model if len(model) <= 80 else f"{model[:80]}... ({len(model)} characters)"
-                        raise self.fail(clip, f"{field}.{kind}", f"invalid model name {shown!r}")
+                        raise self.fail(clip, f"{field}.{kind}", f"invalid model name {_shown(model)!r}")
                     if not isinstance(text, str):
                         raise self.fail(clip, f"{field}.{kind}[{model}]", "caption is not text")
                     if len(text) > self.limits.max_caption_chars:
@@ -353,8 +357,7 @@ class ClipChecker:
         for algorithm, vector in clip.embeddings.items():
             field = f"{schema.EMBEDDINGS}[{algorithm}]"
             if not algorithm or "\x00" in algorithm or len(algorithm) > self.limits.max_name_chars:
-                shown = algorithm if len(algorithm) <= 80 else f"{algorithm[:80]}... ({len(algorithm)} characters)"
-                raise self.fail(clip, schema.EMBEDDINGS, f"invalid algorithm name {shown!r}")
+                raise self.fail(clip, schema.EMBEDDINGS, f"invalid algorithm name {_shown(algorithm)!r}")
             if vector.size == 0:
                 raise self.fail(clip, field, "embedding is empty")
             if vector.size > self.limits.max_embedding_dim:
