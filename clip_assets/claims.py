@@ -1,10 +1,11 @@
 """Before a partition writes anything: are the output paths its input maps to its own?
 
 Two processed videos can map to the same outputs: the same source video published twice under two
-inbox names, or clip ids reused from another video. The writer never overwrites another partition's
-file (OutputConflictError), but by then the partition's other families may have been written. This
-check runs once per partition, right after inspection and before any write, and fails the partition
-with an error naming its file and the field that collides.
+inbox names, or clip ids reused from another video. The writer refuses to overwrite a file another
+partition's manifest records (OutputConflictError), but by then the partition's other families may
+have been written. This check runs once per partition, right after inspection and before any write,
+and fails the partition with an error naming its file and the field that collides. It sees clip ids
+that are already written: two runs writing colliding clip ids at the same moment can both pass it.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def check_clip_ids(
     """
     source = layout.nemo_video_path(info.source_video)
     unknown = [clip for clip in inspection.facts if layout.clip_metadata_key(clip) not in already_mine]
-    present = [info is not None for info in output.stat_many([layout.clip_metadata_key(clip) for clip in unknown])]
-    for clip, exists in zip(unknown, present, strict=True):
-        if not exists:
+    found = output.stat_many([layout.clip_metadata_key(clip) for clip in unknown])
+    for clip, existing in zip(unknown, found, strict=True):
+        if existing is None:
             continue
         owner = json.loads(output.read(layout.clip_metadata_key(clip))).get("source_video")
         if owner != source:
