@@ -108,7 +108,7 @@ class LocalStorage:
         (a third faster for large columns). Not a memory map: a file truncated in place by a careless
         producer must fail a read, not crash the process."""
         try:
-            return cast(BinaryIO, pa.OSFile(str(self.path(key)), "r"))
+            return cast(BinaryIO, pa.OSFile(self._file(key), "r"))
         except OSError as exc:
             raise StorageError(exc.errno, f"cannot open {self.root}/{key}: {exc.strerror or exc}") from exc
 
