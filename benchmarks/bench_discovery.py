@@ -1,7 +1,7 @@
 """Discovery: a sensor tick over an inbox of 10,000 processed videos, then the next tick once 10 more arrived.
 
 Measured twice: `clip_assets.discovery.discover` with a cursor (what `clip-assets discover` and the sensor
-share), and the real sensor function (`processed_video_sensor` via `build_sensor_context`, on-disk SQLite
+share), and the real sensor's tick (`evaluate_inbox` via `build_sensor_context`, on-disk SQLite
 instance; the partitions its first tick requests are added between ticks, as the daemon would). The floor
 is a plain listing of the same inbox, `os.walk` and a `stat` per file: the one thing an incremental scan of
 a folder cannot avoid without change notifications. The inbox's files are dated a minute apart up to a
@@ -21,11 +21,10 @@ from pathlib import Path
 from dagster import DagsterInstance, SensorResult, build_sensor_context, instance_for_test
 
 from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progress, stderr_to
+from benchmarks.runners import NAMES, PARTITIONS_PER_RUN
 from benchmarks.workloads import add_new_files, build_wide_inbox
-from clip_assets.assets.partitions import PARTITIONS_NAME
-from clip_assets.discovery import DiscoveryCursor, discover
-from clip_assets.resources import StorageResource
-from clip_assets.sensors import processed_video_sensor
+from clip_assets.defs.sensors import evaluate_inbox
+from clip_assets.engine.discovery import DiscoveryCursor, discover
 from clip_assets.storage import LocalStorage
 
 NEW_FILES = 10
@@ -33,11 +32,9 @@ INCREMENTAL = Target("<=", 0.1, "< 10% of first tick")
 
 
 def sensor_tick(instance: DagsterInstance, inbox: Path, cursor: str | None = None) -> SensorResult:
-    """One evaluation of the real sensor function, as the daemon makes it."""
-    resources = {"inbox": StorageResource(url=str(inbox))}
-    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        result = processed_video_sensor(context)
-    assert isinstance(result, SensorResult)
+    """One evaluation of what the real sensor runs on a tick, as the daemon makes it."""
+    with build_sensor_context(instance=instance, cursor=cursor) as context:
+        result = evaluate_inbox(context, LocalStorage(inbox), NAMES, PARTITIONS_PER_RUN)
     return result
 
 
@@ -75,7 +72,7 @@ def run(ctx: Context, files: int) -> list[Row]:
             samples["sensor 1"].append(timer.seconds)
             with Timer() as timer:
                 for request in tick.dynamic_partitions_requests or []:
-                    instance.add_dynamic_partitions(PARTITIONS_NAME, list(request.partition_keys))
+                    instance.add_dynamic_partitions(NAMES.partitions, list(request.partition_keys))
             samples["add partitions"].append(timer.seconds)
             details["first_tick"] = {"videos": len(first.videos), "run_requests": len(tick.run_requests or []),
                                      "cursor_bytes": len(first.cursor.to_str())}  # fmt: skip
@@ -94,7 +91,7 @@ def run(ctx: Context, files: int) -> list[Row]:
                 listed = sum(1 for _ in storage.list())
             samples["listing"].append(timer.seconds)
             with Timer() as timer:
-                known = len(instance.get_dynamic_partitions(PARTITIONS_NAME))
+                known = len(instance.get_dynamic_partitions(NAMES.partitions))
             samples["known partitions"].append(timer.seconds)
             details["second_tick"] = {"videos": len(second.videos), "run_requests": len(next_tick.run_requests or []),
                                       "listed": listed, "known_partitions": known,
@@ -103,7 +100,7 @@ def run(ctx: Context, files: int) -> list[Row]:
                 raise RuntimeError(f"the second tick found {len(second.videos)} files, not {NEW_FILES}")
     shutil.rmtree(root)
     details["seconds"] = {
-        "StorageResource listing (LocalStorage.list) of the inbox": samples["listing"],
+        "storage listing (LocalStorage.list) of the inbox": samples["listing"],
         "instance.get_dynamic_partitions (known partitions, SQLite)": samples["known partitions"],
         "adding the first tick's partitions (the daemon's part)": samples["add partitions"],
     }

@@ -14,9 +14,8 @@ import shutil
 from dagster import instance_for_test
 
 from benchmarks.harness import Context, Row, Timer, paired_ratios, progress, settle, stderr_to
-from benchmarks.runners import add_partitions, dagster_write, engine_write
+from benchmarks.runners import PARTITIONS_PER_RUN, add_partitions, dagster_write, engine_write
 from benchmarks.workloads import build_tiny_inbox
-from clip_assets.assets.family import PARTITIONS_PER_RUN
 
 
 def run(ctx: Context, partitions: int) -> list[Row]:

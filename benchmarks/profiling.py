@@ -68,7 +68,7 @@ def ladder(inbox: Path, scratch: Path, repeat: int) -> str:
     from benchmarks.harness import Timer, settle
     from clip_assets.contract import ProcessedVideoReader
     from clip_assets.contract.reader import ALL_COLUMNS
-    from clip_assets.inspection import inspect_video
+    from clip_assets.engine.inspection import inspect_video
 
     keys = sorted(path.name.removesuffix(".parquet") for path in inbox.iterdir())
     files = [inbox / f"{key}.parquet" for key in keys]

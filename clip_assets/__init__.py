@@ -1,19 +1,6 @@
 """clip-assets: processed videos in, NeMo Curator-compatible curated outputs out, as Dagster assets.
 
-`defs` is loaded lazily so that the pure modules (contract, layout, artifacts) import without Dagster's
-start-up cost; `dagster ... -m clip_assets` still finds it.
+The code location is `clip_assets.definitions` (`dagster dev -m clip_assets.definitions`, or `dg dev`
+in the repository); importing the package itself loads nothing of Dagster, so the pure layers
+(contract, layout, families, engine, storage) import without its start-up cost.
 """
-
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    if name == "defs":
-        from clip_assets.definitions import defs
-
-        return defs
-    raise AttributeError(name)
-
-
-def __dir__() -> list[str]:
-    return ["defs"]

@@ -22,11 +22,22 @@ _KNOWN_EMBEDDING_PREFIXES = (("cosmos-embed1", "ce1"), ("internvideo2", "iv2"))
 # Other algorithms name their folder themselves, so the name must already be a plain folder name.
 _ALGORITHM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_UNSAFE_SEGMENTS = frozenset({"", ".", ".."})
+# Path segments that name no file of their own: they would alias or escape a folder.
+UNSAFE_SEGMENTS = frozenset({"", ".", ".."})
 # File systems refuse longer names; the video's last segment gets `_<chunk>.json` appended.
 MAX_SEGMENT_BYTES = 200
-# S3's limit for a whole key.
-MAX_KEY_BYTES = 1024
+
+# NeMo's top-level folders, and clip-assets' own below INTERNAL_PREFIX.
+CLIPS = "clips/"
+FILTERED_CLIPS = "filtered_clips/"
+PREVIEWS = "previews/"
+CLIP_METADATA = f"metas/{METAS_VERSION}/"
+VIDEO_METADATA = "processed_videos/"
+CHUNK_STATS = "processed_clip_chunks/"
+MANIFESTS = f"{INTERNAL_PREFIX}/manifests/"
+STAGING = f"{INTERNAL_PREFIX}/staging/"
+LOCKS = f"{INTERNAL_PREFIX}/locks/"
+CLAIMS = f"{INTERNAL_PREFIX}/claims/"
 
 
 class LayoutError(ValueError):
@@ -45,12 +56,12 @@ def nemo_video_path(source_video: str) -> str:
 
 def _unsafe(segment: str) -> str | None:
     """Why a path segment taken from input data may not become part of an output path, or None."""
-    if segment in _UNSAFE_SEGMENTS:
+    if segment in UNSAFE_SEGMENTS:
         return "is empty, '.' or '..'"
     if "\\" in segment or any(unicodedata.category(ch) == "Cc" for ch in segment):
         return "holds a backslash or a control character"
     folded = unicodedata.normalize("NFKC", segment)
-    if folded in _UNSAFE_SEGMENTS or "/" in folded or "\\" in folded:
+    if folded in UNSAFE_SEGMENTS or "/" in folded or "\\" in folded:
         return f"reads as {folded!r} once Unicode-normalized (NFKC)"
     if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
         return f"is longer than {MAX_SEGMENT_BYTES} bytes"
@@ -122,12 +133,12 @@ def _clip(clip_uuid: str) -> str:
 
 
 def clip_key(clip_uuid: str, *, filtered: bool) -> str:
-    return f"{'filtered_clips' if filtered else 'clips'}/{_clip(clip_uuid)}.mp4"
+    return f"{FILTERED_CLIPS if filtered else CLIPS}{_clip(clip_uuid)}.mp4"
 
 
 def preview_prefix(clip_uuid: str) -> str:
     """The folder of one clip's previews."""
-    return f"previews/{_clip(clip_uuid)}/"
+    return f"{PREVIEWS}{_clip(clip_uuid)}/"
 
 
 def preview_key(clip_uuid: str, start_frame: int, end_frame: int) -> str:
@@ -135,11 +146,21 @@ def preview_key(clip_uuid: str, start_frame: int, end_frame: int) -> str:
 
 
 def clip_metadata_key(clip_uuid: str) -> str:
-    return f"metas/{METAS_VERSION}/{_clip(clip_uuid)}.json"
+    return f"{CLIP_METADATA}{_clip(clip_uuid)}.json"
+
+
+def embedding_pickles(algorithm: str) -> str:
+    """The folder of one algorithm's per-clip pickles."""
+    return f"{embedding_prefix(algorithm)}_embd/"
+
+
+def embedding_parquets(algorithm: str) -> str:
+    """The folder of one algorithm's per-chunk Parquet files."""
+    return f"{embedding_prefix(algorithm)}_embd_parquet/"
 
 
 def embedding_pickle_key(algorithm: str, clip_uuid: str) -> str:
-    return f"{embedding_prefix(algorithm)}_embd/{_clip(clip_uuid)}.pickle"
+    return f"{embedding_pickles(algorithm)}{_clip(clip_uuid)}.pickle"
 
 
 def chunk_embedding_uuid(source_video: str, chunk_index: int) -> str:
@@ -148,15 +169,15 @@ def chunk_embedding_uuid(source_video: str, chunk_index: int) -> str:
 
 
 def chunk_embedding_key(algorithm: str, source_video: str, chunk_index: int) -> str:
-    return f"{embedding_prefix(algorithm)}_embd_parquet/{chunk_embedding_uuid(source_video, chunk_index)}.parquet"
+    return f"{embedding_parquets(algorithm)}{chunk_embedding_uuid(source_video, chunk_index)}.parquet"
 
 
 def video_metadata_key(relative_video: str) -> str:
-    return f"processed_videos/{relative_video}.json"
+    return f"{VIDEO_METADATA}{relative_video}.json"
 
 
 def chunk_stats_key(relative_video: str, chunk_index: int) -> str:
-    return f"processed_clip_chunks/{relative_video}_{int(chunk_index)}.json"
+    return f"{CHUNK_STATS}{relative_video}_{int(chunk_index)}.json"
 
 
 def full_location(output_root: str, key: str) -> str:
@@ -164,17 +185,8 @@ def full_location(output_root: str, key: str) -> str:
     return f"{output_root.rstrip('/')}/{key}"
 
 
-def check_key(key: str) -> str:
-    """Refuse any key that is not a plain relative path below the root; returns it unchanged."""
-    if not key or key.startswith("/") or "\x00" in key or "\\" in key or len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        raise LayoutError(f"unsafe output key {key!r}")
-    if any(part in _UNSAFE_SEGMENTS for part in key.split("/")):
-        raise LayoutError(f"unsafe output key {key!r}")
-    return key
-
-
 def manifest_prefix(family: str) -> str:
-    return f"{INTERNAL_PREFIX}/manifests/{family}/"
+    return f"{MANIFESTS}{family}/"
 
 
 def _partition_digest(partition_key: str) -> str:
@@ -186,15 +198,15 @@ def manifest_key(family: str, partition_key: str) -> str:
     return f"{manifest_prefix(family)}{_partition_digest(partition_key)}.json"
 
 
-def lock_key(family: str, partition_key: str) -> str:
-    """Held while one partition of one family is written, so two runs of it never interleave."""
-    return f"{INTERNAL_PREFIX}/locks/{family}/{_partition_digest(partition_key)}.lock"
+def lock_key(partition_key: str) -> str:
+    """Held while a partition's families are written, so two runs of it never interleave."""
+    return f"{LOCKS}{_partition_digest(partition_key)}.lock"
 
 
 def video_claim_key(relative_video: str) -> str:
     """Names the partition that writes one video's outputs, so a second processed video of the same
     source video is refused before it writes anything."""
-    return f"{INTERNAL_PREFIX}/claims/{_partition_digest(relative_video)}.json"
+    return f"{CLAIMS}{_partition_digest(relative_video)}.json"
 
 
 def dataset_summary_key() -> str:

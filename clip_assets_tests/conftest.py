@@ -11,16 +11,12 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test, materialize
 
-from clip_assets.assets.families import OUTPUT_FAMILIES
-from clip_assets.assets.inbox import processed_videos
-from clip_assets.assets.partitions import processed_video_partitions
-from clip_assets.definitions import build_resources
-from clip_assets.resources import S3ConnectionResource, WriterSettingsResource
+from clip_assets.defs.resources import S3ConnectionResource, WriterSettingsResource
 from clip_assets.storage.s3 import S3Storage
 from clip_assets_tests.reliability import Ledger, Recorder
 from clip_assets_tests.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
+from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
 
-FAMILY_ASSETS = list(OUTPUT_FAMILIES)
 LEDGER = Ledger()
 
 
@@ -66,9 +62,9 @@ def materialize_partition(
     **settings: object,
 ) -> ExecuteInProcessResult:
     """Materialize output families of one partition (all of them, as `curate_videos` does, by default)."""
-    known = instance.get_dynamic_partitions(processed_video_partitions.name)
+    known = instance.get_dynamic_partitions(PARTITIONS_NAME)
     if partition_key not in known:
-        instance.add_dynamic_partitions(processed_video_partitions.name, [partition_key])
+        instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key])
     writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
     return materialize(
         [processed_videos, *(assets or FAMILY_ASSETS)],

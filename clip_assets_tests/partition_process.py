@@ -12,18 +12,16 @@ import sys
 
 from dagster import DagsterInstance, materialize
 
-from clip_assets.assets.inbox import processed_videos
-from clip_assets.assets.partitions import processed_video_partitions
-from clip_assets.definitions import build_resources
-from clip_assets.environment import configured
-from clip_assets.resources import WriterSettingsResource, s3_connection
+from clip_assets.defs.environment import configured
+from clip_assets.defs.resources import WriterSettingsResource, s3_connection
 from clip_assets_tests.conftest import FAMILY_ASSETS
+from clip_assets_tests.support.dataset import PARTITIONS_NAME, build_resources, processed_videos
 
 
 def main(inbox: str, output: str, home: str, partition_key: str, max_workers: str = "2") -> int:
     instance = DagsterInstance.from_config(home)
-    if partition_key not in instance.get_dynamic_partitions(processed_video_partitions.name):
-        instance.add_dynamic_partitions(processed_video_partitions.name, [partition_key])
+    if partition_key not in instance.get_dynamic_partitions(PARTITIONS_NAME):
+        instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key])
     settings = WriterSettingsResource(input_path="/videos", max_workers=int(max_workers))
     result = materialize(
         [processed_videos, *FAMILY_ASSETS],

@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from clip_assets import layout
-from clip_assets.artifact_writer import ArtifactWriter, DuplicateArtifactError, OutputConflictError
-from clip_assets.artifacts import Artifact
+from clip_assets.engine.writer import ArtifactWriter, DuplicateArtifactError, OutputConflictError
+from clip_assets.families import Artifact
 from clip_assets.storage import LocalStorage
 
 
@@ -112,7 +112,7 @@ def test_many_artifacts_through_a_small_pool(tmp_path):
 
 
 def test_an_unreadable_manifest_is_named_not_guessed(tmp_path):
-    from clip_assets.artifact_writer import ManifestError
+    from clip_assets.engine.manifest import ManifestError
 
     writer = ArtifactWriter(LocalStorage(tmp_path))
     writer.write("clip_files", "p", "s", artifacts(a=b"A"))
@@ -229,7 +229,7 @@ def test_concurrent_writers_of_one_partition_never_interleave_on_s3(s3, reliabil
     versions = [b"first run" * 100, b"second run" * 100]
     _race(lambda: ArtifactWriter(s3.storage("out"), max_workers=4), versions)
     _one_version_throughout(s3.storage("out"), versions)
-    assert s3.storage("out").stat(layout.lock_key("clip_files", "p")) is None
+    assert s3.storage("out").stat(layout.lock_key("p")) is None
     reliability.record(
         "fault",
         "two runs writing one partition at once (S3 lease)",

@@ -4,12 +4,12 @@ import json
 
 from dagster import AssetKey, materialize
 
-from clip_assets.assets.inbox import processed_videos
-from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG, processed_video_partitions
-from clip_assets.definitions import build_resources, defs
-from clip_assets.resources import WriterSettingsResource
+from clip_assets.definitions import defs
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.conftest import FAMILY_ASSETS
 from clip_assets_tests.factories import make_clips, write_video
+from clip_assets_tests.support.dataset import PARTITIONS_NAME, build_resources, family_outputs, processed_videos
 
 FAMILIES = ["clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"]
 
@@ -23,7 +23,7 @@ def publish(inbox, names, bad=()):
 
 
 def run_range(instance, inbox, output, names):
-    instance.add_dynamic_partitions(processed_video_partitions.name, names)
+    instance.add_dynamic_partitions(PARTITIONS_NAME, names)
     return materialize(
         [processed_videos, *FAMILY_ASSETS],
         instance=instance,
@@ -73,8 +73,9 @@ def test_a_bad_video_fails_only_its_own_partition(instance, inbox, output):
     result = run_range(instance, inbox, output, names)
     assert not result.success
 
+    # One step writes the five families of the run's partitions; it fails naming the bad partition.
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert len(failures) == len(FAMILIES)
+    assert len(failures) == 1
     for event in failures:
         message = event.event_specific_data.error.cause.message
         assert "1 of 3 partitions failed (the other 2 were written)" in message
@@ -84,7 +85,7 @@ def test_a_bad_video_fails_only_its_own_partition(instance, inbox, output):
     for family in FAMILIES:
         key = AssetKey(family)
         assert instance.get_materialized_partitions(key) == {"a.mp4", "c.mp4"}
-        statuses = instance.get_status_by_partition(key, names, processed_video_partitions)
+        statuses = instance.get_status_by_partition(key, names, family_outputs.partitions_def)
         assert {name: status.value for name, status in statuses.items()} == {
             "a.mp4": "MATERIALIZED",
             "b.mp4": "FAILED",
@@ -106,7 +107,8 @@ def test_a_missing_input_fails_its_partition_by_name(instance, inbox, output):
 
 
 def test_two_videos_claiming_one_clip_id_in_one_run_leave_the_first_intact(instance, inbox, output, tmp_path):
-    """Partitions of a run are written one at a time, so the second finds the first's manifest and is refused."""
+    """Partitions of a run are written one at a time, every family of one before the next, so the second
+    finds the first's clip metadata and is refused before it writes anything."""
     first = make_clips(2, source_video="/videos/a.mp4")
     second = make_clips(2, source_video="/videos/b.mp4")
     second[0].uuid = first[0].uuid
@@ -122,7 +124,8 @@ def test_two_videos_claiming_one_clip_id_in_one_run_leave_the_first_intact(insta
     messages = [
         e.event_specific_data.error.cause.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"
     ]
-    assert messages and all("b.mp4" in m and "two inputs map to this output path" in m for m in messages)
+    assert messages and all("b.mp4" in m and "clip ids must be unique across videos" in m for m in messages)
+    assert not (output / "processed_videos/b.mp4.json").exists()
     for family in FAMILIES:
         assert "a.mp4" in instance.get_materialized_partitions(AssetKey(family))
     written = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}

@@ -7,13 +7,10 @@ import pickle
 
 from dagster import Definitions
 
-from clip_assets.assets.checks import output_checks
-from clip_assets.assets.inbox import processed_videos
-from clip_assets.definitions import build_resources
-from clip_assets.jobs import verify_outputs
-from clip_assets.resources import WriterSettingsResource
+from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.conftest import FAMILY_ASSETS
 from clip_assets_tests.factories import make_clips, write_video
+from clip_assets_tests.support.dataset import build_resources, output_checks, processed_videos, verify_outputs
 
 KEY = "cam1/street walk.mp4"
 

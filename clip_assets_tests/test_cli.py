@@ -40,7 +40,7 @@ def test_discover_then_dagster_asset_materialize(tmp_path, inbox, output):
     assert "skipped cam1/half.mp4.parquet (incomplete" in discovered.stderr
 
     command = [
-        str(bin_dir / "dagster"), "asset", "materialize", "-m", "clip_assets",
+        str(bin_dir / "dagster"), "asset", "materialize", "-m", "clip_assets.definitions",
         "--select", "group:clip_outputs", "--partition", "cam1/street walk.mp4",
     ]  # fmt: skip
     materialized = run(command, env, tmp_path)
@@ -83,7 +83,7 @@ def test_s3_by_configuration_alone(tmp_path, s3):
     assert discovered.returncode == 0, discovered.stderr
     assert "added   cam1/street walk.mp4" in discovered.stdout
     command = [
-        str(bin_dir / "dagster"), "asset", "materialize", "-m", "clip_assets",
+        str(bin_dir / "dagster"), "asset", "materialize", "-m", "clip_assets.definitions",
         "--select", "group:clip_outputs", "--partition", "cam1/street walk.mp4",
     ]  # fmt: skip
     materialized = run(command, env, tmp_path)

@@ -2,11 +2,10 @@ import json
 
 from dagster import materialize
 
-from clip_assets.assets.dataset_summary import dataset_summary
-from clip_assets.definitions import build_resources
-from clip_assets.resources import WriterSettingsResource
+from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.conftest import FAMILY_ASSETS
 from clip_assets_tests.factories import write_video
+from clip_assets_tests.support.dataset import build_resources, dataset_summary
 
 
 def test_rolls_up_every_partition(inbox, output, instance, run_partition):

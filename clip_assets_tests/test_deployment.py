@@ -29,9 +29,9 @@ from dagster._serdes.config_class import ConfigurableClassData
 from dagster_graphql import DagsterGraphQLClient
 
 from clip_assets import layout
-from clip_assets.assets.families import OUTPUT_FAMILIES
-from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from clip_assets.output_version import code_digest
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.engine.output_version import code_digest
+from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets_tests.conftest import materialize_partition
 from clip_assets_tests.deployment_support import (
     DEPLOY,
@@ -55,7 +55,7 @@ from clip_assets_tests.deployment_support import (
 )
 from clip_assets_tests.factories import make_clips, write_video
 
-FAMILIES = sorted(asset.key.to_user_string() for asset in OUTPUT_FAMILIES)
+FAMILIES = sorted(family.name for family in OUTPUT_FAMILIES)
 LAUNCHERS = {"local": "DefaultRunLauncher", "ecs": "EcsRunLauncher", "k8s": "K8sRunLauncher"}
 
 
@@ -265,18 +265,27 @@ def succeeded_partitions(instance: DagsterInstance, order: list[str]) -> set[str
     return done
 
 
-def step_keys(instance: DagsterInstance, run_id: str, event: DagsterEventType) -> set[str]:
-    return {r.step_key for r in instance.all_logs(run_id, of_type=event) if r.step_key}
+def retried_unchanged(instance: DagsterInstance, run_id: str) -> dict[tuple[str, str], bool]:
+    """(family, partition) -> whether the run found it unchanged (its `input_unchanged` metadata)."""
+    found = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.asset_materialization
+        assert materialization is not None and materialization.partition is not None
+        key = (materialization.asset_key.to_user_string(), materialization.partition)
+        found[key] = bool(materialization.metadata["input_unchanged"].value)
+    return found
 
 
 def kill_mid_run(deployment: Deployment, instance: DagsterInstance, run_id: str, output: Path) -> tuple[int, float]:
-    """SIGKILL the process executing `run_id` while it writes, once at least one of its steps succeeded.
+    """SIGKILL the process executing `run_id` while it writes its second partition, the first one done.
 
-    The run worker is found as the code server's descendant that holds a partition write lock of this
-    run's videos open (the lock is a kernel flock held only while a family of a partition is written), so
-    no other run's worker (the dataset summary's, say) can be mistaken for it.
+    The run worker is found as the code server's descendant that holds the second partition's write
+    lock open (a kernel flock held only while that partition is written), so no other run's worker
+    (the dataset summary's, say) can be mistaken for it; the first partition counts as done once its
+    last family's manifest is recorded.
     """
-    locks = {output.resolve() / layout.lock_key(family, key) for family in FAMILIES for key in SLOW}
+    first_done = output / layout.manifest_key(FAMILIES[-1], SLOW[0])
+    second_lock = {output.resolve() / layout.lock_key(SLOW[1])}
     code_server = deployment.service("code-server").pid
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -288,14 +297,16 @@ def kill_mid_run(deployment: Deployment, instance: DagsterInstance, run_id: str,
                 f"run {run_id} finished ({record.dagster_run.status}) before it could be killed mid-way: "
                 f"raise SLOW_CLIPS\n{deployment.logs()}"
             )
-        if instance.get_run_stats(run_id).steps_succeeded >= 1:
-            writing = holders(locks, descendants(code_server))
+        if first_done.exists():
+            writing = holders(second_lock, descendants(code_server))
             if writing:
                 (pid,) = writing  # one run writes these partitions
                 os.kill(pid, signal.SIGKILL)
                 return pid, time.time()
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} never had a step done and a lock held within 90 s\n{deployment.logs()}")
+        time.sleep(0.02)
+    raise AssertionError(
+        f"run {run_id} never wrote its first partition and locked the second in 90 s\n{deployment.logs()}"
+    )
 
 
 RUNS_QUERY = """
@@ -396,7 +407,6 @@ def run_phases(
     )
     killed_pid, killed_at = kill_mid_run(deployment, instance, slow_run.run_id, output)
     timings["phase 2: new files to SIGKILL"] = time.monotonic() - t
-    done_before_kill = step_keys(instance, slow_run.run_id, DagsterEventType.STEP_SUCCESS)
 
     failed = deployment.wait(
         lambda: ended_as(instance, slow_run.run_id, DagsterRunStatus.FAILURE),
@@ -418,9 +428,10 @@ def run_phases(
     timings["SIGKILL to retry succeeded"] = retry.end_time - killed_at
     assert retry.tags["dagster/retry_number"] == "1" and retry.tags["dagster/root_run_id"] == failed.run_id
     assert (retry.tags[RANGE_START_TAG], retry.tags[RANGE_END_TAG]) == (SLOW[0], SLOW[1])
-    # From failure: the retry ran exactly the steps the killed run had not finished.
-    assert done_before_kill and done_before_kill < set(FAMILIES)
-    assert step_keys(instance, retry.run_id, DagsterEventType.STEP_START) == set(FAMILIES) - done_before_kill
+    # From failure: the retry rewrote only what the killed run had not finished. The partition written
+    # before the kill is found unchanged (nothing read or written), the interrupted one is written whole.
+    unchanged = retried_unchanged(instance, retry.run_id)
+    assert unchanged == {(family, key): key == SLOW[0] for family in FAMILIES for key in SLOW}, unchanged
 
     # ...until run monitoring gives it back (free_slots_after_run_end_seconds).
     deployment.wait(

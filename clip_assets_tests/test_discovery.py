@@ -1,6 +1,6 @@
 import os
 
-from clip_assets.discovery import DiscoveryCursor, discover, is_candidate
+from clip_assets.engine.discovery import DiscoveryCursor, discover, is_candidate
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.factories import write_video
 

@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from clip_assets import layout
-from clip_assets.manifest import PartitionManifest
+from clip_assets.engine.manifest import PartitionManifest
 from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, video_info, write_video
 
+FAMILIES = ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries")
 REL = "cam1/street walk.mp4"
 KEY = "cam1/street walk.mp4"
 
@@ -97,7 +98,7 @@ def test_one_video_produces_the_nemo_tree(inbox, output, run_partition):
     chunk = json.loads((output / f"processed_clip_chunks/{REL}_0.json").read_text())
     assert chunk["clips"] == [clips[0].uuid] and chunk["filtered_clips"] == [clips[1].uuid]
 
-    for family in ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"):
+    for family in FAMILIES:
         manifest = PartitionManifest.from_bytes((output / layout.manifest_key(family, KEY)).read_bytes())
         assert manifest.entries
         for key, entry in manifest.entries.items():
@@ -116,7 +117,7 @@ def test_rerun_of_an_unchanged_partition_rewrites_nothing(inbox, output, run_par
     result = run_partition(KEY)
     assert result.success
     assert mtimes(output) == before
-    for family in ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"):
+    for family in FAMILIES:
         metadata = materialization_metadata(result, family)
         assert metadata["written"] == 0 and metadata["skipped_identical"] == metadata["artifacts"] > 0
 
@@ -146,8 +147,10 @@ def test_invalid_video_fails_alone_and_writes_nothing(inbox, output, run_partiti
 
     bad = run_partition("bad.mp4")
     assert not bad.success
+    # One step writes the five families; it fails with the input's error, and none of them is materialized.
     failures = [e for e in bad.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert len(failures) == 5
+    assert len(failures) == 1
+    assert bad.get_asset_materialization_events() == []
     for event in failures:
         error = event.event_specific_data.error
         message = error.cause.message  # the UI shows it under the step's failure
@@ -299,9 +302,8 @@ def test_an_unchanged_partition_is_verified_not_reread(inbox, output, run_partit
     clips = make_clips(3)
     write_video(inbox / f"{REL}.parquet", clips)
     assert run_partition(KEY).success
-    families = ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries")
     rerun = run_partition(KEY)
-    for family in families:
+    for family in FAMILIES:
         metadata = materialization_metadata(rerun, family)
         assert metadata["input_unchanged"] is True and metadata["written"] == 0
     assert not any("valid," in str(e.message) for e in rerun.all_events)  # the input was not inspected

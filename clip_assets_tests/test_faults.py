@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_assets.manifest import PartitionManifest
+from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.conftest import materialize_partition
 from clip_assets_tests.factories import make_clips, noise_mp4, write_video

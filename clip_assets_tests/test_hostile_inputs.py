@@ -37,16 +37,16 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materiali
 from PIL import Image
 
 from clip_assets import layout
-from clip_assets.assets.inbox import processed_videos
-from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG, processed_video_partitions
 from clip_assets.contract import ClipRecord, ProcessedVideoError, ProcessedVideoReader, Window, schema
-from clip_assets.definitions import build_resources
-from clip_assets.manifest import PartitionManifest
-from clip_assets.resources import ValidationLimitsResource, WriterSettingsResource
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.defs.resources import ValidationLimitsResource, WriterSettingsResource
+from clip_assets.engine.manifest import PartitionManifest
+from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets_tests.conftest import FAMILY_ASSETS
 from clip_assets_tests.factories import make_clips, tiny_mp4, tiny_webp, video_info, write_video
+from clip_assets_tests.support.dataset import PARTITIONS_NAME, build_resources, processed_videos
 
-FAMILIES = tuple(asset.key.to_user_string() for asset in FAMILY_ASSETS)
+FAMILIES = tuple(family.name for family in OUTPUT_FAMILIES)
 INPUT_PATH = "/videos"
 # Hostile values carry this marker, so a file that escaped anywhere near the output root is found by name.
 MARKER = "rt-escape"
@@ -780,12 +780,13 @@ def difference(before: dict, after: dict) -> str:
 
 
 def failure_messages(result: ExecuteInProcessResult) -> dict[str, str]:
-    """Each failed step's message, as the UI shows it."""
+    """Each family's failure message, as the UI shows it under the step that writes it (one step writes
+    every family of the run's partitions)."""
     messages = {}
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.event_specific_data.error
-            messages[event.step_key] = (error.cause or error).message
+            messages.update(dict.fromkeys(FAMILIES, (error.cause or error).message))
     return messages
 
 
@@ -838,8 +839,8 @@ def run_range(
     instance: Any, inbox: Path, output: Path, keys: list[str], limits: ValidationLimitsResource | None = None
 ) -> ExecuteInProcessResult:
     """One run over a range of partitions, as the sensor and batched backfills start them."""
-    known = set(instance.get_dynamic_partitions(processed_video_partitions.name))
-    instance.add_dynamic_partitions(processed_video_partitions.name, [k for k in keys if k not in known])
+    known = set(instance.get_dynamic_partitions(PARTITIONS_NAME))
+    instance.add_dynamic_partitions(PARTITIONS_NAME, [k for k in keys if k not in known])
     resources = build_resources(str(inbox), str(output), WriterSettingsResource(input_path=INPUT_PATH))
     if limits is not None:
         resources["validation_limits"] = limits

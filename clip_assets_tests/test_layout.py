@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clip_assets import layout
+from clip_assets.storage.keys import UnsafeKeyError, check_key
 
 
 def test_nemo_paths_for_a_clip():
@@ -72,7 +73,7 @@ def test_every_accepted_relative_path_stays_below_the_root(video, input_path):
     except layout.LayoutError:
         return
     for key in (layout.video_metadata_key(rel), layout.chunk_stats_key(rel, 0)):
-        assert layout.check_key(key) == key
+        assert check_key(key) == key
         parts = key.split("/")
         assert ".." not in parts and "." not in parts and "" not in parts
         assert "\x00" not in key and "\\" not in key
@@ -80,8 +81,8 @@ def test_every_accepted_relative_path_stays_below_the_root(video, input_path):
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a", "a\\b", "a\x00b"])
 def test_check_key_refuses_unsafe_keys(key):
-    with pytest.raises(layout.LayoutError):
-        layout.check_key(key)
+    with pytest.raises(UnsafeKeyError):
+        check_key(key)
 
 
 def test_manifest_keys_are_internal_and_distinct_per_partition():

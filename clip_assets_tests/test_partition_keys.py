@@ -4,7 +4,7 @@ from dagster._core.definitions.partitions.utils.base import raise_error_on_inval
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clip_assets.partition_keys import decode_partition_key, encode_partition_key
+from clip_assets.contract.partition_keys import decode_partition_key, encode_partition_key
 
 
 def test_plain_paths_are_their_own_keys():

@@ -4,7 +4,7 @@ For arbitrary text, including the tricky alphabets (`..`, absolute paths, NUL, b
 schemes, percent escapes, fullwidth dots and solidus, dot leaders, bidi and zero-width characters,
 C0 and C1 controls) as source_video / input_path / partition keys / clip ids / algorithm names: the
 layout function either refuses (LayoutError, ValueError, ProcessedVideoError), or the key it returns
-passes `layout.check_key`, stays below the root when joined and normalized, holds no NUL, backslash or
+passes `check_key`, stays below the root when joined and normalized, holds no NUL, backslash or
 control character, survives Unicode normalization, and distinct inputs give distinct keys.
 
 Each test counts the examples it tried and records them in the reliability ledger after its
@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clip_assets import layout
-from clip_assets.assets.opening import find_inbox_file
 from clip_assets.contract import ProcessedVideoError
 from clip_assets.contract.identity import canonical_uuid
-from clip_assets.partition_keys import decode_partition_key, encode_partition_key
+from clip_assets.contract.partition_keys import decode_partition_key, encode_partition_key
+from clip_assets.engine.partition_input import find_inbox_file
 from clip_assets.storage import LocalStorage, ObjectInfo
+from clip_assets.storage.keys import check_key
 
 ROOT = "/srv/clip-output"
 REFUSALS = (layout.LayoutError, ValueError, ProcessedVideoError)
@@ -66,7 +67,7 @@ def assert_inside_root(key: str) -> None:
 
 
 def assert_safe_key(key: str) -> None:
-    assert layout.check_key(key) == key
+    assert check_key(key) == key
     assert_inside_root(key)
     assert "\x00" not in key and "\\" not in key, key
 
@@ -320,7 +321,7 @@ def test_a_partition_key_names_one_safe_inbox_file_and_only_its_own(reliability)
             return
         tally("accepted")
         assert_inside_root(file.key)
-        assert layout.check_key(file.key) == file.key
+        assert check_key(file.key) == file.key
         assert encode_partition_key(file.key) == partition_key, (partition_key, file.key)
 
     check()

@@ -8,17 +8,15 @@ import io
 import json
 
 import av
-from dagster import build_sensor_context
 from PIL import Image
 
-from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from clip_assets.partition_keys import decode_partition_key
-from clip_assets.resources import StorageResource
-from clip_assets.sensors import processed_video_sensor
+from clip_assets.contract.partition_keys import decode_partition_key
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.conftest import materialize_partition, s3_connection_via
 from clip_assets_tests.factories import make_clips, noise_mp4, write_video
 from clip_assets_tests.s3_endpoint import SECRET_KEY
+from clip_assets_tests.support.dataset import sensor_tick as tick_sensor
 
 UPLOADS = ("PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload")
 
@@ -29,10 +27,7 @@ def publish(s3, inbox_prefix, local_path, relative):
 
 
 def sensor_tick(instance, s3, inbox_url, cursor=None):
-    with build_sensor_context(
-        instance=instance, cursor=cursor, resources={"inbox": StorageResource(url=inbox_url, s3=s3.connection)}
-    ) as context:
-        result = processed_video_sensor(context)
+    result = tick_sensor(instance, inbox_url, s3.connection, cursor)
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions("processed_videos", list(request.partition_keys))
     return result

@@ -10,10 +10,10 @@ import pytest
 
 from clip_assets.contract import ProcessedVideoReader
 from clip_assets.contract import schema as contract_schema
-from clip_assets.inspection import inspect_video
+from clip_assets.engine.inspection import inspect_video
 from clip_assets.storage import StorageError
+from clip_assets.storage.lease import ExpiringLease
 from clip_assets.storage.s3 import S3Options, S3Storage, parse_s3_url
-from clip_assets.storage.s3_lease import S3Lease
 from clip_assets_tests.factories import make_clips, write_video
 from clip_assets_tests.s3_endpoint import SECRET_KEY
 
@@ -225,7 +225,7 @@ def test_an_expired_lease_is_taken_over(s3):
 
 def test_a_lease_is_renewed_while_held_and_reports_when_lost(s3):
     storage = s3.storage("out")
-    lease = S3Lease(storage, "_clip_assets/locks/f/p.lock", ttl_s=2, renew_every_s=0.2)
+    lease = ExpiringLease(storage, "_clip_assets/locks/f/p.lock", ttl_s=2, renew_every_s=0.2)
     lease.acquire(timeout_s=1)
     first = json.loads(storage.read("_clip_assets/locks/f/p.lock"))["expires_at"]
     time.sleep(0.7)

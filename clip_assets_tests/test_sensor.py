@@ -1,19 +1,13 @@
 import os
 
-from dagster import build_sensor_context
-
-from clip_assets.assets.partitions import RANGE_END_TAG, RANGE_START_TAG
-from clip_assets.discovery import DiscoveredVideo, batch_runs
-from clip_assets.resources import StorageResource
-from clip_assets.sensors import processed_video_sensor
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.engine.discovery import DiscoveredVideo, batch_runs
 from clip_assets_tests.factories import write_video
+from clip_assets_tests.support.dataset import sensor_tick
 
 
 def tick(instance, inbox, cursor=None):
-    with build_sensor_context(
-        instance=instance, cursor=cursor, resources={"inbox": StorageResource(url=str(inbox))}
-    ) as context:
-        return processed_video_sensor(context)
+    return sensor_tick(instance, str(inbox), cursor=cursor)
 
 
 def test_sensor_adds_partitions_and_requests_runs_incrementally(instance, inbox):

@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from clip_assets import layout
-from clip_assets.manifest import PartitionManifest
+from clip_assets.engine.manifest import PartitionManifest
 from clip_assets_tests.factories import write_video
 from clip_assets_tests.ui_support import (
     BACKFILL_DONE,

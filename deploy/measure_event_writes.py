@@ -40,12 +40,9 @@ FAMILY_EVENTS = {"ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED"}
 
 def real_run(home: str, clips: int, scratch: Path) -> tuple[list[EventLogEntry], float]:
     """One partition through the five family assets, events written to PostgreSQL; its records and time."""
-    from clip_assets.assets.families import OUTPUT_FAMILIES
-    from clip_assets.assets.inbox import processed_videos
-    from clip_assets.assets.partitions import PARTITIONS_NAME
-    from clip_assets.definitions import build_resources
-    from clip_assets.resources import WriterSettingsResource
+    from clip_assets.defs.resources import WriterSettingsResource
     from clip_assets_tests.factories import make_clips, write_video
+    from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
 
     inbox = scratch / "inbox"
     write_video(inbox / "v.mp4.parquet", make_clips(clips, source_video="/videos/v.mp4"), source_video="/videos/v.mp4")
@@ -53,7 +50,7 @@ def real_run(home: str, clips: int, scratch: Path) -> tuple[list[EventLogEntry],
         instance.add_dynamic_partitions(PARTITIONS_NAME, ["v.mp4"])
         started = time.perf_counter()
         result = materialize(
-            [processed_videos, *OUTPUT_FAMILIES],
+            [processed_videos, *FAMILY_ASSETS],
             partition_key="v.mp4",
             instance=instance,
             resources=build_resources(str(inbox), str(scratch / "out"), WriterSettingsResource(input_path="/videos")),

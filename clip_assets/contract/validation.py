@@ -22,30 +22,6 @@ _INT_VIDEO_FIELDS = ("width", "height", "num_frames")
 _FLOAT_VIDEO_FIELDS = ("framerate", "duration")
 _STR_VIDEO_FIELDS = ("video_codec", "pixel_format", "audio_codec")
 
-# Keys the writer itself produces in a clip's metadata JSON; `extra_metadata` may not override them.
-RESERVED_CLIP_METADATA_KEYS = frozenset(
-    {
-        "span_uuid",
-        "source_video",
-        "duration_span",
-        "width_source",
-        "height_source",
-        "framerate_source",
-        "clip_location",
-        "width",
-        "height",
-        "framerate",
-        "num_frames",
-        "video_codec",
-        "num_bytes",
-        "motion_score",
-        "aesthetic_score",
-        "errors",
-        "windows",
-        "valid",
-    }
-)
-
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -288,10 +264,6 @@ class ClipChecker:
             value = getattr(clip, name)
             if value is not None and not math.isfinite(value):
                 raise self.fail(clip, name, f"must be finite, got {value}")
-        if clip.extra_metadata is not None:
-            clash = sorted(RESERVED_CLIP_METADATA_KEYS & clip.extra_metadata.keys())
-            if clash:
-                raise self.fail(clip, schema.EXTRA_METADATA, f"may not override the writer's keys {clash}")
 
     def _check_span(self, clip: ClipRecord) -> None:
         for name, value in ((schema.SPAN_START, clip.span_start), (schema.SPAN_END, clip.span_end)):

@@ -1,4 +1,4 @@
-"""The storage interface the IO manager, the assets and discovery are written against."""
+"""The storage interface the engine, discovery and the dataset readers are written against."""
 
 from __future__ import annotations
 
@@ -37,6 +37,32 @@ class Lease(Protocol):
 
     def check(self) -> None:
         """Raise StorageError if ownership was lost (an S3 lease that could not be renewed in time)."""
+        ...
+
+
+class ConditionalWrites(Protocol):
+    """Writes that take effect only if the key is in the state the writer saw: what a lease is made of.
+
+    `etag` names one version of an object (S3's ETag); a backend with another version tag uses its own.
+    """
+
+    @property
+    def root(self) -> str: ...
+
+    def put_if_absent(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo | None:
+        """Create the key; None, with nothing replaced, when it exists already."""
+        ...
+
+    def put_if_match(self, key: str, data: bytes | memoryview, etag: str) -> ObjectInfo | None:
+        """Replace the object only if it is still the version `etag` names; None when it is not (or gone)."""
+        ...
+
+    def read_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and the tag of exactly that version; None when there is no such object."""
+        ...
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete the object only if it is still the version `etag` names; otherwise leave it."""
         ...
 
 

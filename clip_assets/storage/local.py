@@ -18,8 +18,12 @@ import pyarrow as pa
 
 from clip_assets import layout
 from clip_assets.storage.base import Lease, ObjectInfo, StorageError
+from clip_assets.storage.keys import check_key
 
-STAGING_DIR = f"{layout.INTERNAL_PREFIX}/staging"
+
+def open_local(url: str) -> LocalStorage:
+    """The backend behind `open_storage` for plain paths and `file://` URLs."""
+    return LocalStorage(url.removeprefix("file://"))
 
 
 class LocalStorage:
@@ -34,7 +38,7 @@ class LocalStorage:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self._root = Path(root).expanduser().resolve()
         self._root_text = str(self._root)
-        self._staging = os.path.join(self._root_text, STAGING_DIR)
+        self._staging = os.path.join(self._root_text, layout.STAGING.rstrip("/"))
         self._folders: set[str] = set()
 
     @property
@@ -42,11 +46,11 @@ class LocalStorage:
         return self._root.as_posix()
 
     def path(self, key: str) -> Path:
-        return self._root / layout.check_key(key)
+        return self._root / check_key(key)
 
     def _file(self, key: str) -> str:
         """`path` as a string: the calls a partition makes per file take strings (see `_write`)."""
-        return os.path.join(self._root_text, layout.check_key(key))
+        return os.path.join(self._root_text, check_key(key))
 
     def put(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo:
         """Local files carry no hash of their own; `sha256` is the manifest's business here."""
@@ -174,7 +178,7 @@ class LocalStorage:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def remove_abandoned(self, older_than_s: float) -> int:
-        staging = self._root / STAGING_DIR
+        staging = Path(self._staging)
         if not staging.is_dir():
             return 0
         cutoff = time.time() - older_than_s

@@ -1,6 +1,7 @@
 """S3 and S3-compatible backend (AWS, MinIO, Ceph): complete objects only, verified in transit, bounded retries.
 
-Built on a boto3 client (made by `clip_assets.resources` through dagster-aws), not on s3fs, because the
+Built on a boto3 client (`S3Connection.client()`; the Dagster resource fills the connection from
+dagster-aws's S3Resource fields), not on s3fs, because the
 writer needs what s3fs hides: a checksum the server verifies on every PUT and every part, the sha256
 kept with the object so identical content is recognised by a HEAD instead of a download, and explicit
 abort of a multipart upload that failed. Request retries are botocore's standard mode (exponential
@@ -12,18 +13,23 @@ blocks), so a Parquet file streams, column by column, and is never downloaded wh
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
+import functools
 import hashlib
-import io
+import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Literal
 
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -31,11 +37,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from fsspec.caching import BlockCache
 
-from clip_assets import layout
 from clip_assets.storage.base import Lease, ObjectInfo, StorageError
-from clip_assets.storage.s3_lease import S3Lease
+from clip_assets.storage.keys import check_key
+from clip_assets.storage.lease import ExpiringLease
+from clip_assets.storage.ranged_reader import RangedReader
 from clip_assets.thread_pools import shared_pool
 
 SCHEME = "s3://"
@@ -78,6 +84,64 @@ class S3Options:
             raise ValueError("sse_kms_key_id needs server_side_encryption 'aws:kms'")
 
 
+@dataclass(frozen=True)
+class S3Connection:
+    """How to reach S3, beyond what botocore's own chain supplies (leave a field unset to use the chain).
+
+    The secrets are never part of the repr, so a connection can be logged or shown without them.
+    """
+
+    profile_name: str | None = None
+    region_name: str | None = None
+    endpoint_url: str | None = None
+    use_ssl: bool = True
+    verify: bool | str | None = None
+    aws_access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    aws_session_token: str | None = dataclasses.field(default=None, repr=False)
+    max_attempts: int = 5
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    max_pool_connections: int = 32
+    use_unsigned_session: bool = False
+
+    def __post_init__(self) -> None:
+        if self.addressing_style not in ("auto", "path", "virtual"):
+            raise ValueError(f"addressing_style must be auto, path or virtual, got {self.addressing_style!r}")
+
+    def client(self) -> Any:
+        """One client per distinct connection and AWS environment per process: clients are thread-safe
+        and slow to build. The AWS_* variables botocore reads (endpoint, region, profile, credentials)
+        are part of the cache key, so a changed environment gets a new client rather than a stale one."""
+        aws_environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+        return _client(self, aws_environment)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(connection: S3Connection, aws_environment: tuple[tuple[str, str], ...]) -> Any:
+    session = boto3.session.Session(profile_name=connection.profile_name)
+    return session.client(
+        "s3",
+        region_name=connection.region_name,
+        endpoint_url=connection.endpoint_url,
+        use_ssl=connection.use_ssl,
+        verify=connection.verify,
+        aws_access_key_id=connection.aws_access_key_id,
+        aws_secret_access_key=connection.aws_secret_access_key,
+        aws_session_token=connection.aws_session_token,
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": connection.max_attempts},
+            s3={"addressing_style": connection.addressing_style},
+            max_pool_connections=connection.max_pool_connections,
+            **({"signature_version": UNSIGNED} if connection.use_unsigned_session else {}),
+        ),
+    )
+
+
+def open_s3(url: str, connection: S3Connection | None = None, options: S3Options | None = None) -> S3Storage:
+    """The backend behind `open_storage` for `s3://bucket/prefix` URLs."""
+    return S3Storage((connection or S3Connection()).client(), url, options)
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix/` -> (`bucket`, `some/prefix/`); the prefix is '' or ends with '/'."""
     if not url.startswith(SCHEME):
@@ -87,7 +151,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise ValueError(f"{url!r} names no bucket")
     prefix = prefix.strip("/")
     if prefix:
-        layout.check_key(prefix)
+        check_key(prefix)
     return bucket, f"{prefix}/" if prefix else ""
 
 
@@ -132,7 +196,7 @@ class S3Storage:
         return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
 
     def _key(self, key: str) -> str:
-        return self.prefix + layout.check_key(key)
+        return self.prefix + check_key(key)
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
         code = errno.EIO
@@ -338,7 +402,7 @@ class S3Storage:
 
     @contextmanager
     def lock(self, key: str, timeout_s: float) -> Iterator[Lease]:
-        lease = S3Lease(self, key)
+        lease = ExpiringLease(self, key)
         lease.acquire(timeout_s)
         try:
             yield lease
@@ -392,56 +456,3 @@ class S3Storage:
                     yield ObjectInfo(key, int(item["Size"]), _ns(item["LastModified"]), str(item["ETag"]).strip('"'))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list", prefix, exc) from exc
-
-
-class RangedReader(io.RawIOBase):
-    """A seekable, read-only file over ranged GETs: one GET per large read, small reads share blocks.
-
-    Parquet readers fetch large column chunks in a few big reads, which go out as exact ranges. The
-    small ones (a footer, a row group's tiny identity columns, side by side in the file but read in an
-    interleaved order) go through fsspec's block cache: aligned blocks, a few kept, so neighbours
-    cost one request. Memory is the kept blocks plus what the caller asks for at once.
-    """
-
-    def __init__(self, fetch: Callable[[int, int], bytes], size: int, block_size: int, blocks_kept: int) -> None:
-        super().__init__()
-        self._fetch = fetch
-        self._small_reads = BlockCache(block_size, fetch, size, maxblocks=blocks_kept)
-        self._block_size = block_size
-        self._size = size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._position = base + offset
-        return self._position
-
-    def read(self, size: int = -1) -> bytes:
-        end = self._size if size is None or size < 0 else min(self._size, self._position + size)
-        if end <= self._position:
-            return b""
-        if end - self._position >= self._block_size:
-            data = self._fetch(self._position, end)
-        else:
-            data = self._small_reads._fetch(self._position, end)
-        self._position += len(data)
-        return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)

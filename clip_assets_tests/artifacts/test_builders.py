@@ -7,18 +7,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_assets import layout
-from clip_assets.artifacts import BuildReport
-from clip_assets.artifacts.clip_files import build_clip_files
-from clip_assets.artifacts.embeddings import build_embeddings
-from clip_assets.artifacts.previews import build_previews
-from clip_assets.artifacts.video_summary import build_video_summary
-from clip_assets.inspection import inspect_clips
+from clip_assets.engine.inspection import inspect_clips
+from clip_assets.families import BuildReport, clip_embeddings, clip_files, clip_previews, video_summaries
+from clip_assets.families.base import VideoContext, build
 from clip_assets.settings import WriterSettings
 from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, video_info
 
 
 def facts(clips):
     return inspect_clips("test.parquet", clips).facts
+
+
+def built(family, clips, settings, report, info=None):
+    """Every artifact one family builds from `clips`, as the engine's one pass would hand them over."""
+    video = VideoContext(info or video_info(), settings, facts(clips))
+    return list(build(family.builder(video, report), clips))
 
 
 def keys(artifacts):
@@ -28,7 +31,7 @@ def keys(artifacts):
 def test_clip_files_go_to_clips_or_filtered_clips():
     clips = make_clips(3, filtered=[1])
     report = BuildReport()
-    out = list(build_clip_files(clips, WriterSettings(), report))
+    out = list(built(clip_files.FAMILY, clips, WriterSettings(), report))
     assert keys(out) == sorted(
         [f"clips/{clips[0].uuid}.mp4", f"filtered_clips/{clips[1].uuid}.mp4", f"clips/{clips[2].uuid}.mp4"]
     )
@@ -39,26 +42,26 @@ def test_clip_files_respect_upload_clips_dry_run_and_missing_bytes():
     clips = make_clips(2)
     clips[1].mp4 = None
     report = BuildReport()
-    assert list(build_clip_files(clips, WriterSettings(upload_clips=False), report)) == []
+    assert list(built(clip_files.FAMILY, clips, WriterSettings(upload_clips=False), report)) == []
     assert report.counts["not_uploaded"] == 1 and report.counts["without_mp4"] == 1
     assert "has no buffer" in report.warnings[0]
-    assert list(build_clip_files(clips, WriterSettings(dry_run=True), BuildReport())) == []
+    assert list(built(clip_files.FAMILY, clips, WriterSettings(dry_run=True), BuildReport())) == []
 
 
 def test_previews_per_window_of_passed_clips_only():
     clips = make_clips(2, filtered=[0])
     clips[1].windows[1].webp = None
     report = BuildReport()
-    out = list(build_previews(clips, WriterSettings(), report))
+    out = list(built(clip_previews.FAMILY, clips, WriterSettings(), report))
     assert keys(out) == [f"previews/{clips[1].uuid}/0_4.webp"]
     assert report.counts["windows_without_webp"] == 1 and "has no webp" in report.warnings[0]
-    assert list(build_previews(clips, WriterSettings(dry_run=True), BuildReport())) == []
+    assert list(built(clip_previews.FAMILY, clips, WriterSettings(dry_run=True), BuildReport())) == []
 
 
 def test_embeddings_pickles_and_one_parquet_per_chunk_in_clip_order():
     clips = make_clips(5, filtered=[3], clips_per_chunk=2)
     report = BuildReport()
-    out = {a.key: a.data for a in build_embeddings(clips, SOURCE_VIDEO, WriterSettings(), report)}
+    out = {a.key: a.data for a in built(clip_embeddings.FAMILY, clips, WriterSettings(), report)}
     vector = pickle.loads(out[f"ce1_embd/{clips[0].uuid}.pickle"])
     assert vector.dtype == np.float32 and vector.shape == (8,)
     np.testing.assert_array_equal(vector, clips[0].embeddings["cosmos-embed1"])
@@ -77,9 +80,9 @@ def test_embeddings_pickles_and_one_parquet_per_chunk_in_clip_order():
 def test_embeddings_of_another_algorithm_are_reported_missing():
     clips = make_clips(2, algorithm="internvideo2")
     report = BuildReport()
-    assert list(build_embeddings(clips, SOURCE_VIDEO, WriterSettings(), report)) == []
+    assert list(built(clip_embeddings.FAMILY, clips, WriterSettings(), report)) == []
     assert "has no cosmos-embed1 embedding (it has ['internvideo2'])" in report.warnings[0]
-    out = list(build_embeddings(clips, SOURCE_VIDEO, WriterSettings(embedding_algorithm="internvideo2"), report))
+    out = list(built(clip_embeddings.FAMILY, clips, WriterSettings(embedding_algorithm="internvideo2"), report))
     assert {a.key.split("/")[0] for a in out} == {"iv2_embd", "iv2_embd_parquet"}
 
 
@@ -89,7 +92,7 @@ def test_video_summary_documents_follow_nemo():
     clips[3].windows[1].webp = None
     info = video_info(num_clips=4, num_chunks=2)
     settings = WriterSettings(input_path="/videos", caption_models=("qwen",))
-    out = {a.key: json.loads(a.data) for a in build_video_summary(clips, info, settings, BuildReport(), facts(clips))}
+    out = {a.key: json.loads(a.data) for a in built(video_summaries.FAMILY, clips, settings, BuildReport(), info)}
     rel = "cam1/street walk.mp4"
     assert sorted(out) == [
         f"processed_clip_chunks/{rel}_0.json",
@@ -119,18 +122,18 @@ def test_caption_model_order_picks_the_first_listed_model_present():
     settings = WriterSettings(caption_models=("qwen", "vila"))
     out = [
         json.loads(a.data)
-        for a in build_video_summary(clips, video_info(num_clips=1), settings, BuildReport(), facts(clips))
+        for a in built(video_summaries.FAMILY, clips, settings, BuildReport(), video_info(num_clips=1))
     ]
     assert out[1]["all_windows"][clips[0].uuid]["0_4"] == "from qwen"
     unset = [
         json.loads(a.data)
-        for a in build_video_summary(clips, video_info(num_clips=1), WriterSettings(), BuildReport(), facts(clips))
+        for a in built(video_summaries.FAMILY, clips, WriterSettings(), BuildReport(), video_info(num_clips=1))
     ]
     assert unset[1]["all_windows"][clips[0].uuid]["0_4"] == "from vila"
     none_listed = WriterSettings(caption_models=("other",))
     out = [
         json.loads(a.data)
-        for a in build_video_summary(clips, video_info(num_clips=1), none_listed, BuildReport(), facts(clips))
+        for a in built(video_summaries.FAMILY, clips, none_listed, BuildReport(), video_info(num_clips=1))
     ]
     assert out[1]["all_windows"][clips[0].uuid] == {} and out[1]["num_clips_with_caption"] == 0
 
@@ -138,7 +141,7 @@ def test_caption_model_order_picks_the_first_listed_model_present():
 def test_dry_run_still_writes_the_summary():
     clips = make_clips(2)
     dry_run = WriterSettings(dry_run=True)
-    out = list(build_video_summary(clips, video_info(num_clips=2), dry_run, BuildReport(), facts(clips)))
+    out = list(built(video_summaries.FAMILY, clips, dry_run, BuildReport(), video_info(num_clips=2)))
     assert len(out) == 2
 
 
@@ -147,8 +150,7 @@ def test_total_duration_is_summed_in_nemos_order_passed_then_filtered():
     for clip, duration in zip(clips, (0.1, 0.3, 0.7), strict=True):
         clip.span_start, clip.span_end = 0.0, duration
     (_, chunk) = [
-        json.loads(a.data)
-        for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport(), facts(clips))
+        json.loads(a.data) for a in built(video_summaries.FAMILY, clips, WriterSettings(), BuildReport(), video_info())
     ]
     assert chunk["total_clip_duration"] == (0.0 + 0.1 + 0.7) + 0.3 == 1.0999999999999999
     assert (0.0 + 0.1 + 0.3) + 0.7 != 1.0999999999999999  # file order would differ in the last bit
@@ -159,8 +161,7 @@ def test_filtered_clips_with_captions_count_as_nemo_counts_them():
     clips = make_clips(2, filtered=[1])
     clips[1].windows = [clips[0].windows[0]]
     (_, chunk) = [
-        json.loads(a.data)
-        for a in build_video_summary(clips, video_info(), WriterSettings(), BuildReport(), facts(clips))
+        json.loads(a.data) for a in built(video_summaries.FAMILY, clips, WriterSettings(), BuildReport(), video_info())
     ]
     assert chunk["num_clips_with_caption"] == 2
     assert list(chunk["all_windows"]) == [clips[0].uuid]  # only passed clips are listed

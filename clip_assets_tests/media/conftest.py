@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from clip_assets.media.ingest import ingest_paths
-from clip_assets.media.synthetic import write_sample_videos
+from clip_assets.producer.ingest import ingest_paths
+from clip_assets.producer.synthetic import write_sample_videos
 
 
 @pytest.fixture(scope="session")

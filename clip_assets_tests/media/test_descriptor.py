@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from clip_assets.media.descriptor import (
+from clip_assets.producer.descriptor import (
     COLOR_GRID_DIM,
     MOTION_FRAME_SIZE,
     MotionScore,

@@ -18,9 +18,10 @@ from PIL import Image
 from clip_assets.contract import ClipRecord, ProcessedVideoReader
 from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.contract.records import ChunkCounters
-from clip_assets.inspection import inspect_video
-from clip_assets.media.descriptor import COLOR_GRID_ALGORITHM
-from clip_assets.media.ingest import (
+from clip_assets.engine.inspection import inspect_video
+from clip_assets.media.probe import MediaError, probe_mp4
+from clip_assets.producer.descriptor import COLOR_GRID_ALGORITHM
+from clip_assets.producer.ingest import (
     IngestSettings,
     chunk_count,
     clip_frame_range,
@@ -30,8 +31,7 @@ from clip_assets.media.ingest import (
     plan_clip_spans,
     plan_windows,
 )
-from clip_assets.media.probe import MediaError, probe_mp4
-from clip_assets.media.synthetic import SAMPLE_VIDEOS, write_video
+from clip_assets.producer.synthetic import SAMPLE_VIDEOS, write_video
 
 MOVING = ("cam1/street walk.mp4", "cam2/bouncing box.mp4")
 STILL = "static/still frame.mp4"

@@ -10,7 +10,7 @@ import av
 import numpy as np
 
 from clip_assets.media.probe import VideoProbe, probe_video_file
-from clip_assets.media.synthetic import SAMPLE_VIDEOS, write_video
+from clip_assets.producer.synthetic import SAMPLE_VIDEOS, write_video
 
 
 def decoded_frames(path: Path) -> list[np.ndarray]:

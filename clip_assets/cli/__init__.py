@@ -1,0 +1,170 @@
+"""`clip-assets`: make sample input, ingest real video, register partitions, backfill them, run the demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from clip_assets.defs.environment import (
+    DATA_DIR,
+    EMBEDDING_ALGORITHM_VAR,
+    INBOX_VAR,
+    INPUT_PATH_VAR,
+    OUTPUT_VAR,
+    PARTITIONS_PER_RUN_VAR,
+    configured,
+)
+
+
+@click.group()
+def main() -> None:
+    """Turn processed videos into NeMo Curator-compatible curated outputs, as Dagster assets."""
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def sample(directory: Path) -> None:
+    """Write a few short synthetic test-pattern videos into DIRECTORY."""
+    from clip_assets.producer.synthetic import write_sample_videos
+
+    for path in write_sample_videos(directory):
+        click.echo(path)
+
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--inbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Inbox folder (default: ${INBOX_VAR} or {configured(INBOX_VAR)}).",
+)
+@click.option(
+    "--input-root",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Name processed videos by their path below this folder (default: below each folder argument).",
+)
+@click.option("--clip-len", type=float, default=2.0, show_default=True, help="Clip length in seconds.")
+@click.option("--stride", type=float, default=2.0, show_default=True, help="Seconds between clip starts.")
+@click.option("--min-clip-len", type=float, default=1.0, show_default=True, help="Shorter last clips are dropped.")
+@click.option("--clips-per-chunk", type=int, default=0, show_default=True, help="Clips per chunk (0: no chunks).")
+@click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
+@click.option("--skip-up-to-date", is_flag=True, help="Skip videos whose processed file is newer than the video.")
+def ingest(
+    videos: tuple[Path, ...],
+    inbox: Path | None,
+    input_root: Path | None,
+    clip_len: float,
+    stride: float,
+    min_clip_len: float,
+    clips_per_chunk: int,
+    no_progress: bool,
+    skip_up_to_date: bool,
+) -> None:
+    """Turn VIDEOS (files or folders) into processed-video files in the inbox."""
+    from clip_assets.media.probe import MediaError
+    from clip_assets.producer.ingest import ingest_paths
+    from clip_assets.producer.planning import IngestSettings
+
+    target = inbox or Path(configured(INBOX_VAR))
+    try:
+        settings = IngestSettings(
+            clip_len_s=clip_len, stride_s=stride, min_clip_len_s=min_clip_len, clips_per_chunk=clips_per_chunk
+        )
+        written = ingest_paths(
+            list(videos),
+            target,
+            input_root=input_root,
+            settings=settings,
+            progress=not no_progress,
+            skip_up_to_date=skip_up_to_date,
+        )
+    except (MediaError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(path)
+
+
+@main.command()
+@click.option(
+    "--inbox", default=None, help=f"Inbox folder or s3:// URL (default: ${INBOX_VAR} or {configured(INBOX_VAR)})."
+)
+def discover(inbox: str | None) -> None:
+    """Register every complete processed video in the inbox as a partition of the instance at $DAGSTER_HOME."""
+    from dagster import DagsterInstance
+
+    from clip_assets.defs.names import DatasetNames
+    from clip_assets.defs.resources import s3_connection
+    from clip_assets.engine.discovery import register
+    from clip_assets.storage import open_storage
+
+    storage = open_storage(inbox or configured(INBOX_VAR), s3=s3_connection(configured).storage_options())
+    result, new_keys = register(DagsterInstance.get(), storage, DatasetNames().partitions)
+    for video in result.videos:
+        click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")
+    for key in result.incomplete:
+        click.echo(f"skipped {key} (incomplete: no readable Parquet footer)", err=True)
+    click.echo(f"{len(result.videos)} processed videos in {storage.root}, {len(new_keys)} new partitions", err=True)
+
+
+@main.command()
+@click.argument("partitions", nargs=-1)
+@click.option("--all", "all_partitions", is_flag=True, help="Every registered partition.")
+@click.option(
+    "--per-run",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Partitions per run (default: ${PARTITIONS_PER_RUN_VAR} or {configured(PARTITIONS_PER_RUN_VAR)}).",
+)
+def backfill(partitions: tuple[str, ...], all_partitions: bool, per_run: int | None) -> None:
+    """Materialize PARTITIONS (or --all) in batched runs in this process, recorded in $DAGSTER_HOME's instance.
+
+    For CI and scripts: no daemon needed; the exit status says whether every partition succeeded.
+    """
+    from dagster import DagsterInstance
+
+    from clip_assets.cli.backfill import run_backfill
+
+    if bool(partitions) == all_partitions:
+        raise click.UsageError("give partition keys or --all, not both and not neither")
+    try:
+        ok = run_backfill(
+            DagsterInstance.get(),
+            None if all_partitions else list(partitions),
+            per_run or int(configured(PARTITIONS_PER_RUN_VAR)),
+            click.echo,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(DATA_DIR),
+    show_default=True,
+    help="Where sample videos, inbox and output go.",
+)
+def demo(workdir: Path) -> None:
+    """Sample videos -> ingest -> discover -> the curate_videos job for every partition, in a temporary
+    Dagster home, on local storage."""
+    from clip_assets.cli.demo import run_demo
+    from clip_assets.producer.descriptor import COLOR_GRID_ALGORITHM
+
+    os.environ.setdefault(INBOX_VAR, str(workdir / "inbox"))
+    os.environ.setdefault(OUTPUT_VAR, str(workdir / "output"))
+    # The ingested videos record their absolute path, as upstream pipelines do; strip the demo folder.
+    os.environ.setdefault(INPUT_PATH_VAR, str((workdir / "videos").resolve()))
+    # The sample videos carry an honest colour-grid descriptor, not Cosmos-Embed1: write that one.
+    os.environ.setdefault(EMBEDDING_ALGORITHM_VAR, COLOR_GRID_ALGORITHM)
+    with tempfile.TemporaryDirectory(prefix="clip-assets-dagster-home-") as home:
+        os.environ["DAGSTER_HOME"] = home
+        ok = run_demo(workdir, echo=click.echo)
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,115 @@
+"""Dataset-wide figures a curator asks for, rolled up from every partition's manifests and chunk stats.
+
+Each partition's families are read from their manifests (what was written, never the inbox); the
+counters come from NeMo's per-chunk JSON that `video_summaries` wrote.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clip_assets import layout
+from clip_assets.engine.manifest import load_manifest
+from clip_assets.families import OutputFamily, video_summaries
+from clip_assets.storage import Storage
+
+
+@dataclass
+class DatasetStats:
+    videos: int = 0
+    clips_passed: int = 0
+    clips_filtered: int = 0
+    clip_seconds: float = 0.0
+    clips_with_caption: int = 0
+    clips_with_embeddings: int = 0
+    clips_with_webp: int = 0
+    bytes_by_family: Counter[str] = field(default_factory=Counter)
+    files_by_family: Counter[str] = field(default_factory=Counter)
+    clips_by_video: dict[str, int] = field(default_factory=dict)
+
+    def add_video(self, partition_key: str, chunk_documents: list[dict[str, Any]]) -> None:
+        """One video's `processed_clip_chunks` documents (NeMo's counters)."""
+        self.videos += 1
+        passed = 0
+        for doc in chunk_documents:
+            passed += int(doc["num_clips_passed"])
+            self.clips_filtered += len(doc["filtered_clips"])
+            self.clip_seconds += float(doc["total_clip_duration"])
+            self.clips_with_caption += int(doc["num_clips_with_caption"])
+            self.clips_with_embeddings += int(doc["num_clips_with_embeddings"])
+            self.clips_with_webp += int(doc["num_clips_with_webp"])
+        self.clips_passed += passed
+        self.clips_by_video[partition_key] = passed
+
+    def add_family(self, family: str, files: int, size: int) -> None:
+        self.files_by_family[family] += files
+        self.bytes_by_family[family] += size
+
+    def coverage(self, count: int) -> float:
+        return count / self.clips_passed if self.clips_passed else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "videos": self.videos,
+            "clips_passed": self.clips_passed,
+            "clips_filtered": self.clips_filtered,
+            "clip_hours": self.clip_seconds / 3600,
+            "caption_coverage": self.coverage(self.clips_with_caption),
+            "embedding_coverage": self.coverage(self.clips_with_embeddings),
+            "preview_coverage": self.coverage(self.clips_with_webp),
+            "bytes_by_family": dict(sorted(self.bytes_by_family.items())),
+            "files_by_family": dict(sorted(self.files_by_family.items())),
+            "clips_by_video": dict(sorted(self.clips_by_video.items())),
+        }
+
+
+def summarize(
+    storage: Storage, families: Sequence[OutputFamily], partition_keys: Iterable[str]
+) -> tuple[DatasetStats, int]:
+    """The roll-up of every partition in `partition_keys`, and how many of them have no outputs yet."""
+    stats = DatasetStats()
+    missing = 0
+    for key in sorted(partition_keys):
+        summary = load_manifest(storage, video_summaries.FAMILY.name, key)
+        if summary is None:
+            missing += 1
+            continue
+        chunk_keys = sorted(k for k in summary.entries if k.startswith(layout.CHUNK_STATS))
+        stats.add_video(key, [json.loads(storage.read(k)) for k in chunk_keys])
+        for family in families:
+            manifest = summary if family is video_summaries.FAMILY else load_manifest(storage, family.name, key)
+            if manifest is not None:
+                stats.add_family(family.name, len(manifest.entries), manifest.total_bytes)
+    return stats, missing
+
+
+def plot_png(stats: DatasetStats) -> bytes:
+    """Bytes per family and passed clips per video, as a PNG for the UI."""
+    # Imported here: matplotlib costs a noticeable import time, and only the summary draws.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (by_family, by_video) = plt.subplots(1, 2, figsize=(10, 3.6))
+    families = sorted(stats.bytes_by_family)
+    by_family.barh(families, [stats.bytes_by_family[f] / 1e6 for f in families], color="#4f46e5")
+    by_family.set_xlabel("MB written")
+    by_family.set_title("Bytes per output family")
+    clip_counts = sorted(stats.clips_by_video.values(), reverse=True)
+    by_video.bar(range(len(clip_counts)), clip_counts, color="#0d9488")
+    by_video.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_video.set_xlabel("videos, most clips first")
+    by_video.set_ylabel("passed clips")
+    by_video.set_title(f"{stats.clips_passed} passed clips in {stats.videos} videos")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()

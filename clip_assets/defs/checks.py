@@ -1,0 +1,97 @@
+"""Asset checks, one per output family: is what the manifests record still there and sound?
+
+They read every recorded object back (clip-sized objects, a few at a time) and decode it, so they cost
+a full read of the outputs they cover; the writer already verifies as it writes, so `curate_videos`
+does not run them (a materialization launched on the assets from the UI does, after writing). They
+cover the partitions of the run they are in: one, a backfill's range, or, in a run with no partition
+(the `verify_outputs` job launched as is), every partition. A failure names each damaged artifact and
+its partition; re-materializing the partition rewrites whatever is not as recorded.
+
+They are not partitioned checks: Dagster 1.13 records one result per check per run, and a batched run
+covers many partitions, so the result belongs to the run's partitions together.
+"""
+
+from collections.abc import Sequence
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    MetadataValue,
+    asset_check,
+)
+
+from clip_assets import layout
+from clip_assets.defs.names import DatasetNames
+from clip_assets.defs.resources import StorageResource, WriterSettingsResource
+from clip_assets.engine.manifest import load_manifest
+from clip_assets.engine.verification import verify_cross_references, verify_entries
+from clip_assets.families import OutputFamily
+from clip_assets.families.base import Problem
+
+_MAX_LISTED_PROBLEMS = 50
+
+
+def _partitions(context: AssetCheckExecutionContext, names: DatasetNames) -> list[str]:
+    """The run's partitions: a backfill's range, one partition, or (a run with none) all of them."""
+    run = context.op_execution_context
+    if run.has_partition_key_range:
+        return sorted(run.partition_keys)
+    if run.has_partition_key:
+        return [run.partition_key]
+    return sorted(context.instance.get_dynamic_partitions(names.partitions))
+
+
+def _intact_check(names: DatasetNames, family: OutputFamily, families: Sequence[OutputFamily]) -> AssetChecksDefinition:
+    others = [other.name for other in families if other is not family]
+
+    @asset_check(
+        asset=names.key(family.name),
+        name="intact",
+        required_resource_keys={names.output, names.writer_settings},
+        description=f"Every {family.name} object the manifests record exists with its size and sha256, decodes as "
+        "what it claims to be, and agrees with the other families' files; for the run's partitions, or all of them.",
+    )
+    def intact(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        output: StorageResource = getattr(context.resources, names.output)
+        writer_settings: WriterSettingsResource = getattr(context.resources, names.writer_settings)
+        storage = output.get_storage()
+        settings = writer_settings.to_settings(storage.root)
+        problems: list[tuple[str, Problem]] = []
+        checked = bytes_read = 0
+        partitions = _partitions(context, names)
+        for key in partitions:
+            manifest = load_manifest(storage, family.name, key)
+            if manifest is None:
+                problems.append((key, Problem(layout.manifest_key(family.name, key), "never materialized")))
+                continue
+            verification = verify_entries(storage, manifest, family)
+            checked += verification.checked
+            bytes_read += verification.bytes_read
+            siblings = {name: load_manifest(storage, name, key) for name in others}
+            found = verification.problems + verify_cross_references(storage, manifest, family, siblings, settings)
+            problems += [(key, problem) for problem in found]
+        listed = problems[:_MAX_LISTED_PROBLEMS]
+        table = "| partition | artifact | problem |\n|---|---|---|\n" + "\n".join(
+            f"| `{key}` | `{p.key}` | {p.problem} |" for key, p in listed
+        )
+        return AssetCheckResult(
+            passed=not problems,
+            severity=AssetCheckSeverity.ERROR,
+            description="; ".join(str(p) for _, p in problems[:3]) or f"{checked} objects verified",
+            metadata={
+                "partitions": len(partitions),
+                "objects_verified": checked,
+                "bytes_read": MetadataValue.int(bytes_read),
+                "problems": len(problems),
+                **({"damaged": MetadataValue.md(table)} if problems else {}),
+            },
+        )
+
+    return intact
+
+
+def intact_checks(names: DatasetNames, families: Sequence[OutputFamily]) -> list[AssetChecksDefinition]:
+    """One `intact` check per family of the dataset."""
+    return [_intact_check(names, family, families) for family in families]

@@ -1,0 +1,42 @@
+"""A run's partitions, one after another or a few at a time; each outcome as soon as it is known.
+
+Each partition is written on its own (its lock, its manifests, its failure). One at a time is the
+default because it is what keeps two inputs that claim the same clip id apart within a run: the
+second partition finds the first one's manifest and is refused, where two in flight at once would
+each see a file no manifest owns yet and the later would replace it as a killed run's leftover.
+More at once (`partitions_in_parallel`) pays off where that cannot happen (clip ids derived from the
+source path, as NeMo derives them): a partition's fixed cost is a sequence of round trips that on S3
+waits on latency, and locally one partition's reading overlaps another's writing (about 15% on W1,
+docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from clip_assets.engine.partition import PartitionOutcome, WriteJob, write_partition
+from clip_assets.engine.writer import ArtifactWriter
+
+# See the module's docstring for when more is safe; each partition in flight also holds its own read
+# of the input (about 100 MB at the peak of inspection).
+PARTITIONS_IN_PARALLEL = 1
+
+
+def write_partitions(
+    job: WriteJob,
+    partition_keys: Sequence[str],
+    log: logging.Logger,
+    in_parallel: int = PARTITIONS_IN_PARALLEL,
+) -> Iterator[PartitionOutcome]:
+    """Write `partition_keys` in order; yields each partition's outcome (failures included) as it completes,
+    so a caller can record it at once: a run killed half-way has recorded the half it wrote."""
+    writer = ArtifactWriter(job.output, max_workers=job.settings.max_workers)
+    if in_parallel <= 1 or len(partition_keys) <= 1:
+        for key in partition_keys:
+            yield write_partition(job, key, writer, log)
+        return
+    # Its own threads: a partition's writes wait on the shared writer pool, which must not be this one.
+    with ThreadPoolExecutor(min(in_parallel, len(partition_keys)), thread_name_prefix="partitions") as pool:
+        yield from pool.map(lambda key: write_partition(job, key, writer, log), partition_keys)

@@ -1,0 +1,153 @@
+"""How one partition is written: the steps of docs/outputs.md, in order, in `write_partition`.
+
+A problem with the input (missing, malformed, claiming another video's outputs), the lock or the
+claims fails every family of the partition before anything is written; a problem writing one family
+(a storage error, a conflict, a duplicate key) fails that family only, and the others are written.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from clip_assets import layout
+from clip_assets.contract.limits import ValidationLimits
+from clip_assets.engine.manifest import PartitionManifest
+from clip_assets.engine.output_version import output_version
+from clip_assets.engine.partition_input import PartitionInput, find_inbox_file, open_partition_input
+from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
+from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
+from clip_assets.settings import WriterSettings
+from clip_assets.storage import Storage
+
+
+@dataclass(frozen=True)
+class WriteJob:
+    """What a run writes: which families, read from which inbox, written to which output, and how.
+
+    `dataset_families` are every family of the dataset: each may refuse a clip (`check_clip`), so an
+    input is good or bad for all of them, whichever `families` this run writes.
+    """
+
+    families: tuple[OutputFamily, ...]
+    inbox: Storage
+    output: Storage
+    settings: WriterSettings
+    limits: ValidationLimits
+    dataset_families: tuple[OutputFamily, ...] = FAMILIES
+
+
+@dataclass
+class PartitionOutcome:
+    """One partition's write: per family, its result or the error that failed it, and its build report."""
+
+    partition_key: str
+    source: str = ""
+    results: dict[str, WriteResult] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    reports: dict[str, BuildReport] = field(default_factory=dict)
+
+    def report(self, family: OutputFamily) -> BuildReport:
+        return self.reports.setdefault(family.name, BuildReport())
+
+    def settle(self, family: OutputFamily, write: Callable[[], WriteResult]) -> None:
+        """Run one family's write step; its failure is that family's alone."""
+        try:
+            self.results[family.name] = write()
+        except Exception as error:  # one family's failure must not cost the others theirs
+            self.errors[family.name] = error
+
+    def fail_unsettled(self, families: Sequence[OutputFamily], error: Exception) -> None:
+        for family in families:
+            if family.name not in self.results:
+                self.errors.setdefault(family.name, error)
+
+
+def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> PartitionOutcome:
+    """Write the job's families of one partition; never raises: failures are in the outcome."""
+    outcome = PartitionOutcome(partition_key, source=f"{job.inbox.root}/{partition_key}")
+    try:
+        file = find_inbox_file(job.inbox, partition_key)
+        outcome.source = file.name
+        version = output_version(file.info.fingerprint, job.settings)
+        # 0. Unchanged? Then verify, don't read (and take no lock).
+        recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in job.families}
+        pending = _changed(job.families, recorded, version, writer, outcome)
+        if not pending:
+            return outcome
+        writer.sweep_abandoned()
+        # 1. Lock the partition: two runs of it never interleave.
+        with job.output.lock(layout.lock_key(partition_key), writer.lock_timeout_s) as lease:
+            recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in pending}
+            pending = _changed(pending, recorded, version, writer, outcome)  # another run may just have written
+            if not pending:
+                return outcome
+            # 2. Inspect all of the input, then check that its outputs are its own.
+            video = open_partition_input(
+                file, partition_key, job.output, job.settings, job.limits, job.dataset_families, log
+            )
+            # 3-4. Build every family's artifacts in one pass over the file, writing them as they come.
+            writes = {
+                f.name: writer.begin(recorded[f.name], f.name, partition_key, file.name, version) for f in pending
+            }
+            _build_and_write(video, pending, writes, outcome)
+            # 5-6. Remove what each family no longer produces, then record its manifest.
+            for family in pending:
+                if family.name not in outcome.errors:
+                    outcome.settle(family, functools.partial(writes[family.name].finish, lease))
+    except Exception as error:  # the input, the lock, the claims or the stream: every family not done fails
+        outcome.fail_unsettled(job.families, error)
+    return outcome
+
+
+def _changed(
+    families: Sequence[OutputFamily],
+    recorded: dict[str, PartitionManifest | None],
+    version: str,
+    writer: ArtifactWriter,
+    outcome: PartitionOutcome,
+) -> list[OutputFamily]:
+    """The families whose outputs are not already what this version would write; the others are settled."""
+    pending = []
+    for family in families:
+        unchanged = writer.unchanged(recorded[family.name], version)
+        if unchanged is None:
+            pending.append(family)
+        else:
+            outcome.results[family.name] = unchanged
+    return pending
+
+
+def _build_and_write(
+    video: PartitionInput, families: Sequence[OutputFamily], writes: dict[str, FamilyWrite], outcome: PartitionOutcome
+) -> None:
+    """One stream of the columns the families read, each clip handed to every family's builder.
+
+    A family whose builder or write fails stops being fed (what it wrote is recorded); the stream
+    itself failing (the file changed since inspection) stops them all.
+    """
+    builders = {family.name: family.builder(video.context, outcome.report(family)) for family in families}
+    live = list(families)
+
+    def feed(family: OutputFamily, step: Callable[[], Iterable[Artifact]]) -> None:
+        write = writes[family.name]
+        try:
+            for artifact in step():
+                write.add(artifact)
+        except Exception as error:
+            write.abandon(error)
+            outcome.errors[family.name] = error
+            live.remove(family)
+
+    try:
+        for clip in video.clips(frozenset().union(*(family.columns for family in families))):
+            for family in list(live):
+                feed(family, functools.partial(builders[family.name].add, clip))
+        for family in list(live):
+            feed(family, builders[family.name].finish)
+    except BaseException as failure:
+        for family in live:
+            writes[family.name].abandon(failure)
+        raise

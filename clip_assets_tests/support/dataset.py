@@ -1,0 +1,51 @@
+"""The default dataset's Dagster objects, for tests that bind their own folders, endpoint and settings."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetsDefinition,
+    ConfigurableResource,
+    DagsterInstance,
+    EnvVar,
+    build_sensor_context,
+)
+
+from clip_assets.defs.dataset import dataset_definitions, dataset_resources
+from clip_assets.defs.names import DatasetNames
+from clip_assets.defs.resources import (
+    S3ConnectionResource,
+    StorageResource,
+    ValidationLimitsResource,
+    WriterSettingsResource,
+)
+from clip_assets.defs.sensors import evaluate_inbox
+
+NAMES = DatasetNames()
+PARTITIONS_NAME = NAMES.partitions
+PARTITIONS_PER_RUN = 25
+DEFINITIONS = dataset_definitions(NAMES, {}, partitions_per_run=PARTITIONS_PER_RUN)
+processed_videos, family_outputs, dataset_summary = DEFINITIONS.assets  # type: ignore[misc]
+FAMILY_ASSETS: list[AssetsDefinition] = [family_outputs]  # type: ignore[list-item]
+output_checks = list(DEFINITIONS.asset_checks)
+processed_video_sensor, dataset_summary_automation = DEFINITIONS.sensors
+verify_outputs = next(job for job in DEFINITIONS.jobs or () if job.name == NAMES.name("verify_outputs"))
+
+
+def build_resources(
+    inbox: str | EnvVar,
+    output: str | EnvVar,
+    writer_settings: WriterSettingsResource,
+    s3: S3ConnectionResource | None = None,
+    validation_limits: ValidationLimitsResource | None = None,
+) -> dict[str, ConfigurableResource]:
+    """The default dataset's resources, on the test's own folders or endpoint."""
+    return dataset_resources(NAMES, inbox, output, writer_settings, s3, validation_limits)
+
+
+def sensor_tick(
+    instance: DagsterInstance, inbox: str, s3: S3ConnectionResource | None = None, cursor: str | None = None
+):
+    """One tick of the default dataset's inbox sensor against `inbox` (what its `@sensor` function runs)."""
+    storage = StorageResource(url=inbox, s3=s3).get_storage()
+    with build_sensor_context(instance=instance, cursor=cursor) as context:
+        return evaluate_inbox(context, storage, NAMES, PARTITIONS_PER_RUN)

@@ -1,0 +1,181 @@
+"""The shape docs/architecture.md promises: one-way layers, families as data, datasets as components."""
+
+import ast
+import hashlib
+from pathlib import Path
+
+from dagster import AssetCheckKey, AssetKey, materialize
+
+import clip_assets
+from clip_assets.contract import ClipRecord
+from clip_assets.defs.component import CuratedDataset
+from clip_assets.defs.dataset import dataset_definitions, dataset_resources
+from clip_assets.defs.names import DatasetNames
+from clip_assets.defs.resources import WriterSettingsResource
+from clip_assets.engine.manifest import load_manifest
+from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
+from clip_assets.families.base import Damaged, VideoContext
+from clip_assets.storage import LocalStorage
+from clip_assets_tests.factories import make_clips, write_video
+
+PACKAGE = Path(clip_assets.__file__).parent
+# Bottom to top; a module may import its own layer or a lower one (docs/architecture.md).
+LAYERS = [
+    {"layout", "settings", "thread_pools"},
+    {"contract"},
+    {"media", "storage"},
+    {"families", "producer"},
+    {"engine"},
+    {"dataset"},
+    {"defs"},
+    {"definitions"},
+    {"cli"},
+]
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def imports(path: Path) -> set[str]:
+    """The package's modules a file imports; `from package import submodule` names the submodule."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clip_assets."):
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if is_module(submodule) else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("clip_assets.")}
+    return found
+
+
+def test_every_import_runs_down_the_layers_and_none_closes_a_circle():
+    graph = {module_name(path): imports(path) for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
+    graph.update(
+        {module_name(path): imports(path) for path in PACKAGE.rglob("__init__.py") if path != PACKAGE / "__init__.py"}
+    )
+    upward = [
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    ]
+    assert upward == []
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        pending = list(graph.get(start, ()))
+        while pending:
+            module = pending.pop()
+            if module not in seen:
+                seen.add(module)
+                pending += graph.get(module, ())
+        return seen
+
+    circles = [module for module in graph if module in reachable(module)]
+    assert circles == []
+    assert len(graph) > 50  # the walk saw the whole package
+
+
+class Stamps:
+    """A throw-away family: one text file per passed clip, naming its span."""
+
+    def __init__(self, video: VideoContext, report: BuildReport) -> None:
+        self.report = report
+
+    def add(self, clip: ClipRecord):
+        if clip.filtered:
+            return ()
+        self.report.counts["stamps"] += 1
+        return (Artifact(f"stamps/{clip.uuid}.txt", f"{clip.span_start}-{clip.span_end}".encode()),)
+
+    def finish(self):
+        return ()
+
+
+def verify_stamp(key: str, data: bytes) -> None:
+    if b"-" not in data:
+        raise Damaged("not a span")
+
+
+STAMPS = OutputFamily(
+    name="clip_stamps",
+    description="A span per passed clip.",
+    kinds=frozenset({"text"}),
+    columns=frozenset(),
+    builder=Stamps,
+    verify=verify_stamp,
+)
+
+
+def test_a_family_added_in_one_place_gets_an_asset_a_check_and_its_outputs(tmp_path, instance):
+    names = DatasetNames()
+    inbox, output = tmp_path / "inbox", tmp_path / "output"
+    clips = make_clips(3, filtered=[1], source_video="/videos/a.mp4")
+    write_video(inbox / "a.mp4.parquet", clips, source_video="/videos/a.mp4")
+    resources = dataset_resources(names, str(inbox), str(output), WriterSettingsResource(input_path="/videos"))
+    definitions = dataset_definitions(names, resources, families=(*FAMILIES, STAMPS))
+
+    assert AssetKey("clip_stamps") in definitions.resolve_all_asset_keys()
+    assert AssetCheckKey(AssetKey("clip_stamps"), "intact") in definitions.resolve_asset_graph().asset_check_keys
+
+    instance.add_dynamic_partitions(names.partitions, ["a.mp4"])
+    assets = list(definitions.assets or ())
+    result = materialize(
+        assets,
+        selection=[names.key(family.name) for family in (*FAMILIES, STAMPS)],
+        partition_key="a.mp4",
+        instance=instance,
+        resources=definitions.resources,
+    )
+    assert result.success
+    stamps = sorted(p.name for p in (output / "stamps").iterdir())
+    assert stamps == sorted(f"{c.uuid}.txt" for c in clips if not c.filtered)
+    manifest = load_manifest(LocalStorage(output), "clip_stamps", "a.mp4")
+    assert manifest is not None and len(manifest.entries) == 2
+    for key, entry in manifest.entries.items():
+        assert hashlib.sha256((output / key).read_bytes()).hexdigest() == entry.sha256
+
+    job = definitions.resolve_job_def(names.name("verify_outputs"))
+    checked = job.execute_in_process(instance=instance, tags={"dagster/partition": "a.mp4"})
+    evaluations = {e.asset_key.to_user_string(): e.passed for e in checked.get_asset_check_evaluations()}
+    assert evaluations["clip_stamps"] is True and len(evaluations) == len(FAMILIES) + 1
+
+
+def test_two_datasets_from_the_component_share_a_code_location_without_colliding(tmp_path, instance):
+    default = CuratedDataset()
+    cars = CuratedDataset(
+        key_prefix=["cars"],
+        inbox=str(tmp_path / "cars-inbox"),
+        output=str(tmp_path / "cars-output"),
+        input_path="/videos",
+        partitions_per_run=3,
+    )
+    merged = type(default.build_defs(None)).merge(default.build_defs(None), cars.build_defs(None))
+    keys = merged.resolve_all_asset_keys()
+    assert {AssetKey("clip_files"), AssetKey(["cars", "clip_files"])} <= set(keys)
+    assert merged.resolve_job_def("cars_curate_videos").name == "cars_curate_videos"
+    assert {sensor.name for sensor in merged.sensors or ()} >= {"processed_video_sensor", "cars_processed_video_sensor"}
+    outputs = merged.resolve_assets_def(AssetKey(["cars", "clip_files"]))
+    assert outputs.backfill_policy is not None and outputs.backfill_policy.max_partitions_per_run == 3
+
+    write_video(
+        tmp_path / "cars-inbox/a.mp4.parquet", make_clips(2, source_video="/videos/a.mp4"), source_video="/videos/a.mp4"
+    )
+    instance.add_dynamic_partitions("cars_processed_videos", ["a.mp4"])
+    result = merged.resolve_job_def("cars_curate_videos").execute_in_process(instance=instance, partition_key="a.mp4")
+    assert result.success
+    assert (tmp_path / "cars-output/processed_videos/a.mp4.json").exists()
+    assert not Path(default.output).joinpath("processed_videos/a.mp4.json").exists()
