@@ -7,8 +7,12 @@ cover the partitions of the run they are in: one, a backfill's range, or, in a r
 (the `verify_outputs` job launched as is), every partition. A failure names each damaged artifact and
 its partition; re-materializing the partition rewrites whatever is not as recorded.
 
-They are not partitioned checks: Dagster 1.13 records one result per check per run, and a batched run
-covers many partitions, so the result belongs to the run's partitions together.
+They are not partitioned checks. Dagster 1.13's partitioned checks (a preview) would record a
+single-partition run's result on its partition, but a range run gets one result with no partition
+(its partitions show as skipped), and a run with no partition fails outright once the asset has
+materializations ("Cannot access partition_key for a non-partitioned run"), which would break
+`verify_outputs` over the whole dataset. So every run records one result for the partitions it
+covered, listed in its metadata with the partition of each damaged artifact.
 """
 
 from collections.abc import Sequence
@@ -82,6 +86,7 @@ def _intact_check(names: DatasetNames, family: OutputFamily, families: Sequence[
             description="; ".join(str(p) for _, p in problems[:3]) or f"{checked} objects verified",
             metadata={
                 "partitions": len(partitions),
+                "partitions_checked": MetadataValue.json(partitions[:_MAX_LISTED_PROBLEMS]),
                 "objects_verified": checked,
                 "bytes_read": MetadataValue.int(bytes_read),
                 "problems": len(problems),

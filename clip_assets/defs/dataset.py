@@ -43,7 +43,7 @@ def dataset_definitions(
         assets=[
             inbox_spec(names, owners),
             output_families_asset(names, families, partitions_per_run, owners),
-            dataset_summary_asset(names, families),
+            dataset_summary_asset(names, families, owners),
         ],
         asset_checks=intact_checks(names, families),
         sensors=[inbox_sensor(names, partitions_per_run, sensor_interval_s), summary_automation(names)],

@@ -20,12 +20,15 @@ from clip_assets.defs.resources import StorageResource
 from clip_assets.families import OutputFamily
 
 
-def dataset_summary_asset(names: DatasetNames, families: Sequence[OutputFamily]) -> AssetsDefinition:
+def dataset_summary_asset(
+    names: DatasetNames, families: Sequence[OutputFamily], owners: Sequence[str]
+) -> AssetsDefinition:
     @asset(
         key=names.key("dataset_summary"),
         deps=[names.key(family.name) for family in families],
         kinds={"json"},
         group_name=names.group(DATASET_GROUP),
+        owners=list(owners),
         automation_condition=AutomationCondition.eager(),
         required_resource_keys={names.output},
         description="Roll-up of every processed video's outputs: clips, hours, bytes per family, caption and "
