@@ -42,9 +42,8 @@ from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.defs.resources import ValidationLimitsResource, WriterSettingsResource
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
-from clip_assets_tests.conftest import FAMILY_ASSETS
-from clip_assets_tests.factories import make_clips, tiny_mp4, tiny_webp, video_info, write_video
-from clip_assets_tests.support.dataset import PARTITIONS_NAME, build_resources, processed_videos
+from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
+from clip_assets_tests.support.factories import make_clips, tiny_mp4, tiny_webp, video_info, write_video
 
 FAMILIES = tuple(family.name for family in OUTPUT_FAMILIES)
 INPUT_PATH = "/videos"
