@@ -6,6 +6,7 @@
 - `processes`: free ports, bounded waits, server processes in groups of their own;
 - `graphql`: a client of dagster-webserver's GraphQL API and the queries the tests send;
 - `deployment`: the shipped instance files, a throwaway PostgreSQL database, a running deployment;
+- `hostile_corpus`, `hostile_runs`: the malformed and hostile inputs, and what a run of them left;
 - `reliability`: the ledger behind docs/reliability.md;
 - `partition_process`: one partition materialized in a process of its own (`python -m`).
 """
