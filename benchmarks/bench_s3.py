@@ -1,7 +1,7 @@
 """S3: a partition's output uploaded by clip-assets against `aws s3 cp --recursive` of the same files.
 
 Both talk to the same S3 endpoint on loopback: moto's server in its own process, started by the tests'
-`clip_assets_tests.s3_endpoint.MotoServer`. Timed runs go straight to it; one more untimed pass of each,
+`clip_assets_tests.support.s3_endpoint.MotoServer`. Timed runs go straight to it; one more untimed pass of each,
 over the first few partitions, goes through the tests' counting proxy (`FaultProxy`, which runs in this
 process and would otherwise steal CPU from the side it serves) to report requests per S3 operation.
 clip-assets runs the engine's code path with the output root `s3://bucket/ours` (the inbox stays local);
@@ -25,7 +25,7 @@ from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progr
 from benchmarks.runners import INTERNAL_DIR, engine_write
 from benchmarks.workloads import Workload
 from clip_assets.defs.resources import S3ConnectionResource
-from clip_assets_tests.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
+from clip_assets_tests.support.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
 
 TARGET = Target("<=", 1.0, "<= 1x aws s3 cp")
 RERUN_TARGET = Target("<=", 0.05, "< 5% of first run")

@@ -22,7 +22,7 @@ from PIL import Image
 from clip_assets.contract import ClipRecord, VideoInfo, Window, write_processed_video
 from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.media.probe import probe_mp4
-from clip_assets_tests.factories import make_clips, noise_mp4, write_video
+from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
 
 FPS = 24
 INPUT_PATH = "/videos"

@@ -1,21 +1,26 @@
-"""Fixtures: an inbox and an output folder on disk or in S3, a temporary Dagster instance, and a runner."""
+"""Fixtures: an inbox and an output folder on disk or in S3, a temporary Dagster instance, and a runner.
+
+The harness behind them lives in `clip_assets_tests/support/`."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
-from clip_assets.defs.resources import S3ConnectionResource, WriterSettingsResource
-from clip_assets.storage.s3 import S3Storage
-from clip_assets_tests.reliability import Ledger, Recorder
-from clip_assets_tests.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
-from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.reliability import Ledger, Recorder
+from clip_assets_tests.support.s3_endpoint import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    FaultProxy,
+    MotoServer,
+    S3Endpoint,
+    s3_connection_via,
+)
 
 LEDGER = Ledger()
 
@@ -26,7 +31,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture
 def reliability(request: pytest.FixtureRequest) -> Recorder:
-    """Records what a reliability test tried into docs/reliability.md's ledger (see reliability.py)."""
+    """Records what a reliability test tried into docs/reliability.md's ledger (see support/reliability.py)."""
     return LEDGER.for_test(request.node.originalname)
 
 
@@ -51,30 +56,6 @@ def instance() -> Iterator[DagsterInstance]:
 Runner = Callable[..., ExecuteInProcessResult]
 
 
-def materialize_partition(
-    instance: DagsterInstance,
-    partition_key: str,
-    inbox: str,
-    output: str,
-    *,
-    s3: S3ConnectionResource | None = None,
-    assets: list | None = None,
-    **settings: object,
-) -> ExecuteInProcessResult:
-    """Materialize output families of one partition (all of them, as `curate_videos` does, by default)."""
-    known = instance.get_dynamic_partitions(PARTITIONS_NAME)
-    if partition_key not in known:
-        instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key])
-    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
-    return materialize(
-        [processed_videos, *(assets or FAMILY_ASSETS)],
-        partition_key=partition_key,
-        instance=instance,
-        resources=build_resources(inbox, output, writer_settings, s3),
-        raise_on_error=False,
-    )
-
-
 @pytest.fixture
 def run_partition(inbox: Path, output: Path, instance: DagsterInstance) -> Runner:
     """Materialize every output family of one partition from the local inbox to the local output."""
@@ -91,40 +72,6 @@ def moto_server() -> Iterator[MotoServer]:
     server = MotoServer()
     yield server
     server.stop()
-
-
-@dataclass
-class S3Endpoint:
-    """A fresh bucket behind the fault proxy, and a connection resource configured for it."""
-
-    proxy: FaultProxy
-    bucket: str
-    connection: S3ConnectionResource
-
-    @property
-    def client(self) -> Any:
-        return self.connection.get_client()
-
-    def url(self, prefix: str) -> str:
-        return f"s3://{self.bucket}/{prefix}"
-
-    def storage(self, prefix: str) -> S3Storage:
-        return S3Storage(self.client, self.url(prefix), self.connection.write_options())
-
-    def keys(self, prefix: str = "") -> list[str]:
-        return sorted(info.key for info in self.storage(prefix).list())
-
-
-def s3_connection_via(proxy: FaultProxy, **overrides: Any) -> S3ConnectionResource:
-    """Small multipart sizes, so a test can cross the threshold with a few MiB."""
-    settings: dict[str, Any] = {
-        "endpoint_url": proxy.url,
-        "addressing_style": "path",
-        "multipart_threshold_mb": 6,
-        "part_size_mb": 5,
-        "max_attempts": 5,
-    }
-    return S3ConnectionResource(**{**settings, **overrides})
 
 
 @pytest.fixture

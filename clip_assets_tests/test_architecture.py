@@ -16,7 +16,7 @@ from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.families.base import Damaged, VideoContext
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.factories import make_clips, write_video
+from clip_assets_tests.support.factories import make_clips, write_video
 
 PACKAGE = Path(clip_assets.__file__).parent
 # Bottom to top; a module may import its own layer or a lower one (docs/architecture.md).

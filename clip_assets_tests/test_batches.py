@@ -7,9 +7,14 @@ from dagster import AssetKey, materialize
 from clip_assets.definitions import defs
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.defs.resources import WriterSettingsResource
-from clip_assets_tests.conftest import FAMILY_ASSETS
-from clip_assets_tests.factories import make_clips, write_video
-from clip_assets_tests.support.dataset import PARTITIONS_NAME, build_resources, family_outputs, processed_videos
+from clip_assets_tests.support.dataset import (
+    FAMILY_ASSETS,
+    PARTITIONS_NAME,
+    build_resources,
+    family_outputs,
+    processed_videos,
+)
+from clip_assets_tests.support.factories import make_clips, write_video
 
 FAMILIES = ["clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"]
 

@@ -8,9 +8,14 @@ import pickle
 from dagster import Definitions
 
 from clip_assets.defs.resources import WriterSettingsResource
-from clip_assets_tests.conftest import FAMILY_ASSETS
-from clip_assets_tests.factories import make_clips, write_video
-from clip_assets_tests.support.dataset import build_resources, output_checks, processed_videos, verify_outputs
+from clip_assets_tests.support.dataset import (
+    FAMILY_ASSETS,
+    build_resources,
+    output_checks,
+    processed_videos,
+    verify_outputs,
+)
+from clip_assets_tests.support.factories import make_clips, write_video
 
 KEY = "cam1/street walk.mp4"
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clip_assets_tests.factories import make_clips, write_video
+from clip_assets_tests.support.factories import make_clips, write_video
 
 
 def run(args, env, cwd):

@@ -3,9 +3,8 @@ import json
 from dagster import materialize
 
 from clip_assets.defs.resources import WriterSettingsResource
-from clip_assets_tests.conftest import FAMILY_ASSETS
-from clip_assets_tests.factories import write_video
-from clip_assets_tests.support.dataset import build_resources, dataset_summary
+from clip_assets_tests.support.dataset import FAMILY_ASSETS, build_resources, dataset_summary
+from clip_assets_tests.support.factories import write_video
 
 
 def test_rolls_up_every_partition(inbox, output, instance, run_partition):

@@ -18,13 +18,22 @@ from typing import Any
 import pytest
 import sqlalchemy
 import yaml
-from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter, instance_for_test
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterInvalidConfigError,
+    DagsterRun,
+    DagsterRunStatus,
+    RunRecord,
+    RunsFilter,
+    instance_for_test,
+)
+
+# No public API validates an instance config file short of connecting to its storage and run launcher.
 from dagster._config import process_config, resolve_to_config_type
-from dagster._core.errors import DagsterInvalidConfigError
-from dagster._core.events import DagsterEventType
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
-from dagster._core.storage.dagster_run import RunRecord
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster_graphql import DagsterGraphQLClient
 
@@ -32,8 +41,8 @@ from clip_assets import layout
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.engine.output_version import code_digest
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
-from clip_assets_tests.conftest import materialize_partition
-from clip_assets_tests.deployment_support import (
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.deployment import (
     DEPLOY,
     ECS_INSTANCE,
     INSTANCE_FILES,
@@ -53,7 +62,7 @@ from clip_assets_tests.deployment_support import (
     tree_files,
     with_overrides,
 )
-from clip_assets_tests.factories import make_clips, write_video
+from clip_assets_tests.support.factories import make_clips, write_video
 
 FAMILIES = sorted(family.name for family in OUTPUT_FAMILIES)
 LAUNCHERS = {"local": "DefaultRunLauncher", "ecs": "EcsRunLauncher", "k8s": "K8sRunLauncher"}
@@ -286,10 +295,10 @@ def kill_mid_run(deployment: Deployment, instance: DagsterInstance, run_id: str,
     """
     first_done = output / layout.manifest_key(FAMILIES[-1], SLOW[0])
     second_lock = {output.resolve() / layout.lock_key(SLOW[1])}
-    code_server = deployment.service("code-server").pid
+    code_server = deployment.process("code-server").pid
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        deployment.check_alive()
+        deployment.ensure_running()
         record = instance.get_run_record_by_id(run_id)
         assert record is not None
         if record.dagster_run.is_finished:

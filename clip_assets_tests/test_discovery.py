@@ -2,7 +2,7 @@ import os
 
 from clip_assets.engine.discovery import DiscoveryCursor, discover, is_candidate
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.factories import write_video
+from clip_assets_tests.support.factories import write_video
 
 
 def publish(inbox, relative, mtime_ns=None, **options):

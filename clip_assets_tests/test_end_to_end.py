@@ -12,7 +12,7 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
-from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, video_info, write_video
+from clip_assets_tests.support.factories import SOURCE_VIDEO, make_clips, video_info, write_video
 
 FAMILIES = ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries")
 REL = "cam1/street walk.mp4"

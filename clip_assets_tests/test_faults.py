@@ -19,8 +19,8 @@ import pytest
 
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.conftest import materialize_partition
-from clip_assets_tests.factories import make_clips, noise_mp4, write_video
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
 
 KEY = "v.mp4"
 
@@ -56,7 +56,7 @@ def heavy_inbox(tmp_path):
 
 def start(inbox: Path, output: str, home: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None):
     home.mkdir(parents=True, exist_ok=True)
-    command = [*(prefix or []), sys.executable, "-m", "clip_assets_tests.partition_process"]
+    command = [*(prefix or []), sys.executable, "-m", "clip_assets_tests.support.partition_process"]
     return subprocess.Popen(
         [*command, str(inbox), output, str(home), KEY, "1"],
         env={**os.environ, **(env or {})},

@@ -1,6 +1,5 @@
 import pytest
-from dagster import DynamicPartitionsDefinition
-from dagster._core.definitions.partitions.utils.base import raise_error_on_invalid_partition_key_substring
+from dagster import DagsterInvalidDefinitionError, DynamicPartitionsDefinition, StaticPartitionsDefinition
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,8 +20,15 @@ def test_refuses_files_that_are_not_parquet():
 def test_encoding_is_reversible_and_accepted_by_dagster(relative_path):
     key = encode_partition_key(relative_path)
     assert decode_partition_key(key) == relative_path
-    raise_error_on_invalid_partition_key_substring([key])
+    StaticPartitionsDefinition([key])  # Dagster's public check of the characters a partition key may hold
     DynamicPartitionsDefinition(name="p").build_add_request([key])
+
+
+@pytest.mark.parametrize("key", ["2024-01-01...2024-01-02", "a\nb", "a\x00b"])
+def test_dagsters_check_refuses_what_the_ui_cannot_show(key):
+    """The check above can fail: range syntax and control characters are refused."""
+    with pytest.raises(DagsterInvalidDefinitionError, match="invalid substrings"):
+        StaticPartitionsDefinition([key])
 
 
 @given(st.text(min_size=1), st.text(min_size=1))

@@ -13,10 +13,10 @@ from PIL import Image
 from clip_assets.contract.partition_keys import decode_partition_key
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.conftest import materialize_partition, s3_connection_via
-from clip_assets_tests.factories import make_clips, noise_mp4, write_video
-from clip_assets_tests.s3_endpoint import SECRET_KEY
+from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.dataset import sensor_tick as tick_sensor
+from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
+from clip_assets_tests.support.s3_endpoint import SECRET_KEY, s3_connection_via
 
 UPLOADS = ("PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload")
 

@@ -14,8 +14,8 @@ from clip_assets.engine.inspection import inspect_video
 from clip_assets.storage import StorageError
 from clip_assets.storage.lease import ExpiringLease
 from clip_assets.storage.s3 import S3Options, S3Storage, parse_s3_url
-from clip_assets_tests.factories import make_clips, write_video
-from clip_assets_tests.s3_endpoint import SECRET_KEY
+from clip_assets_tests.support.factories import make_clips, write_video
+from clip_assets_tests.support.s3_endpoint import SECRET_KEY
 
 MiB = 1024 * 1024
 

@@ -15,11 +15,10 @@ import base64
 import io
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlparse
@@ -29,21 +28,19 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
-from clip_assets_tests.factories import write_video
-from clip_assets_tests.ui_support import (
+from clip_assets_tests.support.factories import write_video
+from clip_assets_tests.support.graphql import (
     BACKFILL_DONE,
     DagsterGraphQL,
-    ServerProcess,
     backfill_state,
-    free_port,
     latest_materialization_metadata,
     launch_asset_backfill,
     loaded_code_location,
     partition_stats,
     run_failures,
     stop_all_sensors,
-    wait_for,
 )
+from clip_assets_tests.support.processes import ServerGroup, free_port, script_path, wait_for
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page, ViewportSize
@@ -89,39 +86,14 @@ def _require_browser() -> None:
 
 
 @dataclass
-class DagsterStack:
+class DagsterStack(ServerGroup):
     """A Dagster instance on disk with the code location served by a real webserver (and later a daemon)."""
 
     home: Path
     inbox: Path
     output: Path
-    env: dict[str, str]
-    log_dir: Path
     base_url: str
     graphql: DagsterGraphQL
-    processes: list[ServerProcess] = field(default_factory=list)
-
-    def start(self, name: str, args: list[str]) -> ServerProcess:
-        process = ServerProcess.start(name, args, env=self.env, cwd=self.home.parent, log_dir=self.log_dir)
-        self.processes.append(process)
-        return process
-
-    def ensure_running(self) -> None:
-        for process in self.processes:
-            process.ensure_running()
-
-    def logs(self) -> str:
-        return "\n".join(f"===== {p.name} ({p.log_path}) =====\n{p.log_tail()}" for p in self.processes)
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):  # the daemon first: it launches nothing more
-            process.terminate()
-        for process in self.processes:
-            process.wait_stopped(timeout=10)
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 @contextmanager
@@ -135,7 +107,7 @@ def _explained(stack: DagsterStack, *extra: Callable[[], str]) -> Iterator[None]
                 print(describe())
             except Exception as error:  # a report must not hide the original failure
                 print(f"(could not describe: {error!r})")
-        print(stack.logs())
+        print(stack.logs(120))
         raise
 
 
@@ -162,24 +134,36 @@ def dagster_stack(tmp_path: Path) -> Iterator[DagsterStack]:
     )
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    stack = DagsterStack(home, inbox, output, env, log_dir, base_url, DagsterGraphQL(base_url))
+    stack = DagsterStack(
+        env,
+        tmp_path,
+        log_dir,
+        home=home,
+        inbox=inbox,
+        output=output,
+        base_url=base_url,
+        graphql=DagsterGraphQL(base_url),
+    )
     try:
         with _explained(stack):
             discovered = subprocess.run(
-                [_bin("clip-assets"), "discover"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+                [script_path("clip-assets"), "discover"],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             assert discovered.returncode == 0, discovered.stderr
             assert f"{len(VIDEOS)} new partitions" in discovered.stderr, discovered.stderr
 
-            stack.start(
-                "webserver", [_bin("dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)]
+            stack.start("webserver", ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)])
+            stack.wait(
+                lambda: loaded_code_location(stack.graphql, LOCATION),
+                CODE_LOCATION_TIMEOUT_S,
+                "code location",
+                retry_on=(OSError,),  # refused until the webserver listens
             )
-
-            def location_loaded() -> dict[str, Any] | None:
-                stack.ensure_running()
-                return loaded_code_location(stack.graphql, LOCATION)
-
-            wait_for(location_loaded, timeout=CODE_LOCATION_TIMEOUT_S, what="code location", retry_on=(OSError,))
             assert "processed_video_sensor" in stop_all_sensors(stack.graphql, LOCATION)
         yield stack
     finally:
@@ -263,14 +247,13 @@ def test_backfill_through_the_daemon_and_what_the_ui_shows(
     with _explained(stack, backfill_report, failure_screenshot):
         # 1. A backfill of three of the four partitions of every clip_outputs asset, picked up by the daemon.
         backfill_id = launch_asset_backfill(graphql, FAMILIES, BACKFILLED, title="ui test")
-        stack.start("daemon", [_bin("dagster-daemon"), "run", "-w", str(WORKSPACE)])
+        stack.start("daemon", ["dagster-daemon", "run", "-w", str(WORKSPACE)])
 
         def finished() -> dict[str, Any] | None:
-            stack.ensure_running()
             backfill.update(backfill_state(graphql, backfill_id))
             return backfill if backfill["status"] in BACKFILL_DONE else None
 
-        wait_for(finished, timeout=BACKFILL_TIMEOUT_S, what=f"backfill {backfill_id}", interval=1.0)
+        stack.wait(finished, BACKFILL_TIMEOUT_S, f"backfill {backfill_id}", interval_s=1.0)
         assert backfill["status"] == "COMPLETED_SUCCESS", backfill
         assert sorted(backfill["partitionNames"]) == sorted(BACKFILLED)
         assert [run["status"] for run in backfill["runs"]] == ["SUCCESS"], "3 consecutive partitions: one run"
@@ -357,7 +340,7 @@ def test_backfill_through_the_daemon_and_what_the_ui_shows(
         image = preview.locator("img")
         expect(image).to_have_count(1)
         image.scroll_into_view_if_needed()
-        wait_for(lambda: image.evaluate("img => img.complete && img.naturalWidth > 0"), timeout=10, what="thumbnail")
+        wait_for(lambda: image.evaluate("img => img.complete && img.naturalWidth > 0"), 10, "thumbnail")
         shown_size = tuple(image.evaluate("img => [img.naturalWidth, img.naturalHeight]"))
         src = image.get_attribute("src") or ""
         assert src.startswith("data:image/png;base64,"), src[:40]

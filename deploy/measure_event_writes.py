@@ -30,10 +30,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the test factories build the processed video
 
-from dagster import DagsterInstance, EventLogEntry, instance_for_test, materialize  # noqa: E402
-from dagster._serdes import deserialize_value, serialize_value  # noqa: E402
+from dagster import (  # noqa: E402
+    DagsterInstance,
+    EventLogEntry,
+    deserialize_value,
+    instance_for_test,
+    materialize,
+    serialize_value,
+)
 
-from clip_assets_tests.deployment_support import LOCAL_INSTANCE, fresh_database  # noqa: E402
+from clip_assets_tests.support.deployment import LOCAL_INSTANCE, fresh_database  # noqa: E402
 
 FAMILY_EVENTS = {"ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED"}
 
@@ -41,8 +47,8 @@ FAMILY_EVENTS = {"ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED"}
 def real_run(home: str, clips: int, scratch: Path) -> tuple[list[EventLogEntry], float]:
     """One partition through the five family assets, events written to PostgreSQL; its records and time."""
     from clip_assets.defs.resources import WriterSettingsResource
-    from clip_assets_tests.factories import make_clips, write_video
     from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
+    from clip_assets_tests.support.factories import make_clips, write_video
 
     inbox = scratch / "inbox"
     write_video(inbox / "v.mp4.parquet", make_clips(clips, source_video="/videos/v.mp4"), source_video="/videos/v.mp4")

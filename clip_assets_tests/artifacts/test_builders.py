@@ -11,7 +11,7 @@ from clip_assets.engine.inspection import inspect_clips
 from clip_assets.families import BuildReport, clip_embeddings, clip_files, clip_previews, video_summaries
 from clip_assets.families.base import VideoContext, build
 from clip_assets.settings import WriterSettings
-from clip_assets_tests.factories import SOURCE_VIDEO, make_clips, video_info
+from clip_assets_tests.support.factories import SOURCE_VIDEO, make_clips, video_info
 
 
 def facts(clips):

@@ -10,7 +10,7 @@ from clip_assets.contract import ProcessedVideoError, ProcessedVideoReader, sche
 from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.contract.reader import ALL_COLUMNS
 from clip_assets.engine.inspection import inspect_video
-from clip_assets_tests.factories import FPS, SOURCE_VIDEO, make_clips, tiny_mp4, video_info, write_video
+from clip_assets_tests.support.factories import FPS, SOURCE_VIDEO, make_clips, tiny_mp4, video_info, write_video
 
 
 def read_all(path, columns=ALL_COLUMNS):

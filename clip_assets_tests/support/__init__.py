@@ -1,2 +1,12 @@
-"""The test harness: factories of real media, the default dataset's Dagster objects, the S3 endpoint,
-the deployment and UI servers, the reliability ledger. One copy of each helper, used by every topic."""
+"""The test harness, one copy of each helper, used by every topic:
+
+- `factories`: real media and processed-video files (PyAV, Pillow);
+- `dataset`: the default dataset's Dagster objects, and one partition materialized with them;
+- `s3_endpoint`: moto's server in its own process, the fault-injecting proxy, a fresh bucket;
+- `processes`: free ports, bounded waits, server processes in groups of their own;
+- `graphql`: a client of dagster-webserver's GraphQL API and the queries the tests send;
+- `deployment`: the shipped instance files, a throwaway PostgreSQL database, a running deployment;
+- `hostile_corpus`, `hostile_runs`: the malformed and hostile inputs, and what a run of them left;
+- `reliability`: the ledger behind docs/reliability.md;
+- `partition_process`: one partition materialized in a process of its own (`python -m`).
+"""

@@ -1,4 +1,5 @@
-"""The default dataset's Dagster objects, for tests that bind their own folders, endpoint and settings."""
+"""The default dataset's Dagster objects, and one partition materialized with them, for tests that bind
+their own folders, endpoint and settings."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from dagster import (
     ConfigurableResource,
     DagsterInstance,
     EnvVar,
+    ExecuteInProcessResult,
     build_sensor_context,
+    materialize,
 )
 
 from clip_assets.defs.dataset import dataset_definitions, dataset_resources
@@ -40,6 +43,30 @@ def build_resources(
 ) -> dict[str, ConfigurableResource]:
     """The default dataset's resources, on the test's own folders or endpoint."""
     return dataset_resources(NAMES, inbox, output, writer_settings, s3, validation_limits)
+
+
+def materialize_partition(
+    instance: DagsterInstance,
+    partition_key: str,
+    inbox: str,
+    output: str,
+    *,
+    s3: S3ConnectionResource | None = None,
+    assets: list | None = None,
+    **settings: object,
+) -> ExecuteInProcessResult:
+    """Materialize output families of one partition (all of them, as `curate_videos` does, by default)."""
+    known = instance.get_dynamic_partitions(PARTITIONS_NAME)
+    if partition_key not in known:
+        instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key])
+    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
+    return materialize(
+        [processed_videos, *(assets or FAMILY_ASSETS)],
+        partition_key=partition_key,
+        instance=instance,
+        resources=build_resources(inbox, output, writer_settings, s3),
+        raise_on_error=False,
+    )
 
 
 def sensor_tick(

@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from clip_assets_tests.support.graphql import DagsterGraphQL, loaded_code_location
+from clip_assets_tests.support.processes import ServerGroup, free_port, script_path, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 LOCAL_INSTANCE = DEPLOY / "dagster.yaml"
 ECS_INSTANCE = DEPLOY / "ecs" / "dagster.yaml"
@@ -34,8 +32,6 @@ WRITE_POOL = "clip_assets_writes"
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
 PG_USER = "postgres"
-
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,89 +130,7 @@ def fresh_database(prefix: str = "clip_assets_test") -> Iterator[Database]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Waiting
-
-
-def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str, context: Callable[[], str] | None = None) -> T:
-    """Poll until `probe` returns something truthy; fail naming `what`, with `context()` (logs) appended."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-            if result:
-                return result
-        except Exception as error:  # a server still starting refuses connections: try again
-            last_error = error
-        time.sleep(0.25)
-    details = f" (last error: {last_error!r})" if last_error else ""
-    raise AssertionError(
-        f"timed out after {timeout_s:.0f} s waiting for {what}{details}\n{context() if context else ''}"
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# ---------------------------------------------------------------------------------------------------
-# Processes
-
-
-def _command(script: str) -> str:
-    beside = Path(sys.executable).with_name(script)
-    return str(beside) if beside.exists() else script
-
-
-@dataclass
-class Service:
-    """One server process, in a session (process group) of its own so that it stops with its children."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 15) -> None:
-        """SIGINT (Dagster's servers shut down cleanly on it), then SIGKILL to whatever of the group remains."""
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                continue
-            if sig == signal.SIGINT:  # the leader is gone; its children must not outlive it
-                with suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-            return
-
-
-def start_service(name: str, args: Sequence[str], env: Mapping[str, str], logs: Path) -> Service:
-    log = logs / f"{name}.log"
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            [_command(args[0]), *args[1:]],
-            cwd=REPO,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Service(name, process, log)
+# A deployment
 
 
 def clean_environment(overrides: Mapping[str, str]) -> dict[str, str]:
@@ -226,51 +140,12 @@ def clean_environment(overrides: Mapping[str, str]) -> dict[str, str]:
 
 
 @dataclass
-class Deployment:
+class Deployment(ServerGroup):
     """A code server, a daemon and a webserver, as `deploy/README.md` starts them."""
 
     home: Path
-    env: dict[str, str]
     webserver_port: int
-    services: list[Service] = field(default_factory=list)
-
-    def service(self, name: str) -> Service:
-        return next(s for s in self.services if s.name == name)
-
-    def logs(self, lines: int = 40) -> str:
-        parts = []
-        for service in self.services:
-            state = "running" if service.process.poll() is None else f"exited {service.process.returncode}"
-            parts.append(f"----- {service.name} (pid {service.pid}, {state}), last {lines} lines -----")
-            parts.append(service.tail(lines))
-        return "\n".join(parts)
-
-    def check_alive(self) -> None:
-        for service in self.services:
-            if service.process.poll() is not None:
-                raise AssertionError(f"{service.name} exited with {service.process.returncode}\n{self.logs(80)}")
-
-    def wait(self, probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
-        def alive_probe() -> T | None:
-            self.check_alive()
-            return probe()
-
-        return wait_for(alive_probe, timeout_s, what, self.logs)
-
-    def stop(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
-
-    def graphql(self, query: str, variables: Mapping[str, object] | None = None) -> Any:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.webserver_port}/graphql",
-            data=json.dumps({"query": query, "variables": dict(variables or {})}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            document = json.loads(response.read())
-        assert "errors" not in document, document["errors"]
-        return document["data"]
+    graphql: DagsterGraphQL
 
 
 @contextmanager
@@ -285,58 +160,45 @@ def running_deployment(home: Path, env: Mapping[str, str], logs: Path) -> Iterat
             "CLIP_ASSETS_CODE_SERVER_PORT": str(code_port),
         }
     )
-    deployment = Deployment(home, full_env, web_port)
+    graphql = DagsterGraphQL(f"http://127.0.0.1:{web_port}")
+    deployment = Deployment(full_env, REPO, logs, home=home, webserver_port=web_port, graphql=graphql)
     try:
-        deployment.services.append(
-            start_service(
-                "code-server",
-                [
-                    *("dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(code_port)),
-                    *("-m", "clip_assets.definitions", "--location-name", LOCATION_NAME),
-                ],
-                full_env,
-                logs,
-            )
+        deployment.start(
+            "code-server",
+            [
+                *("dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(code_port)),
+                *("-m", "clip_assets.definitions", "--location-name", LOCATION_NAME),
+            ],
         )
-        deployment.wait(lambda: _code_server_loaded(code_port), 90, "the code server to load clip_assets")
-        deployment.services.append(
-            start_service("daemon", ["dagster-daemon", "run", "-w", str(WORKSPACE)], full_env, logs)
+        deployment.wait(lambda: code_server_serving(code_port, full_env), 90, "the code server to load clip_assets")
+        deployment.start("daemon", ["dagster-daemon", "run", "-w", str(WORKSPACE)])
+        deployment.start(
+            "webserver", ["dagster-webserver", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(web_port)]
         )
-        deployment.services.append(
-            start_service(
-                "webserver",
-                ["dagster-webserver", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(web_port)],
-                full_env,
-                logs,
-            )
+        deployment.wait(
+            lambda: loaded_code_location(graphql, LOCATION_NAME),
+            90,
+            "the webserver to serve the clip_assets location",
+            retry_on=(OSError,),  # refused until the webserver listens
         )
-        deployment.wait(lambda: _location_loaded(deployment), 90, "the webserver to serve the clip_assets location")
         yield deployment
     finally:
         deployment.stop()
 
 
-def _code_server_loaded(port: int) -> bool:
-    from dagster._grpc.client import DagsterGrpcClient
+def code_server_serving(port: int, env: Mapping[str, str]) -> bool:
+    """`dagster api grpc-health-check` exits 0 once the server answers SERVING.
 
-    client = DagsterGrpcClient(port=port, host="127.0.0.1")
-    return bool(client.list_repositories())
-
-
-LOCATIONS_QUERY = """
-{ workspaceOrError { __typename ... on Workspace { locationEntries {
-    name loadStatus locationOrLoadError { __typename } } } } }
-"""
-
-
-def _location_loaded(deployment: Deployment) -> bool:
-    entries = deployment.graphql(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
-    return any(
-        e["name"] == LOCATION_NAME
-        and e["loadStatus"] == "LOADED"
-        and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-        for e in entries
+    `dagster code-server start` opens its port only after loading the code (or failing to, which the
+    webserver's load status then reports).
+    """
+    check = subprocess.run(
+        [script_path("dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)],
+        env=dict(env),
+        capture_output=True,
+        timeout=60,
     )
+    return check.returncode == 0
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,131 +1,18 @@
-"""Helpers for the browser test: server processes with logs, a small GraphQL client, bounded waits.
+"""A small client of dagster-webserver's GraphQL API, and the queries the deployment and browser tests send.
 
-Everything here talks to a real `dagster-webserver` and `dagster-daemon` over loopback; nothing is mocked.
+Everything here talks to a real `dagster-webserver` over loopback; nothing is mocked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 # Definitions(...) without a repository name gets this one.
 REPOSITORY_NAME = "__repository__"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_for(
-    check: Callable[[], T | None],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.5,
-    retry_on: tuple[type[BaseException], ...] = (),
-) -> T:
-    """Polls `check` until it returns something other than None/False, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = check()
-        except retry_on as error:
-            value, last = None, error
-        else:
-            if value is not None and value is not False:
-                return value
-            last = value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
-        time.sleep(interval)
-
-
-@dataclass
-class ServerProcess:
-    """A server started in its own process group, so stopping it also stops the processes it spawned
-    (code servers, run workers); its stdout and stderr go to one log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def start(
-        cls, name: str, args: Sequence[str], *, env: Mapping[str, str], cwd: Path, log_dir: Path
-    ) -> ServerProcess:
-        log_path = log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                list(args),
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return cls(name, popen, log_path)
-
-    def ensure_running(self) -> None:
-        code = self.popen.poll()
-        if code is not None:
-            raise RuntimeError(f"{self.name} exited with code {code}:\n{self.log_tail()}")
-
-    def log_tail(self, chars: int = 8000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return text if len(text) <= chars else "...\n" + text[-chars:]
-
-    def terminate(self) -> None:
-        """SIGTERM to the whole group (start_new_session: the group's id is the leader's pid)."""
-        self._signal_group(self.popen.pid, signal.SIGTERM)
-
-    def wait_stopped(self, timeout: float = 20.0) -> None:
-        """Waits for the group to end after `terminate`; SIGKILL to whatever is left after `timeout`."""
-        group = self.popen.pid
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._signal_group(group, signal.SIGKILL)
-            self.popen.wait(timeout)
-        # Children that outlived the leader (a code server, a run worker) share its group.
-        deadline = time.monotonic() + timeout
-        while self._group_alive(group) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self._group_alive(group):
-            self._signal_group(group, signal.SIGKILL)
-
-    @staticmethod
-    def _signal_group(group: int, signum: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signum)
-
-    @staticmethod
-    def _group_alive(group: int) -> bool:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return False
-        return True
 
 
 class GraphQLError(RuntimeError):
@@ -137,17 +24,16 @@ class DagsterGraphQL:
     """POSTs queries to the webserver's /graphql endpoint; raises on transport or GraphQL errors."""
 
     base_url: str
-    timeout: float = 30.0
-    calls: list[str] = field(default_factory=list)
+    timeout_s: float = 30.0
 
     def __call__(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
         body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
         request = urllib.request.Request(
             f"{self.base_url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             document: dict[str, Any] = json.load(response)
-        if document.get("errors"):
+        if "errors" in document:
             raise GraphQLError(json.dumps(document["errors"], indent=1)[:4000])
         data: dict[str, Any] = document["data"]
         return data
@@ -175,7 +61,7 @@ query Workspace {
 
 
 def loaded_code_location(graphql: DagsterGraphQL, location: str) -> dict[str, Any] | None:
-    """The location's entry once it is loaded; raises if it failed to load."""
+    """The location's entry once it is loaded as a repository location; raises if it failed to load."""
     workspace = graphql(WORKSPACE_QUERY)["workspaceOrError"]
     if workspace["__typename"] != "Workspace":
         raise GraphQLError(str(workspace))
@@ -187,7 +73,7 @@ def loaded_code_location(graphql: DagsterGraphQL, location: str) -> dict[str, An
             return None
         if loaded["__typename"] == "PythonError":
             raise GraphQLError(f"code location {location} failed to load: {loaded['message']}\n{loaded['stack']}")
-        return dict(entry)
+        return dict(entry) if loaded["__typename"] == "RepositoryLocation" else None
     return None
 
 

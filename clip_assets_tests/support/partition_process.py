@@ -1,6 +1,6 @@
 """Materialize one partition in a process of its own, so a test can kill it or run it as another user.
 
-    python -m clip_assets_tests.partition_process INBOX OUTPUT DAGSTER_HOME PARTITION_KEY [MAX_WORKERS]
+    python -m clip_assets_tests.support.partition_process INBOX OUTPUT DAGSTER_HOME PARTITION_KEY [MAX_WORKERS]
 
 Prints each step failure's message and exits 1 when the run fails. S3 is reached through the standard
 AWS variables and CLIP_ASSETS_S3_*, as in a deployment.
@@ -14,8 +14,7 @@ from dagster import DagsterInstance, materialize
 
 from clip_assets.defs.environment import configured
 from clip_assets.defs.resources import WriterSettingsResource, s3_connection
-from clip_assets_tests.conftest import FAMILY_ASSETS
-from clip_assets_tests.support.dataset import PARTITIONS_NAME, build_resources, processed_videos
+from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
 
 
 def main(inbox: str, output: str, home: str, partition_key: str, max_workers: str = "2") -> int:

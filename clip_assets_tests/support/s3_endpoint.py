@@ -18,18 +18,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
+
+from clip_assets.defs.resources import S3ConnectionResource
+from clip_assets.storage.s3 import S3Storage
+from clip_assets_tests.support.processes import free_port, wait_for
 
 ACCESS_KEY = "AKIACLIPASSETSTEST01"
 SECRET_KEY = "clip-assets-test-secret-3f9c1e7a-never-logged"
 # Headers the proxy sets itself rather than copying from the endpoint's answer.
 HOP_BY_HOP = frozenset({"connection", "transfer-encoding", "keep-alive", "content-length", "server", "date"})
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class MotoServer:
@@ -44,17 +43,17 @@ class MotoServer:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"},
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("moto server did not start within 60 s")
+        try:
+            wait_for(self._accepting, 60, "moto server to accept connections", interval_s=0.1, retry_on=(OSError,))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _accepting(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"moto server exited with {self.process.returncode}")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
 
     def stop(self) -> None:
         self.process.terminate()
@@ -224,3 +223,37 @@ class FaultProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@dataclass
+class S3Endpoint:
+    """A fresh bucket behind the fault proxy, and a connection resource configured for it."""
+
+    proxy: FaultProxy
+    bucket: str
+    connection: S3ConnectionResource
+
+    @property
+    def client(self) -> Any:
+        return self.connection.get_client()
+
+    def url(self, prefix: str) -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
+    def storage(self, prefix: str) -> S3Storage:
+        return S3Storage(self.client, self.url(prefix), self.connection.write_options())
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(info.key for info in self.storage(prefix).list())
+
+
+def s3_connection_via(proxy: FaultProxy, **overrides: Any) -> S3ConnectionResource:
+    """Small multipart sizes, so a test can cross the threshold with a few MiB."""
+    settings: dict[str, Any] = {
+        "endpoint_url": proxy.url,
+        "addressing_style": "path",
+        "multipart_threshold_mb": 6,
+        "part_size_mb": 5,
+        "max_attempts": 5,
+    }
+    return S3ConnectionResource(**{**settings, **overrides})
