@@ -122,6 +122,7 @@ def merge_chunk_infos(named: Sequence[tuple[str, VideoInfo]]) -> VideoInfo:
     first_file, first = named[0]
     field = schema.METADATA_KEY.decode()
     layouts = dict(first.embedding_layouts)
+    declared_in = dict.fromkeys(layouts, first_file)
     facts = ("source_video", *(f"video.{n}" for n in schema.VIDEO_FIELDS), "num_total_clips", "num_clip_chunks")
     for file, info in named[1:]:
         for name in facts:
@@ -134,12 +135,10 @@ def merge_chunk_infos(named: Sequence[tuple[str, VideoInfo]]) -> VideoInfo:
             problem = f"given in only one of this file and {first_file}: give it in every chunk or none"
             raise ProcessedVideoError(file, f"{field}.chunks", problem)
         for algorithm, layout in info.embedding_layouts.items():
+            declared_in.setdefault(algorithm, file)
             if layouts.setdefault(algorithm, layout) != layout:
-                raise ProcessedVideoError(
-                    file,
-                    f"{field}.{schema.EMBEDDING_LAYOUTS_KEY}[{_shown(algorithm)}]",
-                    f"{layout} here but {layouts[algorithm]} in an earlier chunk: chunks of a video must agree",
-                )
+                problem = f"{layout} here but {layouts[algorithm]} in {declared_in[algorithm]}: chunks must agree"
+                raise ProcessedVideoError(file, f"{field}.{schema.EMBEDDING_LAYOUTS_KEY}[{_shown(algorithm)}]", problem)
     chunks = None if first.chunks is None else tuple(c for _, info in named for c in info.chunks or ())
     return dataclasses.replace(first, chunks=chunks, chunk_index=None, embedding_layouts=layouts)
 

@@ -183,15 +183,15 @@ def video_tasks(info: VideoInfo, clips: Iterable[ClipRecord], dataset_name: str 
     """A processed video as NeMo's writer would have been handed it: one `VideoTask` per clip chunk.
 
     Every chunk in `range(num_clip_chunks)` runs, rows or not, and chunk 0 always does (NeMo writes a
-    clip-less video's JSON from it). Filter counters come from `info.chunks`, else from `filtered_by`.
-    Vectors of algorithms NeMo 1.4.0's `Clip` cannot hold are left out.
+    clip-less video's JSON from it); a chunk file (`info.chunk_index` set) is its own chunk's task only.
+    Filter counters come from `info.chunks`, else from `filtered_by`. Vectors of algorithms NeMo
+    1.4.0's `Clip` cannot hold are left out.
     """
     from nemo_curator.tasks.video import ClipStats, Video, VideoMetadata, VideoTask
 
     path = info.source_video
-    by_chunk: dict[int, tuple[list[Clip], list[Clip], list[str | None]]] = {
-        index: ([], [], []) for index in {0, *range(info.num_clip_chunks)}
-    }
+    indexes = {0, *range(info.num_clip_chunks)} if info.chunk_index is None else {info.chunk_index}
+    by_chunk: dict[int, tuple[list[Clip], list[Clip], list[str | None]]] = {index: ([], [], []) for index in indexes}
     for record in clips:
         passed, filtered, reasons = by_chunk.setdefault(record.chunk_index, ([], [], []))
         (filtered if record.filtered else passed).append(nemo_clip(record, path))
