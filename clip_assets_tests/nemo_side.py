@@ -292,7 +292,26 @@ def roundtrip() -> dict[str, Any]:
             ):
                 raise SystemExit(f"InternVideo2 vector of {before.uuid} not carried: {expected} -> {after}")
         checked += 1
-    return {"tasks": checked}
+    return {"tasks": checked, "refused": refused()}
+
+
+def refused() -> str:
+    """A task whose video is not below `input_path` fails before anything is written, naming the video."""
+    import tempfile
+
+    from clip_assets.nemo.mapping import MappingError
+
+    outside = short_video_task()
+    outside.data.input_video = pathlib.Path("/elsewhere/x.mp4")
+    with tempfile.TemporaryDirectory() as inbox:
+        stage = ProcessedVideoWriterStage(inbox=inbox, input_path=INPUT_PATH)
+        try:
+            stage.process(outside)
+        except MappingError as exc:
+            if any(pathlib.Path(inbox).rglob("*.parquet")) or outside.data.clips[0].buffer is None:
+                raise SystemExit("a refused task wrote a file or lost its buffers") from None
+            return str(exc)
+    raise SystemExit("a task outside input_path was written")
 
 
 def real_pipeline(videos: str, output: str | None, inbox: str | None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from benchmarks.compare_trees import Report, compare_file, list_tree, pattern_of
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.conftest import materialize_partition
 from clip_assets_tests.support.dataset import sensor_tick
-from clip_assets_tests.support.nemo import INSTALL, REPO, nemo_python, run_nemo_side
+from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_nemo_side
 
 VIDEOS = Path(__file__).parent / "videos"
 CHUNKED = "cam 1/straße café.mp4"
@@ -97,7 +97,9 @@ def test_the_readme_shows_the_install_command_the_tests_run():
 def test_nemo_tasks_survive_the_round_trip_through_a_processed_video_file(nemo):
     """Every field of real VideoTasks -> rows -> a processed-video file -> rows -> VideoTasks, unchanged:
     embeddings with dtype and shape, the InternVideo2 vector 1.4.0's writer has no output for too."""
-    assert run_nemo_side(nemo, "roundtrip") == {"tasks": 4}
+    result = run_nemo_side(nemo, "roundtrip")
+    assert result["tasks"] == 4
+    assert "'/elsewhere/x.mp4' is not under input_path '/videos'" in result["refused"]
 
 
 def test_tasks_through_the_handoff_give_nemo_s_own_tree_once_every_chunk_arrived(tmp_path, nemo):
@@ -133,6 +135,19 @@ def test_tasks_through_the_handoff_give_nemo_s_own_tree_once_every_chunk_arrived
     errors = found["differences"][("metas/v0/*.json", "value", "errors")]
     assert len(errors) == 2  # the clips with errors: clip-assets keeps the messages
     print(f"\nNeMo tasks: {found['files']} files compared, {found['identical']} identical, {found['differences']}")
+
+    # The inverse rules: the inbox's files as NeMo VideoTasks again, through NeMo's writer: NeMo's tree.
+    files = sorted(str(p) for p in inbox.rglob("*.parquet"))
+    again = tmp_path / "nemo-again"
+    command = [str(nemo), str(REPO / "benchmarks/nemo_reference.py"), *files, "--output", str(again)]
+    environment = {**os.environ, **checkout_first()}
+    replayed = subprocess.run(
+        [*command, "--input-path", "/videos"], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    assert "4 files, 4 chunks, 5 passed + 2 filtered clips" in replayed.stdout
+    same = compare(nemo_out, again)
+    assert (same["only_nemo"], same["only_ours"], same["differences"]) == ([], [], {})
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +199,9 @@ def test_the_same_pipeline_into_an_s3_inbox(nemo, pipeline_reference, tmp_path, 
 def start_worker(nemo: Path, inbox: str, mib: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """A hand-off worker writing chunk 0 of `big.mp4`, its clip `mib` MiB; it says when it starts writing."""
     command = [str(nemo), "-m", "clip_assets_tests.nemo_side", "write-chunk", inbox, str(mib), "0"]
+    environment = {**os.environ, **checkout_first(), **(env or {})}
     worker = subprocess.Popen(
-        command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert worker.stdout is not None
     line = worker.stdout.readline()

@@ -3,9 +3,11 @@
 NeMo's declared dependencies pull torch and transformers, which its video writer never touches, so
 the README tells NeMo Curator users to install the hand-off's extra and NeMo with `--no-deps`. The
 tests run exactly that command (`INSTALL`, which the README must show verbatim) in a fresh virtualenv,
-cached under ~/.cache/clip-assets keyed by the command, pyproject.toml and this checkout's path, and
-run the NeMo side (`clip_assets_tests/nemo_side.py`) in subprocesses of it. If it cannot be built,
-the tests that need it fail with the installer's output: they are never skipped.
+cached under ~/.cache/clip-assets keyed by the command, pyproject.toml and the Python version (so a
+second checkout or CI's fresh clone on the same machine reuses it), and run the NeMo side
+(`clip_assets_tests/nemo_side.py`) in subprocesses of it with this checkout first on PYTHONPATH: the
+code under test is always the checkout's, the dependencies exactly what the command installed. If it
+cannot be built, the tests that need it fail with the installer's output: they are never skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 # Run in the checkout, with the new virtualenv first on PATH; the README shows the same line.
-INSTALL = "pip install -e '.[nemo]' && pip install --no-deps nemo-curator==1.4.0 cosmos-xenna==0.2.0"
+INSTALL = "pip install '.[nemo]' && pip install --no-deps nemo-curator==1.4.0 cosmos-xenna==0.2.0"
 CACHE = Path.home() / ".cache" / "clip-assets"
 IMPORT_CHECK = "import clip_assets.nemo, nemo_curator.stages.video.io.clip_writer, nemo_curator.backends.ray_actor_pool"
 
@@ -32,7 +34,7 @@ class NemoSetupError(RuntimeError):
 
 
 def venv_key() -> str:
-    text = "\n".join([INSTALL, str(REPO), sys.version, (REPO / "pyproject.toml").read_text()])
+    text = "\n".join([INSTALL, sys.version, (REPO / "pyproject.toml").read_text()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -59,9 +61,14 @@ def nemo_python() -> Path:
         _run([sys.executable, "-m", "venv", str(venv)], env, "python -m venv")
         env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
         _run(["bash", "-c", INSTALL], env, INSTALL)
-        _run([str(python), "-c", IMPORT_CHECK], env, "importing NeMo Curator and the hand-off")
+        _run([str(python), "-c", IMPORT_CHECK], {**env, **checkout_first()}, "importing NeMo and the hand-off")
         stamp.write_text(INSTALL + "\n")
     return python
+
+
+def checkout_first() -> dict[str, str]:
+    """The environment that makes the NeMo virtualenv import this checkout's clip_assets (and tests)."""
+    return {"PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def run_nemo_side(python: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
@@ -69,7 +76,7 @@ def run_nemo_side(python: Path, *args: str, env: dict[str, str] | None = None, t
     done = subprocess.run(
         [str(python), "-m", "clip_assets_tests.nemo_side", *args],
         cwd=REPO,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **checkout_first(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
