@@ -236,3 +236,15 @@ def test_format_1_files_may_not_use_format_2_keys(tmp_path):
     with pytest.raises(ProcessedVideoError, match="needs format_version 2") as caught:
         ProcessedVideoReader(str(path), "a.parquet")
     assert caught.value.field == "clip_assets.chunk_index"
+
+
+def test_a_huge_chunk_count_in_a_name_costs_nothing_and_never_completes(tmp_path):
+    """`0-of-999999999` names a video of a billion chunks: it waits, and discovery does not count to a billion."""
+    inbox = tmp_path / "inbox"
+    clips = chunked_clips()
+    path = write_chunk(inbox, clips, 0, 2)
+    path.rename(inbox / f"{REL}.chunks/0-of-999999999.parquet")
+    result = discover(LocalStorage(inbox))
+    assert result.videos == [] and result.waiting == [
+        f"{KEY}: 1 of 999999999 chunks; waiting for {REL}.chunks/1-of-999999999.parquet"
+    ]

@@ -254,7 +254,7 @@ def test_a_local_worker_killed_before_its_rename_leaves_only_a_hidden_temp_file(
             while worker.poll() is None:
                 if staging.is_dir() and any(staging.iterdir()):
                     worker.send_signal(signal.SIGKILL)
-                    caught = not (inbox / "big.mp4.chunks").exists()
+                    caught = not (inbox / "big.mp4.chunks/0-of-2.parquet").exists()
                     break
         finally:
             worker.kill()

@@ -67,8 +67,11 @@ class ProcessedVideoReader:
             raise ProcessedVideoError(
                 name, schema.CLIP_UUID, f"{self.num_rows} clips exceed the limit {self.limits.max_clips}"
             )
-        # Each chunk gets a summary file: more chunks than clips would be files no clip accounts for.
+        # Each chunk gets a summary file: more chunks than clips would be files no clip accounts for. A
+        # chunk file's count is bounded by the chunk files there are, each of them a file of its own.
         most_chunks = max(1, self.info.num_total_clips, self.num_rows)
+        if self.info.chunk_index is not None:
+            most_chunks = max(most_chunks, self.info.num_clip_chunks)
         if self.info.num_total_clips > self.limits.max_clips:
             raise ProcessedVideoError(
                 name, "clip_assets.num_total_clips", f"{self.info.num_total_clips} exceeds {self.limits.max_clips}"

@@ -110,9 +110,9 @@ class ChunkSet:
         if len(counts) > 1:
             return f"chunk files of {len(counts)} different deliveries ({', '.join(f'of-{c}' for c in counts)})"
         count = counts[0] if counts else 0
-        missing = [chunk_key(self.video_key, i, count) for i in range(count) if (i, count) not in self.found]
-        if missing:
-            return f"{count - len(missing)} of {count} chunks; waiting for {missing[0]}"
+        if len(self.found) < count:  # the first gap is at most len(found) in: no walk over a huge count
+            first = next(i for i in range(count) if (i, count) not in self.found)
+            return f"{len(self.found)} of {count} chunks; waiting for {chunk_key(self.video_key, first, count)}"
         return None
 
     def in_order(self) -> list[ObjectInfo]:
