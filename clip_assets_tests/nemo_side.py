@@ -314,7 +314,7 @@ def refused() -> str:
     raise SystemExit("a task outside input_path was written")
 
 
-def real_pipeline(videos: str, output: str | None, inbox: str | None) -> dict[str, Any]:
+def real_pipeline(videos: str, output: str | None, inbox: str | None, executor: str = "actor_pool") -> dict[str, Any]:
     """NeMo's own CPU stages under NeMo's own executor, ending in its writer or in the hand-off.
 
     Ray's memory monitor kills workers when the whole machine nears its limit, whoever uses the
@@ -361,7 +361,12 @@ def real_pipeline(videos: str, output: str | None, inbox: str | None) -> dict[st
     ]
     pipeline = Pipeline(name="handoff_test", description="NeMo CPU video split", stages=stages)
     started = time.perf_counter()
-    results = pipeline.run(RayActorPoolExecutor(show_progress=False)) or []
+    if executor == "xenna":  # NeMo's default executor; batch mode fits two cores (streaming needs a CPU per stage)
+        from nemo_curator.backends.xenna import XennaExecutor
+
+        results = pipeline.run(XennaExecutor(config={"execution_mode": "batch"})) or []
+    else:
+        results = pipeline.run(RayActorPoolExecutor(show_progress=False)) or []
     return {
         "seconds": round(time.perf_counter() - started, 1),
         "tasks": [[t.data.input_video.name, t.data.clip_chunk_index, t.data.num_clip_chunks] for t in results],
@@ -401,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipeline.add_argument("videos")
     pipeline.add_argument("--output")
     pipeline.add_argument("--inbox")
+    pipeline.add_argument("--executor", choices=["actor_pool", "xenna"], default="actor_pool")
     chunk = commands.add_parser("write-chunk")
     chunk.add_argument("inbox")
     chunk.add_argument("mib", type=int)
@@ -421,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "roundtrip":
         result = roundtrip()
     elif args.command == "pipeline":
-        result = real_pipeline(args.videos, args.output, args.inbox)
+        result = real_pipeline(args.videos, args.output, args.inbox, args.executor)
     else:
         result = write_chunk(args.inbox, args.mib, args.index)
     print(json.dumps(result), flush=True)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_assets.contract.partition_keys import encode_partition_key
-from clip_assets.engine.inbox import ChunkSet, both_forms, chunk_sets, chunked_fingerprint
+from clip_assets.engine.inbox import ChunkSet, InboxListing, both_forms, chunked_fingerprint
 from clip_assets.storage import ObjectInfo, Storage
 
 
@@ -108,21 +108,23 @@ def discover(storage: Storage, cursor: DiscoveryCursor | None = None) -> Discove
     cursor = cursor or DiscoveryCursor()
     result = DiscoveryResult([], [], cursor)
     handled: list[ObjectInfo] = []
-    singles, sets = chunk_sets(storage.list())
-    for info in singles:
+    listing = InboxListing()
+    single_keys: set[str] = set()
+    complete: list[ObjectInfo] = []  # new single files; registered once the listing shows no chunks of theirs
+    for info in listing.singles(storage.list()):
+        single_keys.add(info.key)
         if not cursor.is_new(info):
             if info.modified_ns >= cursor.horizon_ns:
                 handled.append(info)
-            continue
-        if info.key in sets:
-            continue  # also delivered in chunks: reported with them
-        if not is_complete(storage, info.key):
+        elif not is_complete(storage, info.key):
             result.incomplete.append(info.key)
         else:
+            complete.append(info)
+    for info in complete:
+        if info.key not in listing.chunk_sets:  # also delivered in chunks: reported with them
             result.videos.append(DiscoveredVideo(encode_partition_key(info.key), info.key, info.fingerprint))
             handled.append(info)
-    single_keys = {info.key for info in singles}
-    for video_key, chunks in sets.items():
+    for video_key, chunks in listing.chunk_sets.items():
         handled += _discover_chunked(storage, cursor, chunks, video_key in single_keys, result)
     newest = max([cursor.newest_ns, *(info.modified_ns for info in handled)])
     recent = frozenset(_token(info) for info in handled if info.modified_ns >= newest - LOOKBACK_NS)

@@ -10,7 +10,7 @@ fingerprint combines the chunks' own, so a re-sent chunk changes it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from clip_assets.contract import ProcessedVideoError
@@ -119,19 +119,25 @@ class ChunkSet:
         return [self.found[key] for key in sorted(self.found)]
 
 
-def chunk_sets(infos: Iterable[ObjectInfo]) -> tuple[list[ObjectInfo], dict[str, ChunkSet]]:
-    """A listing's candidates split into single files and chunk sets (keyed by the video's single-file key)."""
-    singles: list[ObjectInfo] = []
-    sets: dict[str, ChunkSet] = {}
-    for info in infos:
-        if not is_candidate(info.key):
-            continue
-        video_key = chunk_folder_video(info.key)
-        if video_key is None:
-            singles.append(info)
-        else:
-            sets.setdefault(video_key, ChunkSet(video_key)).add(info)
-    return singles, sets
+class InboxListing:
+    """One pass over an inbox listing: single files handed on as they come, chunk files gathered by video.
+
+    Only chunk files are held (a chunked video is judged once all of its files are seen); single files
+    stream, so a listing of a million of them costs no million objects.
+    """
+
+    def __init__(self) -> None:
+        self.chunk_sets: dict[str, ChunkSet] = {}
+
+    def singles(self, infos: Iterable[ObjectInfo]) -> Iterator[ObjectInfo]:
+        for info in infos:
+            if not is_candidate(info.key):
+                continue
+            video_key = chunk_folder_video(info.key)
+            if video_key is None:
+                yield info
+            else:
+                self.chunk_sets.setdefault(video_key, ChunkSet(video_key)).add(info)
 
 
 def both_forms(video_key: str) -> str:
@@ -165,12 +171,14 @@ def find_delivery(storage: Storage, partition_key: str) -> VideoDelivery:
     """The partition's input as it is now; refuses a video that is incomplete, ambiguous or missing."""
     key = inbox_key(storage, partition_key)
     single = _stat(storage, key)
+    found = ChunkSet(key)
     try:
-        listed = [info for info in storage.list(chunk_folder(key)) if chunk_folder_video(info.key) == key]
+        for info in storage.list(chunk_folder(key)):
+            if is_candidate(info.key) and chunk_folder_video(info.key) == key:
+                found.add(info)
     except StorageError as exc:
         raise ProcessedVideoError(f"{storage.root}/{chunk_folder(key)}", CHUNKS_FIELD, str(exc)) from None
-    _, sets = chunk_sets(listed)
-    chunks = sets.get(key)
+    chunks = found if found.found or found.misnamed else None
     if single is not None and chunks is not None:
         raise ProcessedVideoError(f"{storage.root}/{key}", "<file>", both_forms(key))
     if single is not None:
