@@ -21,7 +21,7 @@ from clip_assets.contract import processed_video_bytes
 from clip_assets.contract.partition_keys import SUFFIX, chunk_key
 from clip_assets.nemo.mapping import MappingError, chunk_rows, is_chunked, source_video
 from clip_assets.storage import Storage, open_storage
-from clip_assets.storage.s3 import S3Connection
+from clip_assets.storage.s3 import S3Connection, S3Options
 
 if TYPE_CHECKING:
     from nemo_curator.backends.base import WorkerMetadata
@@ -70,7 +70,7 @@ class ProcessedVideoWriterStage(ProcessingStage[VideoTask, VideoTask]):  # type:
 
     - `inbox`: a folder or `s3://bucket/prefix`; S3 credentials come from the standard AWS chain
       (environment, profile, instance role), `s3` adds what the chain does not say (an endpoint,
-      path-style addressing).
+      path-style addressing), `s3_options` how objects are written (server-side encryption, part sizes).
     - `input_path`: as NeMo's: the inbox file's path is the video's path below it.
     - `row_group_size`: clips per Parquet row group (clip-assets streams a row group at a time).
 
@@ -81,6 +81,7 @@ class ProcessedVideoWriterStage(ProcessingStage[VideoTask, VideoTask]):  # type:
     inbox: str
     input_path: str
     s3: S3Connection | None = None
+    s3_options: S3Options | None = None
     row_group_size: int = 8
     name: str = "processed_video_writer"
     resources: Resources = field(default_factory=lambda: Resources(cpus=0.25))
@@ -96,7 +97,7 @@ class ProcessedVideoWriterStage(ProcessingStage[VideoTask, VideoTask]):  # type:
         self._storage = self._open()
 
     def _open(self) -> Storage:
-        return open_storage(self.inbox, s3={"connection": self.s3 or S3Connection()})
+        return open_storage(self.inbox, s3={"connection": self.s3 or S3Connection(), "options": self.s3_options})
 
     def process(self, task: VideoTask) -> VideoTask:
         """Write the task's chunk file atomically (temp file + rename locally; one PUT or a completed
@@ -108,7 +109,6 @@ class ProcessedVideoWriterStage(ProcessingStage[VideoTask, VideoTask]):  # type:
         key = inbox_key(video, self.input_path)
         info, clips = chunk_rows(task)
         storage.put(key, processed_video_bytes(info, clips, row_group_size=self.row_group_size))
-        del clips
         release_buffers(video)
         return task
 
