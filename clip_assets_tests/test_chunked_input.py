@@ -248,3 +248,26 @@ def test_a_huge_chunk_count_in_a_name_costs_nothing_and_never_completes(tmp_path
     assert result.videos == [] and result.waiting == [
         f"{KEY}: 1 of 999999999 chunks; waiting for {REL}.chunks/1-of-999999999.parquet"
     ]
+
+
+def test_a_resent_chunk_rewrites_the_video_and_an_unchanged_one_is_not_reread(tmp_path, instance):
+    """The output version covers every chunk: the same chunks again are verified, not read; one chunk
+    sent again with other content makes the partition write that content."""
+    from clip_assets_tests.conftest import materialize_partition
+    from clip_assets_tests.test_end_to_end import materialization_metadata
+
+    inbox, output = tmp_path / "inbox", tmp_path / "out"
+    clips = chunked_clips()
+    for index in (0, 1):
+        write_chunk(inbox, clips, index, 2)
+    assert materialize_partition(instance, KEY, str(inbox), str(output)).success
+    again = materialize_partition(instance, KEY, str(inbox), str(output))
+    assert materialization_metadata(again, "clip_metadata")["input_unchanged"] is True
+
+    clips[3].windows[0].captions["qwen"] = "a different caption, sent again"
+    path = write_chunk(inbox, clips, 1, 2)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    resent = materialize_partition(instance, KEY, str(inbox), str(output))
+    assert materialization_metadata(resent, "clip_metadata")["input_unchanged"] is False
+    assert b"a different caption, sent again" in (output / f"metas/v0/{clips[3].uuid}.json").read_bytes()
