@@ -209,7 +209,7 @@ def start_worker(nemo: Path, inbox: str, mib: int, env: dict[str, str] | None = 
     return worker
 
 
-def test_a_worker_killed_while_writing_a_chunk_leaves_no_partial_chunk(nemo, tmp_path, instance, s3):
+def test_a_worker_killed_while_writing_a_chunk_leaves_no_partial_chunk(nemo, tmp_path, instance, s3, reliability):
     """Chunk 1 arrives; chunk 0's multipart upload is held up by the endpoint and its worker killed in the
     middle of it: nothing of it is visible, the video stays incomplete, and the chunk sent again completes it."""
     env = {"HANDOFF_S3_ENDPOINT": s3.proxy.url}
@@ -240,9 +240,16 @@ def test_a_worker_killed_while_writing_a_chunk_leaves_no_partial_chunk(nemo, tmp
     assert materialize_partition(instance, "big.mp4", s3.url("inbox"), str(output), s3=s3.connection).success
     chunks = sorted(p.name for p in (output / "processed_clip_chunks").iterdir())
     assert chunks == ["big.mp4_0.json", "big.mp4_1.json"]
+    reliability.record(
+        "fault",
+        "SIGKILL of a NeMo hand-off worker mid-chunk (S3 multipart upload)",
+        tried=1,
+        handled=1,
+        nothing_lost="no chunk visible, video not registered until the chunk was sent again, then materialized",
+    )
 
 
-def test_a_local_worker_killed_before_its_rename_leaves_only_a_hidden_temp_file(nemo, tmp_path, instance):
+def test_a_local_worker_killed_before_its_rename_leaves_only_a_hidden_temp_file(nemo, tmp_path, instance, reliability):
     """Locally a chunk is written into the inbox's hidden staging folder and renamed into place: a worker
     killed while its file is in staging leaves nothing discovery could take for a chunk."""
     inbox = tmp_path / "inbox"
@@ -266,3 +273,10 @@ def test_a_local_worker_killed_before_its_rename_leaves_only_a_hidden_temp_file(
     assert list(inbox.rglob("*.parquet")) == []
     assert len(list(staging.iterdir())) == 1  # the killed writer's temp file, removed by the sweep later
     assert sensor_tick(instance, str(inbox)).run_requests == []
+    reliability.record(
+        "fault",
+        "SIGKILL of a NeMo hand-off worker mid-chunk (local disk)",
+        tried=1,
+        handled=1,
+        nothing_lost="only a temp file in the inbox's hidden staging folder; no chunk file, no partition",
+    )
