@@ -108,8 +108,8 @@ class ChunkSet:
             return f"{self.misnamed[0]} is not named <index>-of-<count>.parquet; only chunk files go in {self.folder}"
         counts = sorted({count for _, count in self.found})
         if len(counts) > 1:
-            first, second = (self.found[min(key for key in self.found if key[1] == c)].key for c in counts[:2])
-            return f"chunk files of {len(counts)} different deliveries, e.g. {first} and {second}: remove the stale one"
+            one, other = (self.found[min(key for key in self.found if key[1] == c)].key for c in counts[:2])
+            return f"chunk files of {len(counts)} different deliveries, e.g. {one} and {other}: remove the stale one"
         count = counts[0] if counts else 0
         if len(self.found) < count:  # the first gap is at most len(found) in: no walk over a huge count
             first = next(i for i in range(count) if (i, count) not in self.found)
