@@ -5,7 +5,7 @@
     python -m benchmarks --only local,rerun --workloads W2 --repeat 5
 
 Benchmarks (--only/--skip): local (a partition's output vs plain writes), rerun (unchanged partitions vs the
-first run), nemo (NeMo Curator 1.4.0's ClipWriterStage, in a venv cached under ~/.cache/clip-assets-bench),
+first run), nemo (NeMo Curator 1.4.0's ClipWriterStage, in the tests' venv cached under ~/.cache/clip-assets),
 s3 (vs `aws s3 cp --recursive` to moto's server on loopback), scale (one video of 10 MB to 1 GB: time and
 peak RSS), overhead (Dagster per partition: batched vs one run each), discovery (sensor ticks over a big inbox).
 

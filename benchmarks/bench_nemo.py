@@ -1,9 +1,10 @@
 """Throughput against NVIDIA NeMo Curator 1.4.0's real `ClipWriterStage`, fed the same processed videos.
 
-NeMo runs in a virtualenv this benchmark makes itself, cached under ~/.cache/clip-assets-bench/, through
-`benchmarks/nemo_reference.py` (which turns each processed video's clip chunks into NeMo `VideoTask`s
-and times the stage). Its wall time includes reading the Parquet files, as ours does. Optional: when the
-venv or ffprobe cannot be had, the benchmark is skipped with the reason, and nothing else is affected.
+NeMo runs in the virtualenv the README's install command makes (the one the tests use, built and cached
+under ~/.cache/clip-assets/ by `clip_assets_tests.support.nemo`), through `benchmarks/nemo_reference.py`
+(which turns each processed video's clip chunks into NeMo `VideoTask`s and times the stage). Its wall
+time includes reading the Parquet files, as ours does. Optional: when the venv or ffprobe cannot be
+had, the benchmark is skipped with the reason, and nothing else is affected.
 """
 
 from __future__ import annotations
@@ -20,13 +21,9 @@ from benchmarks.bench_local import inbox_for
 from benchmarks.harness import REPO_ROOT, Context, Row, Target, Timer, paired_ratios, progress, settle
 from benchmarks.runners import engine_write, tree_size
 from benchmarks.workloads import INPUT_PATH, Workload
+from clip_assets_tests.support.nemo import NemoSetupError
+from clip_assets_tests.support.nemo import nemo_python as support_nemo_python
 
-NEMO_PACKAGES = ["nemo-curator==1.4.0", "cosmos-xenna==0.2.0"]
-NEMO_DEPENDENCIES = ["ray", "loguru", "numpy", "pandas", "pyarrow", "av"]
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip-assets-bench"
-VENV = CACHE / "nemo-curator-1.4.0"
-READY = VENV / ".clip-assets-bench-ready"
-IMPORT_CHECK = "from nemo_curator.stages.video.io.clip_writer import ClipWriterStage"
 TARGET = Target(">=", 10.0, ">= 10x NeMo")
 WALL_RE = re.compile(r"wall time ([0-9.]+) s")
 STAGE_RE = re.compile(r"stage time ([0-9.]+) s")
@@ -36,28 +33,13 @@ class Unavailable(Exception):
     """NeMo Curator or ffprobe cannot be installed here; the message says what failed."""
 
 
-def _run(command: Sequence[str], what: str) -> None:
-    progress(f"NeMo setup: {what}")
-    done = subprocess.run(list(command), capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise Unavailable(f"{what} failed (exit {done.returncode}): " + " | ".join(tail))
-
-
 def nemo_python() -> Path:
-    """The cached venv's interpreter, creating and checking the venv on first use."""
-    python = VENV / "bin" / "python"
-    if READY.exists():
-        return python
-    shutil.rmtree(VENV, ignore_errors=True)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "venv", str(VENV)], f"python -m venv {VENV}")
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run([*pip, "--no-deps", *NEMO_PACKAGES], "pip install --no-deps " + " ".join(NEMO_PACKAGES))
-    _run([*pip, *NEMO_DEPENDENCIES], "pip install " + " ".join(NEMO_DEPENDENCIES))
-    _run([str(python), "-c", IMPORT_CHECK], "importing ClipWriterStage")
-    READY.write_text("ok\n")
-    return python
+    """The NeMo virtualenv's interpreter (built on first use, about two minutes)."""
+    progress("NeMo setup: the README's install command, in a cached virtualenv")
+    try:
+        return support_nemo_python()
+    except NemoSetupError as exc:
+        raise Unavailable(str(exc)) from None
 
 
 def ensure_ffprobe() -> None:
@@ -96,8 +78,8 @@ def ours_once(inbox: Path, keys: Sequence[str], output: Path) -> float:
 
 def run(ctx: Context, workloads: Sequence[Workload]) -> list[Row]:
     try:
-        python = nemo_python()
         ensure_ffprobe()
+        python = nemo_python()
     except Unavailable as reason:
         progress(f"SKIPPED NeMo Curator benchmark: {reason}")
         return []
@@ -154,7 +136,7 @@ def run(ctx: Context, workloads: Sequence[Workload]) -> list[Row]:
 
 if __name__ == "__main__":  # `python -m benchmarks.bench_nemo`: prepare the venv and ffprobe only
     try:
-        print(nemo_python())
         ensure_ffprobe()
+        print(nemo_python())
     except Unavailable as reason:
         sys.exit(f"unavailable: {reason}")

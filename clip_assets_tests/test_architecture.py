@@ -24,7 +24,7 @@ LAYERS = [
     {"layout", "settings", "thread_pools"},
     {"contract"},
     {"media", "storage"},
-    {"families", "producer"},
+    {"families", "producer", "nemo"},
     {"engine"},
     {"dataset"},
     {"defs"},
@@ -179,3 +179,19 @@ def test_two_datasets_from_the_component_share_a_code_location_without_colliding
     assert result.success
     assert (tmp_path / "cars-output/processed_videos/a.mp4.json").exists()
     assert not Path(default.output).joinpath("processed_videos/a.mp4.json").exists()
+
+
+def test_only_the_nemo_layer_imports_nemo_curator():
+    """The rest of the package runs without NeMo Curator installed (it is not a dependency)."""
+
+    def imports_nemo(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] == "nemo_curator" for name in names):
+                return True
+        return False
+
+    importing = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py") if imports_nemo(path)}
+    assert importing and all(path.startswith("nemo/") for path in importing), importing

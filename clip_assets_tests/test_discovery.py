@@ -1,6 +1,7 @@
 import os
 
-from clip_assets.engine.discovery import DiscoveryCursor, discover, is_candidate
+from clip_assets.engine.discovery import DiscoveryCursor, discover
+from clip_assets.engine.inbox import is_candidate
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.factories import write_video
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
+from clip_assets_tests.support.dataset import materialization_metadata
 from clip_assets_tests.support.factories import SOURCE_VIDEO, make_clips, video_info, write_video
 
 FAMILIES = ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries")
@@ -29,13 +30,6 @@ def nemo_tree(root):
 
 def mtimes(root):
     return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and "_clip_assets" not in p.parts}
-
-
-def materialization_metadata(result, asset_name):
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() == asset_name:
-            return {k: v.value for k, v in event.materialization.metadata.items()}
-    raise AssertionError(f"no materialization of {asset_name}")
 
 
 def test_one_video_produces_the_nemo_tree(inbox, output, run_partition):

@@ -26,7 +26,7 @@ from clip_assets import layout
 from clip_assets.contract import ProcessedVideoError
 from clip_assets.contract.identity import canonical_uuid
 from clip_assets.contract.partition_keys import decode_partition_key, encode_partition_key
-from clip_assets.engine.partition_input import find_inbox_file
+from clip_assets.engine.inbox import find_inbox_file
 from clip_assets.storage import LocalStorage, ObjectInfo
 from clip_assets.storage.keys import check_key
 

@@ -109,6 +109,8 @@ def discover(inbox: str | None) -> None:
         click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")
     for key in result.incomplete:
         click.echo(f"skipped {key} (incomplete: no readable Parquet footer)", err=True)
+    for waiting in result.waiting:
+        click.echo(f"waiting {waiting}", err=True)
     click.echo(f"{len(result.videos)} processed videos in {storage.root}, {len(new_keys)} new partitions", err=True)
 
 

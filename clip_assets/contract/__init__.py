@@ -2,14 +2,16 @@
 
 from clip_assets.contract.errors import ProcessedVideoError
 from clip_assets.contract.reader import ProcessedVideoReader
-from clip_assets.contract.records import ClipRecord, VideoInfo, Window
-from clip_assets.contract.writer import write_processed_video
+from clip_assets.contract.records import ClipRecord, EmbeddingLayout, VideoInfo, Window
+from clip_assets.contract.writer import processed_video_bytes, write_processed_video
 
 __all__ = [
     "ClipRecord",
+    "EmbeddingLayout",
     "ProcessedVideoError",
     "ProcessedVideoReader",
     "VideoInfo",
     "Window",
+    "processed_video_bytes",
     "write_processed_video",
 ]

@@ -18,8 +18,14 @@ from clip_assets.contract import schema
 from clip_assets.contract.errors import ProcessedVideoError
 from clip_assets.contract.identity import canonical_uuid, derive_clip_uuid
 from clip_assets.contract.limits import ValidationLimits
-from clip_assets.contract.records import ClipRecord, VideoInfo, Window
-from clip_assets.contract.validation import ClipChecker, check_arrow_schema, load_json, parse_file_metadata
+from clip_assets.contract.records import ClipRecord, EmbeddingLayout, VideoInfo, Window
+from clip_assets.contract.validation import (
+    ClipChecker,
+    VideoChecks,
+    check_arrow_schema,
+    load_json,
+    parse_file_metadata,
+)
 
 ALL_COLUMNS: frozenset[str] = frozenset(schema.COLUMNS) | {schema.WINDOW_WEBP_COLUMN}
 # Parquet reads per column stream: one buffer of this size per projected leaf column.
@@ -61,8 +67,11 @@ class ProcessedVideoReader:
             raise ProcessedVideoError(
                 name, schema.CLIP_UUID, f"{self.num_rows} clips exceed the limit {self.limits.max_clips}"
             )
-        # Each chunk gets a summary file: more chunks than clips would be files no clip accounts for.
+        # Each chunk gets a summary file: more chunks than clips would be files no clip accounts for. A
+        # chunk file's count is bounded by the chunk files there are, each of them a file of its own.
         most_chunks = max(1, self.info.num_total_clips, self.num_rows)
+        if self.info.chunk_index is not None:
+            most_chunks = max(most_chunks, self.info.num_clip_chunks)
         if self.info.num_total_clips > self.limits.max_clips:
             raise ProcessedVideoError(
                 name, "clip_assets.num_total_clips", f"{self.info.num_total_clips} exceeds {self.limits.max_clips}"
@@ -120,13 +129,19 @@ class ProcessedVideoReader:
         )
         return list(prefixes)
 
-    def iter_clips(self, columns: Iterable[str] = ALL_COLUMNS) -> Iterator[ClipRecord]:
-        """Yield every clip in file order, checked, with only `columns` (plus identity) filled in."""
+    def iter_clips(
+        self, columns: Iterable[str] = ALL_COLUMNS, video_checks: VideoChecks | None = None
+    ) -> Iterator[ClipRecord]:
+        """Yield every clip in file order, checked, with only `columns` (plus identity) filled in.
+
+        `video_checks` carries what must hold across the files of a video that arrives in chunks
+        (unique clip ids, one dimension per embedding algorithm); by default the file is the video.
+        """
         wanted = frozenset(columns) | set(schema.IDENTITY_COLUMNS)
         unknown = wanted - ALL_COLUMNS
         if unknown:
             raise ValueError(f"unknown contract columns requested: {sorted(unknown)}")
-        checker = ClipChecker(self.name, self.info, self.limits)
+        checker = ClipChecker(self.name, self.info, self.limits, video_checks)
         row = 0
         projected = self._parquet_columns(wanted)
         batches = self._file.iter_batches(batch_size=self.batch_size, columns=projected)
@@ -210,6 +225,10 @@ class ProcessedVideoReader:
             ]
         if values.get(schema.EMBEDDINGS) is not None:
             clip.embeddings = _unique_map(values[schema.EMBEDDINGS], lambda p: fail(schema.EMBEDDINGS, p, clip_id))
+            for algorithm, layout in self.info.embedding_layouts.items():
+                if algorithm in clip.embeddings:
+                    field = f"{schema.EMBEDDINGS}[{algorithm}]"
+                    clip.embeddings[algorithm] = _laid_out(clip.embeddings[algorithm], layout, field, fail, clip_id)
         extra = values.get(schema.EXTRA_METADATA)
         if extra is not None:
             if len(extra) > self.limits.max_caption_chars:
@@ -237,6 +256,18 @@ class ProcessedVideoReader:
             captions=_string_map(value.get(schema.WINDOW_CAPTIONS) or [], fail),
             enhanced_captions=_string_map(value.get(schema.WINDOW_ENHANCED_CAPTIONS) or [], fail),
         )
+
+
+def _laid_out(vector: np.ndarray, layout: EmbeddingLayout, field: str, fail: Any, clip_id: str) -> np.ndarray:
+    """A flat stored vector in its declared dtype and shape; refuses values the dtype cannot hold exactly."""
+    if vector.size != math.prod(layout.shape):
+        raise fail(field, f"{vector.size} values do not fill the declared shape {list(layout.shape)}", clip_id)
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = vector.astype(layout.dtype)
+        exact = np.array_equal(converted.astype(vector.dtype), vector, equal_nan=True)
+    if not exact:
+        raise fail(field, f"values are not exactly representable as the declared {layout.dtype}", clip_id)
+    return converted.reshape(layout.shape)
 
 
 def _unique_map(pairs: list[tuple[str, Any]], fail: Any) -> dict[str, Any]:

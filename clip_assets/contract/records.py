@@ -5,6 +5,7 @@ Plain dataclasses, no I/O: the reader builds them, the artifact builders consume
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,17 @@ class ChunkCounters:
     index: int
     num_filtered_by_motion: int
     num_filtered_by_aesthetic: int
+
+
+@dataclass(frozen=True)
+class EmbeddingLayout:
+    """How one algorithm's vectors look upstream: NeMo pickles Cosmos-Embed1's float16 `(1, 768)` as it is.
+
+    The `embeddings` column holds flat vectors; this restores their dtype and shape exactly.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -37,10 +49,14 @@ class VideoInfo:
     num_clip_chunks: int = 0
     # None when the producer did not record counters; they are then counted from `filtered_by`.
     chunks: tuple[ChunkCounters, ...] | None = None
+    # Format 2: the clip chunk this file holds when the video arrives as chunk files, else None.
+    chunk_index: int | None = None
+    # Format 2: algorithm -> dtype and shape of its vectors; vectors of other algorithms stay flat.
+    embedding_layouts: Mapping[str, EmbeddingLayout] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The `clip_assets` schema-metadata object of the file format."""
-        from clip_assets.contract.schema import FORMAT_VERSION, VIDEO_FIELDS
+        from clip_assets.contract.schema import CHUNK_INDEX_KEY, EMBEDDING_LAYOUTS_KEY, FORMAT_VERSION, VIDEO_FIELDS
 
         doc: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -58,6 +74,13 @@ class VideoInfo:
                 }
                 for c in self.chunks
             ]
+        if self.chunk_index is not None:
+            doc[CHUNK_INDEX_KEY] = self.chunk_index
+        if self.embedding_layouts:
+            doc[EMBEDDING_LAYOUTS_KEY] = {
+                algorithm: {"dtype": layout.dtype, "shape": list(layout.shape)}
+                for algorithm, layout in self.embedding_layouts.items()
+            }
         return doc
 
 

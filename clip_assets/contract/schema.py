@@ -1,4 +1,4 @@
-"""Column names, types and file-level metadata of the processed-video format, version 1.
+"""Column names, types and file-level metadata of the processed-video format, versions 1 and 2.
 
 This module is the only place that knows a column name of the input contract.
 """
@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+# What the writer writes; the reader also reads every earlier version.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
+# File-level metadata keys that version 2 introduced (a version 1 file may not use them).
+CHUNK_INDEX_KEY = "chunk_index"
+EMBEDDING_LAYOUTS_KEY = "embeddings"
+# The dtypes an embedding may declare (`clip_assets.embeddings.<algorithm>.dtype`).
+EMBEDDING_DTYPES = ("float16", "float32", "float64")
 # Parquet footer key-value metadata key (Arrow schema metadata lands there too).
 METADATA_KEY = b"clip_assets"
 

@@ -5,9 +5,10 @@ Every failure is a ProcessedVideoError naming file, field and (for clip data) ro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import pyarrow as pa
 from clip_assets.contract import schema
 from clip_assets.contract.errors import ProcessedVideoError
 from clip_assets.contract.limits import ValidationLimits
-from clip_assets.contract.records import ChunkCounters, ClipRecord, VideoInfo
+from clip_assets.contract.records import ChunkCounters, ClipRecord, EmbeddingLayout, VideoInfo
 
 _INT_VIDEO_FIELDS = ("width", "height", "num_frames")
 _FLOAT_VIDEO_FIELDS = ("framerate", "duration")
@@ -61,12 +62,15 @@ def parse_file_metadata(file: str, raw: bytes | None) -> VideoInfo:
     if not isinstance(doc, dict):
         raise ProcessedVideoError(file, field, "must be a JSON object")
     version = doc.get("format_version")
-    if not _is_int(version) or version != schema.FORMAT_VERSION:
+    if not _is_int(version) or version not in schema.FORMAT_VERSIONS:
+        known = ", ".join(map(str, schema.FORMAT_VERSIONS))
         raise ProcessedVideoError(
-            file,
-            f"{field}.format_version",
-            f"unsupported format_version {version!r}; this reader knows {schema.FORMAT_VERSION}",
+            file, f"{field}.format_version", f"unsupported format_version {version!r}; this reader knows {known}"
         )
+    if version < 2:
+        for key in (schema.CHUNK_INDEX_KEY, schema.EMBEDDING_LAYOUTS_KEY):
+            if key in doc:
+                raise ProcessedVideoError(file, f"{field}.{key}", "needs format_version 2")
     source_video = doc.get("source_video")
     if not isinstance(source_video, str) or not source_video or "\x00" in source_video:
         raise ProcessedVideoError(file, f"{field}.source_video", "must be a non-empty string without NUL")
@@ -94,7 +98,89 @@ def parse_file_metadata(file: str, raw: bytes | None) -> VideoInfo:
         if not _is_int(value) or value < 0:
             raise ProcessedVideoError(file, f"{field}.{name}", f"must be a non-negative integer, got {value!r}")
         values[name] = value
-    return VideoInfo(source_video=source_video, **values, chunks=_parse_chunks(file, doc))
+    chunk_index = _parse_chunk_index(file, doc, values["num_clip_chunks"])
+    chunks = _parse_chunks(file, doc)
+    if chunk_index is not None and any(c.index != chunk_index for c in chunks or ()):
+        raise ProcessedVideoError(
+            file, f"{field}.chunks", f"a chunk file (chunk {chunk_index}) may only give its own chunk's counters"
+        )
+    return VideoInfo(
+        source_video=source_video,
+        **values,
+        chunks=chunks,
+        chunk_index=chunk_index,
+        embedding_layouts=_parse_embedding_layouts(file, doc),
+    )
+
+
+def merge_chunk_infos(named: Sequence[tuple[str, VideoInfo]]) -> VideoInfo:
+    """The video of chunk files `(file name, its metadata)`, in chunk order: they must agree on every
+    video-level fact (a disagreement names both files and the field); each gives its own chunk's counters.
+
+    Embedding layouts are merged: a chunk whose clips have no vector of an algorithm need not declare it.
+    """
+    first_file, first = named[0]
+    field = schema.METADATA_KEY.decode()
+    layouts = dict(first.embedding_layouts)
+    declared_in = dict.fromkeys(layouts, first_file)
+    facts = ("source_video", *(f"video.{n}" for n in schema.VIDEO_FIELDS), "num_total_clips", "num_clip_chunks")
+    for file, info in named[1:]:
+        for name in facts:
+            attribute = name.removeprefix("video.")
+            mine, theirs = getattr(info, attribute), getattr(first, attribute)
+            if mine != theirs:
+                problem = f"{mine!r} here but {theirs!r} in {first_file}: chunks of a video must agree"
+                raise ProcessedVideoError(file, f"{field}.{name}", problem)
+        if (info.chunks is None) != (first.chunks is None):
+            problem = f"given in only one of this file and {first_file}: give it in every chunk or none"
+            raise ProcessedVideoError(file, f"{field}.chunks", problem)
+        for algorithm, layout in info.embedding_layouts.items():
+            declared_in.setdefault(algorithm, file)
+            if layouts.setdefault(algorithm, layout) != layout:
+                problem = f"{layout} here but {layouts[algorithm]} in {declared_in[algorithm]}: chunks must agree"
+                raise ProcessedVideoError(file, f"{field}.{schema.EMBEDDING_LAYOUTS_KEY}[{_shown(algorithm)}]", problem)
+    chunks = None if first.chunks is None else tuple(c for _, info in named for c in info.chunks or ())
+    return dataclasses.replace(first, chunks=chunks, chunk_index=None, embedding_layouts=layouts)
+
+
+def _parse_chunk_index(file: str, doc: Mapping[str, Any], num_clip_chunks: int) -> int | None:
+    """A chunk file's own chunk: below `num_clip_chunks`, which a chunked video must set."""
+    value = doc.get(schema.CHUNK_INDEX_KEY)
+    if value is None:
+        return None
+    path = f"{schema.METADATA_KEY.decode()}.{schema.CHUNK_INDEX_KEY}"
+    if not _is_int(value) or value < 0:
+        raise ProcessedVideoError(file, path, f"must be a non-negative integer, got {value!r}")
+    if value >= num_clip_chunks:
+        raise ProcessedVideoError(file, path, f"{value} is not below num_clip_chunks {num_clip_chunks}")
+    return int(value)
+
+
+def _parse_embedding_layouts(file: str, doc: Mapping[str, Any]) -> dict[str, EmbeddingLayout]:
+    """`{algorithm: {"dtype": "float16", "shape": [1, 768]}}`: what each algorithm's flat vectors become."""
+    layouts = doc.get(schema.EMBEDDING_LAYOUTS_KEY)
+    path = f"{schema.METADATA_KEY.decode()}.{schema.EMBEDDING_LAYOUTS_KEY}"
+    if layouts is None:
+        return {}
+    if not isinstance(layouts, dict):
+        raise ProcessedVideoError(file, path, "must be a JSON object")
+    parsed: dict[str, EmbeddingLayout] = {}
+    for algorithm, layout in layouts.items():
+        where = f"{path}[{_shown(algorithm)}]"
+        if not isinstance(layout, dict):
+            raise ProcessedVideoError(file, where, "must be a JSON object")
+        dtype, shape = layout.get("dtype"), layout.get("shape")
+        if dtype not in schema.EMBEDDING_DTYPES:
+            raise ProcessedVideoError(file, f"{where}.dtype", f"must be one of {list(schema.EMBEDDING_DTYPES)}")
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 8
+            or not all(_is_int(n) and n > 0 for n in shape)
+            or math.prod(shape) > 2**31
+        ):
+            raise ProcessedVideoError(file, f"{where}.shape", f"must be 1 to 8 positive dimensions, got {shape!r}")
+        parsed[algorithm] = EmbeddingLayout(dtype, tuple(shape))
+    return parsed
 
 
 def _parse_chunks(file: str, doc: Mapping[str, Any]) -> tuple[ChunkCounters, ...] | None:
@@ -218,33 +304,46 @@ def _looks_like_webp(data: bytes | memoryview) -> bool:
     return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
 
 
-class ClipChecker:
-    """Checks clip rows one at a time, keeping what must be consistent across a file.
+class VideoChecks:
+    """What must be consistent across a whole video, whether it is one file or several chunk files.
 
-    Kept small: the set of ids seen and the dimension of each embedding algorithm.
+    Kept small: where each clip id was seen, the dimension of each embedding algorithm, the clip count.
     """
 
-    def __init__(self, file: str, info: VideoInfo, limits: ValidationLimits) -> None:
+    def __init__(self) -> None:
+        self.seen_ids: dict[str, tuple[str, int]] = {}
+        self.embedding_dims: dict[str, int] = {}
+        self.rows = 0
+
+
+class ClipChecker:
+    """Checks one file's clip rows one at a time, against its video's `VideoChecks`."""
+
+    def __init__(self, file: str, info: VideoInfo, limits: ValidationLimits, video: VideoChecks | None = None) -> None:
         self.file = file
         self.info = info
         self.limits = limits
-        self.seen_ids: dict[str, int] = {}
-        self.embedding_dims: dict[str, int] = {}
-        self.rows = 0
+        self.video = video or VideoChecks()
 
     def fail(self, clip: ClipRecord, field: str, problem: str) -> ProcessedVideoError:
         return ProcessedVideoError(self.file, field, problem, row=clip.row, clip_id=clip.uuid)
 
     def check(self, clip: ClipRecord) -> None:
-        self.rows += 1
-        if self.rows > self.limits.max_clips:
-            raise self.fail(clip, schema.CLIP_UUID, f"more than {self.limits.max_clips} clips in one file")
-        if clip.uuid in self.seen_ids:
-            raise self.fail(clip, schema.CLIP_UUID, f"duplicate clip id, first seen in row {self.seen_ids[clip.uuid]}")
-        self.seen_ids[clip.uuid] = clip.row
+        self.video.rows += 1
+        if self.video.rows > self.limits.max_clips:
+            raise self.fail(clip, schema.CLIP_UUID, f"more than {self.limits.max_clips} clips in one video")
+        if clip.uuid in self.video.seen_ids:
+            file, row = self.video.seen_ids[clip.uuid]
+            where = f"row {row}" if file == self.file else f"{file}, row {row}"
+            raise self.fail(clip, schema.CLIP_UUID, f"duplicate clip id, first seen in {where}")
+        self.video.seen_ids[clip.uuid] = (self.file, clip.row)
         self._check_span(clip)
         if clip.chunk_index < 0:
             raise self.fail(clip, schema.CHUNK_INDEX, f"must be >= 0, got {clip.chunk_index}")
+        if self.info.chunk_index is not None and clip.chunk_index != self.info.chunk_index:
+            raise self.fail(
+                clip, schema.CHUNK_INDEX, f"{clip.chunk_index} in the file of chunk {self.info.chunk_index}"
+            )
         if self.info.num_clip_chunks and clip.chunk_index >= self.info.num_clip_chunks:
             raise self.fail(
                 clip,
@@ -338,6 +437,6 @@ class ClipChecker:
                 )
             if not np.isfinite(vector).all():
                 raise self.fail(clip, field, "embedding has non-finite values")
-            expected = self.embedding_dims.setdefault(algorithm, vector.size)
+            expected = self.video.embedding_dims.setdefault(algorithm, vector.size)
             if vector.size != expected:
                 raise self.fail(clip, field, f"dimension {vector.size} differs from {expected} of earlier clips")

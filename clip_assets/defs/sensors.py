@@ -31,6 +31,8 @@ def evaluate_inbox(
     result = discover(inbox, DiscoveryCursor.parse(context.cursor))
     if result.incomplete:
         context.log.info(f"skipping {len(result.incomplete)} incomplete files, e.g. {result.incomplete[0]}")
+    if result.waiting:
+        context.log.info(f"{len(result.waiting)} chunked videos not yet complete, e.g. {result.waiting[0]}")
     known = context.instance.get_dynamic_partitions(names.partitions)
     new_keys = unknown_partition_keys(known, result.videos)
     run_requests = []

@@ -1,21 +1,24 @@
 """Finding complete processed videos in an inbox, incrementally: shared by the sensor and `discover`.
 
 A file counts once its Parquet footer can be read; producers publish by rename or a single upload, so
-a half-written file is skipped and picked up on a later pass when it is complete.
+a half-written file is skipped and picked up on a later pass when it is complete. A video delivered
+in chunk files counts once all of its chunks are there and readable (`engine.inbox`); until then it
+is reported as waiting, and a re-sent chunk makes it new again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_assets.contract.partition_keys import SUFFIX, encode_partition_key
+from clip_assets.contract.partition_keys import encode_partition_key
+from clip_assets.engine.inbox import ChunkSet, InboxListing, both_forms, chunked_fingerprint
 from clip_assets.storage import ObjectInfo, Storage
 
 
@@ -77,11 +80,6 @@ class DiscoveryCursor:
         return info.modified_ns >= self.horizon_ns and _token(info) not in self.recent
 
 
-def is_candidate(key: str) -> bool:
-    """A `.parquet` file that is not hidden or internal (producers' temp files start with '.')."""
-    return key.endswith(SUFFIX) and not any(part.startswith((".", "_")) for part in key.split("/"))
-
-
 def is_complete(storage: Storage, key: str) -> bool:
     try:
         with storage.open(key) as handle:
@@ -93,35 +91,69 @@ def is_complete(storage: Storage, key: str) -> bool:
 
 @dataclass
 class DiscoveryResult:
+    """`incomplete`: files without a readable footer yet; `waiting`: chunked videos not complete, and why."""
+
     videos: list[DiscoveredVideo]
     incomplete: list[str]
     cursor: DiscoveryCursor
-
-
-def _candidates(storage: Storage) -> Iterator[ObjectInfo]:
-    return (info for info in storage.list() if is_candidate(info.key))
+    waiting: list[str] = field(default_factory=list)
 
 
 def discover(storage: Storage, cursor: DiscoveryCursor | None = None) -> DiscoveryResult:
-    """Complete files new or changed since `cursor` (all of them without one), and the next cursor."""
+    """Complete videos new or changed since `cursor` (all of them without one), and the next cursor.
+
+    A chunked video is new when any of its chunk files is; all of its files are then read (footers
+    only) and handled together, so it is registered once, complete, with its chunks' combined fingerprint.
+    """
     cursor = cursor or DiscoveryCursor()
-    videos: list[DiscoveredVideo] = []
-    incomplete: list[str] = []
+    result = DiscoveryResult([], [], cursor)
     handled: list[ObjectInfo] = []
-    for info in _candidates(storage):
+    listing = InboxListing()
+    single_keys: set[str] = set()
+    complete: list[ObjectInfo] = []  # new single files; registered once the listing shows no chunks of theirs
+    for info in listing.singles(storage.list()):
+        single_keys.add(info.key)
         if not cursor.is_new(info):
             if info.modified_ns >= cursor.horizon_ns:
                 handled.append(info)
-            continue
-        if not is_complete(storage, info.key):
-            incomplete.append(info.key)
-            continue
-        videos.append(DiscoveredVideo(encode_partition_key(info.key), info.key, info.fingerprint))
-        handled.append(info)
+        elif not is_complete(storage, info.key):
+            result.incomplete.append(info.key)
+        else:
+            complete.append(info)
+    for info in complete:
+        if info.key not in listing.chunk_sets:  # also delivered in chunks: reported with them
+            result.videos.append(DiscoveredVideo(encode_partition_key(info.key), info.key, info.fingerprint))
+            handled.append(info)
+    for video_key, chunks in listing.chunk_sets.items():
+        handled += _discover_chunked(storage, cursor, chunks, video_key in single_keys, result)
     newest = max([cursor.newest_ns, *(info.modified_ns for info in handled)])
     recent = frozenset(_token(info) for info in handled if info.modified_ns >= newest - LOOKBACK_NS)
-    videos.sort(key=lambda v: v.partition_key)
-    return DiscoveryResult(videos, sorted(incomplete), DiscoveryCursor(newest, recent))
+    result.videos.sort(key=lambda v: v.partition_key)
+    result.incomplete.sort()
+    result.waiting.sort()
+    result.cursor = DiscoveryCursor(newest, recent)
+    return result
+
+
+def _discover_chunked(
+    storage: Storage, cursor: DiscoveryCursor, chunks: ChunkSet, has_single: bool, result: DiscoveryResult
+) -> list[ObjectInfo]:
+    """Registers one chunked video in `result` when it is new and complete; returns the files it handled."""
+    files = [*chunks.found.values()]
+    if not any(cursor.is_new(info) for info in files) and not chunks.misnamed and not has_single:
+        return [info for info in files if info.modified_ns >= cursor.horizon_ns]
+    partition_key = encode_partition_key(chunks.video_key)
+    problem = both_forms(chunks.video_key) if has_single else chunks.problem()
+    if problem is not None:
+        result.waiting.append(f"{partition_key}: {problem}")
+        return []
+    unreadable = [info.key for info in files if not is_complete(storage, info.key)]
+    if unreadable:
+        result.incomplete += unreadable
+        return []
+    fingerprint = chunked_fingerprint(files)
+    result.videos.append(DiscoveredVideo(partition_key, chunks.folder.rstrip("/"), fingerprint))
+    return files
 
 
 def unknown_partition_keys(known: Sequence[str], videos: Sequence[DiscoveredVideo]) -> list[str]:

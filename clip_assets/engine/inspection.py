@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clip_assets.contract import ClipRecord, ProcessedVideoError, ProcessedVideoReader, schema
 from clip_assets.contract.reader import ALL_COLUMNS
+from clip_assets.contract.validation import VideoChecks
 from clip_assets.families import FAMILIES, OutputFamily
 from clip_assets.families.base import ClipFacts
 from clip_assets.media.probe import ClipProbe, MediaError, probe_mp4
@@ -128,6 +129,25 @@ def inspect_clips(
     return VideoInspection(passed + filtered, passed, filtered, facts)
 
 
-def inspect_video(reader: ProcessedVideoReader, families: Sequence[OutputFamily] = FAMILIES) -> VideoInspection:
-    """One streaming pass over every column of the file: the full check before anything is written."""
-    return inspect_clips(reader.name, reader.iter_clips(ALL_COLUMNS), reader.info.framerate, families)
+def inspect_video(
+    reader: ProcessedVideoReader, families: Sequence[OutputFamily] = FAMILIES, checks: VideoChecks | None = None
+) -> VideoInspection:
+    """One streaming pass over every column of the file: the full check before anything is written.
+
+    `checks` is shared by the chunk files of one video (clip ids unique across them, and so on)."""
+    return inspect_clips(reader.name, reader.iter_clips(ALL_COLUMNS, checks), reader.info.framerate, families)
+
+
+def merge_inspections(inspections: Sequence[VideoInspection]) -> VideoInspection:
+    """The chunk files' inspections as the video's (their clip ids are distinct: `VideoChecks` saw to it)."""
+    if len(inspections) == 1:
+        return inspections[0]
+    facts: dict[str, ClipFacts] = {}
+    for inspection in inspections:
+        facts.update(inspection.facts)
+    return VideoInspection(
+        sum(i.num_clips for i in inspections),
+        sum(i.num_passed for i in inspections),
+        sum(i.num_filtered for i in inspections),
+        facts,
+    )

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from clip_assets import layout
 from clip_assets.contract.limits import ValidationLimits
+from clip_assets.engine.inbox import find_delivery
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.output_version import output_version
-from clip_assets.engine.partition_input import PartitionInput, find_inbox_file, open_partition_input
+from clip_assets.engine.partition_input import PartitionInput, open_partition_input
 from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.settings import WriterSettings
@@ -69,9 +70,9 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
     """Write the job's families of one partition; never raises: failures are in the outcome."""
     outcome = PartitionOutcome(partition_key, source=f"{job.inbox.root}/{partition_key}")
     try:
-        file = find_inbox_file(job.inbox, partition_key)
-        outcome.source = file.name
-        version = output_version(file.info.fingerprint, job.settings)
+        delivery = find_delivery(job.inbox, partition_key)  # one file, or every chunk file of the video
+        outcome.source = delivery.name
+        version = output_version(delivery.fingerprint, job.settings)
         # 0. Unchanged? Then verify, don't read (and take no lock).
         recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in job.families}
         pending = _changed(job.families, recorded, version, writer, outcome)
@@ -86,11 +87,11 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
                 return outcome
             # 2. Inspect all of the input, then check that its outputs are its own.
             video = open_partition_input(
-                file, partition_key, job.output, job.settings, job.limits, job.dataset_families, log
+                delivery, partition_key, job.output, job.settings, job.limits, job.dataset_families, log
             )
-            # 3-4. Build every family's artifacts in one pass over the file, writing them as they come.
+            # 3-4. Build every family's artifacts in one pass over the input, writing them as they come.
             writes = {
-                f.name: writer.begin(recorded[f.name], f.name, partition_key, file.name, version) for f in pending
+                f.name: writer.begin(recorded[f.name], f.name, partition_key, delivery.name, version) for f in pending
             }
             _build_and_write(video, pending, writes, outcome)
             # 5-6. Remove what each family no longer produces, then record its manifest.

@@ -1,8 +1,10 @@
-"""A partition's input: finding its processed video, and inspecting all of it before a single artifact is written.
+"""A partition's input: its processed video, inspected whole before a single artifact is written.
 
 Inspection reads every column, probes every MP4 and parses every WebP, so a bad file fails its
 partition with an error naming file, row and field, and nothing of that partition is written or
-removed. The families then stream the columns they need, in one pass, from the same file version.
+removed. A video delivered in chunks is inspected chunk file by chunk file, all of them before any
+write, and its chunks must agree on the video's facts. The families then stream the columns they
+need, in one pass, chunk by chunk in chunk order, from the same file versions.
 """
 
 from __future__ import annotations
@@ -16,63 +18,31 @@ import pyarrow.parquet as pq
 from clip_assets import layout
 from clip_assets.contract import ClipRecord, ProcessedVideoError, ProcessedVideoReader, VideoInfo
 from clip_assets.contract.limits import ValidationLimits
-from clip_assets.contract.partition_keys import decode_partition_key, encode_partition_key
+from clip_assets.contract.partition_keys import parse_chunk_key
+from clip_assets.contract.validation import VideoChecks, merge_chunk_infos
 from clip_assets.engine.claims import check_clip_ids, claim_video
-from clip_assets.engine.inspection import VideoInspection, inspect_video
+from clip_assets.engine.inbox import InboxFile, VideoDelivery
+from clip_assets.engine.inspection import VideoInspection, inspect_video, merge_inspections
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, clip_metadata
 from clip_assets.families.base import VideoContext
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import ObjectInfo, Storage, StorageError
-from clip_assets.storage.keys import check_key
-
-
-@dataclass(frozen=True)
-class InboxFile:
-    """A partition's processed-video file as it is now: where, and which version."""
-
-    storage: Storage
-    key: str
-    info: ObjectInfo
-
-    @property
-    def name(self) -> str:
-        """What errors call the file: its full path or URL."""
-        return f"{self.storage.root}/{self.key}"
-
-
-def find_inbox_file(storage: Storage, partition_key: str) -> InboxFile:
-    """The file behind a partition key. A key added by hand that names no safe inbox path, or that is not
-    the canonical key of its file (`a%2Emp4` for `a.mp4`, which would alias its outputs), is refused."""
-    name = f"{storage.root}/{partition_key}"
-    try:
-        key = check_key(decode_partition_key(partition_key))
-        if encode_partition_key(key) != partition_key:
-            raise ValueError(f"not the canonical key of {key!r}, which is {encode_partition_key(key)!r}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProcessedVideoError(name, "<partition key>", str(exc)) from None
-    try:
-        info = storage.stat(key)
-    except StorageError as exc:
-        raise ProcessedVideoError(f"{storage.root}/{key}", "<file>", str(exc)) from None
-    if info is None:
-        raise ProcessedVideoError(f"{storage.root}/{key}", "<file>", "does not exist in the inbox")
-    return InboxFile(storage, key, info)
+from clip_assets.storage import Storage
 
 
 @dataclass(frozen=True)
 class PartitionInput:
     """A processed video that passed inspection and whose outputs are its own, and the means to stream it again."""
 
-    file: InboxFile
+    delivery: VideoDelivery
     info: VideoInfo
     inspection: VideoInspection
     settings: WriterSettings
-    footer: pq.FileMetaData
+    footers: tuple[pq.FileMetaData, ...]
 
     @property
     def name(self) -> str:
-        return self.file.name
+        return self.delivery.name
 
     @property
     def context(self) -> VideoContext:
@@ -80,34 +50,70 @@ class PartitionInput:
         return VideoContext(self.info, self.settings, self.inspection.facts)
 
     def clips(self, columns: Iterable[str]) -> Iterator[ClipRecord]:
-        """Stream clips lazily; refuses a file that changed since it was inspected."""
-        current = self.file.storage.stat(self.file.key)
-        if current is None or current.fingerprint != self.file.info.fingerprint:
-            raise ProcessedVideoError(self.name, "<file>", "changed or vanished after validation; run again")
-        with (
-            self.file.storage.open(self.file.key) as handle,
-            ProcessedVideoReader(handle, self.name, footer=self.footer) as reader,
-        ):
-            yield from reader.iter_clips(columns)
+        """Stream clips lazily, chunk file by chunk file; refuses files that changed since inspection."""
+        for file in self.delivery.files:
+            current = file.storage.stat(file.key)
+            if current is None or current.fingerprint != file.info.fingerprint:
+                raise ProcessedVideoError(file.name, "<file>", "changed or vanished after validation; run again")
+        checks = VideoChecks()
+        for file, footer in zip(self.delivery.files, self.footers, strict=True):
+            with (
+                file.storage.open(file.key) as handle,
+                ProcessedVideoReader(handle, file.name, footer=footer) as reader,
+            ):
+                yield from reader.iter_clips(columns, checks)
 
 
-def inspect_input(
-    file: InboxFile, limits: ValidationLimits, families: Sequence[OutputFamily], log: logging.Logger
+def _inspect_file(
+    file: InboxFile,
+    limits: ValidationLimits,
+    families: Sequence[OutputFamily],
+    checks: VideoChecks,
+    log: logging.Logger,
 ) -> tuple[VideoInfo, VideoInspection, pq.FileMetaData]:
-    """Every column of every clip checked, every MP4 probed and WebP parsed, every family's `check_clip` asked."""
     with file.storage.open(file.key) as handle, ProcessedVideoReader(handle, file.name, limits=limits) as reader:
         if reader.unknown_columns:
             log.warning(f"{file.name}: ignoring unknown columns {reader.unknown_columns}")
-        info, inspection, footer = reader.info, inspect_video(reader, families), reader.footer
+        _check_name(file, reader.info)
+        return reader.info, inspect_video(reader, families, checks), reader.footer
+
+
+def _check_name(file: InboxFile, info: VideoInfo) -> None:
+    """A chunk file says which chunk of how many it is twice, in its name and in its metadata: they agree."""
+    chunk = parse_chunk_key(file.key)
+    if chunk is None and info.chunk_index is not None:
+        raise ProcessedVideoError(
+            file.name, "clip_assets.chunk_index", "a chunk file must be named <rel>.chunks/<index>-of-<count>.parquet"
+        )
+    if chunk is not None and (info.chunk_index, info.num_clip_chunks) != (chunk.index, chunk.count):
+        raise ProcessedVideoError(
+            file.name,
+            "clip_assets.chunk_index",
+            f"the file is named chunk {chunk.index} of {chunk.count}, its metadata says chunk "
+            f"{info.chunk_index} of {info.num_clip_chunks}",
+        )
+
+
+def inspect_input(
+    delivery: VideoDelivery, limits: ValidationLimits, families: Sequence[OutputFamily], log: logging.Logger
+) -> tuple[VideoInfo, VideoInspection, tuple[pq.FileMetaData, ...]]:
+    """Every column of every clip of every file checked, every MP4 probed and WebP parsed, every family's
+    `check_clip` asked; a chunked video's files must agree on the video's facts."""
+    checks = VideoChecks()
+    inspected = [_inspect_file(file, limits, families, checks, log) for file in delivery.files]
+    infos = [(file.name, info) for file, (info, _, _) in zip(delivery.files, inspected, strict=True)]
+    info = merge_chunk_infos(infos) if delivery.chunked else inspected[0][0]
+    inspection = merge_inspections([inspection for _, inspection, _ in inspected])
     log.info(
-        f"{file.name}: valid, {inspection.num_clips} clips "
+        f"{delivery.name}: valid, {inspection.num_clips} clips "
         f"({inspection.num_passed} passed, {inspection.num_filtered} filtered)"
+        + (f" in {len(delivery.files)} chunk files" if delivery.chunked else "")
     )
-    return info, inspection, footer
+    return info, inspection, tuple(footer for _, _, footer in inspected)
 
 
 def open_partition_input(
-    file: InboxFile,
+    delivery: VideoDelivery,
     partition_key: str,
     output: Storage,
     settings: WriterSettings,
@@ -115,13 +121,13 @@ def open_partition_input(
     families: Sequence[OutputFamily],
     log: logging.Logger,
 ) -> PartitionInput:
-    """Inspect the file, then check that its output paths are its own (claims.py); raises before any write."""
-    info, inspection, footer = inspect_input(file, limits, families, log)
+    """Inspect the input, then check that its output paths are its own (claims.py); raises before any write."""
+    info, inspection, footers = inspect_input(delivery, limits, families, log)
     try:
         relative_video = layout.video_relative_path(info.source_video, settings.input_path)
     except layout.LayoutError as exc:
-        raise ProcessedVideoError(file.name, "clip_assets.source_video", str(exc)) from None
+        raise ProcessedVideoError(delivery.name, "clip_assets.source_video", str(exc)) from None
     written = load_manifest(output, clip_metadata.FAMILY.name, partition_key)
-    check_clip_ids(output, file.name, info, inspection, set(written.entries) if written else set())
-    claim_video(output, partition_key, file.name, info, relative_video)  # last: a refused video claims nothing
-    return PartitionInput(file, info, inspection, settings, footer)
+    check_clip_ids(output, delivery.name, info, inspection, set(written.entries) if written else set())
+    claim_video(output, partition_key, delivery.name, info, relative_video)  # last: a refused video claims nothing
+    return PartitionInput(delivery, info, inspection, settings, footers)

@@ -1,7 +1,8 @@
 """`ce1_embd/`, `ce1_embd_parquet/` (or `iv2_*`, or the algorithm's own prefix): clip embeddings.
 
-A pickle per passed clip and a Parquet file per clip chunk, for the configured algorithm. The vector
-keeps the dtype it arrived in (NeMo widens to float64 in its Parquet; clip-assets does not).
+A pickle per passed clip and a Parquet file per clip chunk, for the configured algorithm. The pickle
+is the array as it arrived, dtype and shape (NeMo's Cosmos-Embed1 float16 `(1, 768)`), so its bytes
+are NeMo's. The Parquet keeps the vector's dtype (NeMo widens to float64; clip-assets does not).
 """
 
 from __future__ import annotations

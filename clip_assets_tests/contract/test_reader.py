@@ -102,7 +102,7 @@ def set_value(column, row, value, type_=None):
         (set_value(schema.EXTRA_METADATA, 0, "{not json"), None, "extra_metadata", 0),
         (set_value(schema.EXTRA_METADATA, 0, '{"clip_location": "/etc"}'), None, "extra_metadata", 0),
         (set_value(schema.CHUNK_INDEX, 2, 5), None, "chunk_index", 2),
-        (None, lambda m: m.update(format_version=2), "clip_assets.format_version", None),
+        (None, lambda m: m.update(format_version=schema.FORMAT_VERSION + 1), "clip_assets.format_version", None),
         (None, lambda m: m.update(source_video=""), "clip_assets.source_video", None),
         (None, lambda m: m["video"].update(width="wide"), "clip_assets.video.width", None),
         (lambda t: t.drop_columns([schema.SPAN_END]), None, "span_end", None),

@@ -18,7 +18,7 @@ REPRESENTATIVES = [
     "footer: truncated file",
     "column type: chunk_index as string",
     "metadata: not JSON",
-    "format_version: 2",
+    "format_version: 3",
     "span: NaN",
     "window: duplicate",
     "embedding: mixed dimensions",

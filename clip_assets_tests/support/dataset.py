@@ -76,3 +76,11 @@ def sensor_tick(
     storage = StorageResource(url=inbox, s3=s3).get_storage()
     with build_sensor_context(instance=instance, cursor=cursor) as context:
         return evaluate_inbox(context, storage, NAMES, PARTITIONS_PER_RUN)
+
+
+def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) -> dict[str, object]:
+    """The metadata values of a run's (first) materialization of `asset_name`."""
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == asset_name:
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    raise AssertionError(f"no materialization of {asset_name}")

@@ -399,7 +399,7 @@ CASES: list[Case] = [
         ),
         "clip_assets",
     ),
-    Case("format_version: 2", table_case(meta=meta_set(format_version=2)), "clip_assets.format_version"),
+    Case("format_version: 3", table_case(meta=meta_set(format_version=3)), "clip_assets.format_version"),
     Case("format_version: string", table_case(meta=meta_set(format_version="1")), "clip_assets.format_version"),
     Case("format_version: null", table_case(meta=meta_set(format_version=None)), "clip_assets.format_version"),
     Case("format_version: true", table_case(meta=meta_set(format_version=True)), "clip_assets.format_version"),

