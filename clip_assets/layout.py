@@ -38,6 +38,9 @@ MANIFESTS = f"{INTERNAL_PREFIX}/manifests/"
 STAGING = f"{INTERNAL_PREFIX}/staging/"
 LOCKS = f"{INTERNAL_PREFIX}/locks/"
 CLAIMS = f"{INTERNAL_PREFIX}/claims/"
+# The curated dataset's derived outputs, rebuilt from the clip index: WebDataset shards and the gallery.
+TRAINING_SHARDS = "training_shards/"
+GALLERY = "gallery/"
 
 
 class LayoutError(ValueError):
@@ -211,3 +214,72 @@ def video_claim_key(relative_video: str) -> str:
 
 def dataset_summary_key() -> str:
     return f"{INTERNAL_PREFIX}/dataset_summary.json"
+
+
+# The curated dataset's derived tables (clip_assets.dataset), next to NeMo's tree: they are part of the
+# dataset a curator opens, not bookkeeping.
+DATASET = "dataset/"
+
+
+def clip_index_key() -> str:
+    """The clip index, a Lance dataset (a folder of fragments and versions): one row per clip."""
+    return f"{DATASET}clip_index.lance"
+
+
+def clip_vectors_key() -> str:
+    """The passed clips' embeddings, a Lance dataset with a cosine vector index."""
+    return f"{DATASET}clip_vectors.lance"
+
+
+def near_duplicates_key() -> str:
+    """Groups of near-duplicate clips, a Parquet file: one row per member."""
+    return f"{DATASET}near_duplicates.parquet"
+
+
+def near_duplicates_summary_key() -> str:
+    """The last grouping's figures (duplicate rate and the one before it), for the rate-jump check."""
+    return f"{DATASET}near_duplicates.json"
+
+
+def dataset_lock_key() -> str:
+    """Held while the derived tables are updated, so two runs never commit over each other."""
+    return f"{LOCKS}dataset_tables.lock"
+
+
+def training_shard_key(name: str) -> str:
+    """One WebDataset tar; `name` is the shard's hash-range name and content digest (clip_assets.dataset.shards)."""
+    if not re.fullmatch(r"[0-9a-z-]{1,128}", name):
+        raise LayoutError(f"training shard name {name!r} is not lowercase letters, digits and '-'")
+    return f"{TRAINING_SHARDS}{name}.tar"
+
+
+def training_shards_index_key() -> str:
+    """Every shard's sample count, bytes, sha256 and member clip ids."""
+    return f"{TRAINING_SHARDS}index.json"
+
+
+def training_shards_lock_key() -> str:
+    """Held while the shards are rebuilt, so two rebuilds never delete each other's new shards."""
+    return f"{LOCKS}training_shards.lock"
+
+
+def gallery_page_key() -> str:
+    return f"{GALLERY}index.html"
+
+
+def gallery_file_key(name: str) -> str:
+    """The gallery's own files (script, filter index, page chunks) below its folder."""
+    if not re.fullmatch(r"[0-9a-z_-]{1,64}\.(js|css)", name):
+        raise LayoutError(f"gallery file name {name!r} is not a plain .js or .css name")
+    return f"{GALLERY}{name}"
+
+
+def relative_link(from_key: str, to_key: str) -> str:
+    """The link from the file at `from_key` to the one at `to_key`, relative, so the tree can be opened from
+    disk (file://) or served from any bucket prefix."""
+    from_parts = from_key.split("/")[:-1]
+    to_parts = to_key.split("/")
+    common = 0
+    while common < min(len(from_parts), len(to_parts) - 1) and from_parts[common] == to_parts[common]:
+        common += 1
+    return "/".join([".."] * (len(from_parts) - common) + to_parts[common:])
