@@ -195,6 +195,29 @@ class S3Storage:
     def root(self) -> str:
         return f"{SCHEME}{self.bucket}/{self.prefix}".rstrip("/")
 
+    def object_store_options(self) -> dict[str, str]:
+        """This client's endpoint, region, addressing and credentials in the `object_store` crate's terms
+        (what Lance's `storage_options` take), so a table under this root is reached exactly as the
+        files are. The values include secrets: pass them on, never log them."""
+        meta = self.client.meta
+        options = {"aws_region": meta.region_name or "us-east-1"}
+        endpoint = meta.endpoint_url
+        if endpoint:
+            options["aws_endpoint"] = endpoint
+            options["allow_http"] = str(endpoint.startswith("http://")).lower()
+        style = (meta.config.s3 or {}).get("addressing_style", "auto")
+        options["aws_virtual_hosted_style_request"] = str(style == "virtual").lower()
+        credentials = self.client._get_credentials()
+        if credentials is None:
+            options["aws_skip_signature"] = "true"
+            return options
+        frozen = credentials.get_frozen_credentials()
+        options["aws_access_key_id"] = frozen.access_key
+        options["aws_secret_access_key"] = frozen.secret_key
+        if frozen.token:
+            options["aws_session_token"] = frozen.token
+        return options
+
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
 

@@ -1,0 +1,117 @@
+"""Reading the curated dataset back: the clip index as Arrow, SQL over it, nearest neighbours, shards.
+
+`open_dataset(root)` takes a folder or an `s3://` URL (with the same storage options as
+`clip_assets.storage.open_storage`). SQL runs in DuckDB over the Lance tables themselves (DuckDB
+scans them as Arrow datasets, so S3 is read by Lance, not by DuckDB's httpfs).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clip_assets import layout
+from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.tables import TableLocation, read_clip_index, table_location
+from clip_assets.storage import Storage, open_storage
+
+# Search breadth for the IVF index: partitions probed and candidates re-ranked by exact distance.
+NPROBES = 32
+REFINE_FACTOR = 10
+
+
+def read_near_duplicates(storage: Storage) -> pa.Table | None:
+    """The near-duplicate groups (one row per member), or None before the first grouping."""
+    try:
+        data = storage.read(layout.near_duplicates_key())
+    except OSError:
+        if storage.stat(layout.near_duplicates_key()) is None:
+            return None
+        raise
+    return pq.read_table(io.BytesIO(data))
+
+
+class ClipDataset:
+    """A curated dataset's derived tables, read through one storage root."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    @property
+    def root(self) -> str:
+        return self.storage.root
+
+    def _table(self, key: str) -> lance.LanceDataset | None:
+        location: TableLocation = table_location(self.storage, key)
+        return location.open()
+
+    def clips(self, columns: Sequence[str] | None = None, filter: str | None = None) -> pa.Table:
+        """The clip index as a pyarrow Table: one row per clip (docs/dataset.md lists the columns)."""
+        return read_clip_index(self.storage, columns, filter)
+
+    def near_duplicates(self) -> pa.Table | None:
+        return read_near_duplicates(self.storage)
+
+    def query(self, sql: str) -> pa.Table:
+        """`sql` in DuckDB, over the views `clips` (the index), `vectors` and `near_duplicates`."""
+        connection = duckdb.connect()
+        try:
+            index = self._table(layout.clip_index_key())
+            connection.register("clips", index if index is not None else self.clips())
+            vectors = self._table(layout.clip_vectors_key())
+            if vectors is not None:
+                connection.register("vectors", vectors)
+            duplicates = self.near_duplicates()
+            if duplicates is not None:
+                connection.register("near_duplicates", duplicates)
+            return connection.sql(sql).fetch_arrow_table()
+        finally:
+            connection.close()
+
+    def vector(self, clip_id: str) -> np.ndarray:
+        """A clip's embedding as the vector table holds it (float32)."""
+        vectors = self._table(layout.clip_vectors_key())
+        found = None
+        if vectors is not None:
+            found = vectors.to_table(columns=[ci.EMBEDDING], filter=f"{ci.CLIP_ID} = '{_literal(clip_id)}'")
+        if found is None or not len(found):
+            raise KeyError(f"{self.root}: clip {clip_id!r} has no vector in {layout.clip_vectors_key()}")
+        return np.asarray(found.column(ci.EMBEDDING)[0].values.to_numpy(), dtype=np.float32)
+
+    def nearest(self, clip_id: str, k: int = 10) -> list[tuple[str, float]]:
+        """The `k` clips closest to `clip_id` by cosine distance, nearest first, the clip itself excluded."""
+        return self.nearest_to(self.vector(clip_id), k, exclude=clip_id)
+
+    def nearest_to(self, vector: np.ndarray, k: int = 10, exclude: str | None = None) -> list[tuple[str, float]]:
+        """The `k` clips closest to a query vector by cosine distance, nearest first."""
+        vectors = self._table(layout.clip_vectors_key())
+        if vectors is None:
+            return []
+        query: Mapping[str, Any] = {
+            "column": ci.EMBEDDING,
+            "q": np.asarray(vector, dtype=np.float32).reshape(-1),
+            "k": k + (1 if exclude else 0),
+            "metric": "cosine",
+            "nprobes": NPROBES,
+            "refine_factor": REFINE_FACTOR,
+        }
+        found = vectors.to_table(columns=[ci.CLIP_ID, "_distance"], nearest=dict(query))
+        pairs = zip(found.column(ci.CLIP_ID).to_pylist(), found.column("_distance").to_pylist(), strict=True)
+        return [(str(c), float(d)) for c, d in pairs if c != exclude][:k]
+
+
+def _literal(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def open_dataset(root: str, **storage_options: Mapping[str, Any]) -> ClipDataset:
+    """The curated dataset under `root` (a folder or `s3://bucket/prefix`); `storage_options` as
+    `open_storage` takes them (`s3={"connection": S3Connection(...)}`)."""
+    return ClipDataset(open_storage(root, **storage_options))

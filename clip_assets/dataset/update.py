@@ -1,0 +1,77 @@
+"""Bringing the clip index and the vector table up to date with some partitions' outputs.
+
+Reads each partition's outputs first (no lock held while reading), then, under the dataset lock, one
+commit per table replaces exactly those partitions' rows. Partitions that are no longer live (a
+removed video: no outputs, or no longer a partition of the instance) lose their rows in the same
+commit, so a removed video leaves nothing behind whichever partition is materialized next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from clip_assets import layout
+from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.outputs import read_partition_outputs
+from clip_assets.dataset.tables import (
+    LOCK_TIMEOUT_S,
+    MIN_INDEXED_ROWS,
+    TableUpdate,
+    embedding_dim,
+    indexed_partitions,
+    refresh_vector_index,
+    replace_partitions,
+    table_location,
+    vector_rows,
+)
+from clip_assets.storage import Storage
+
+
+@dataclass(frozen=True)
+class DatasetUpdate:
+    """What an update did: both tables' figures, the partitions written and those whose rows went."""
+
+    index: TableUpdate
+    vectors: TableUpdate
+    written: tuple[str, ...]
+    removed: tuple[str, ...]
+    vector_index: str
+    dim: int
+
+
+def update_dataset_tables(
+    storage: Storage,
+    partition_keys: Sequence[str],
+    live_partitions: Collection[str] | None = None,
+    *,
+    min_indexed_rows: int = MIN_INDEXED_ROWS,
+) -> DatasetUpdate:
+    """Replace the rows of `partition_keys` in the clip index and the vector table with what their
+    outputs hold now (none, for a partition without outputs). With `live_partitions`, rows of every
+    partition outside it are removed as well."""
+    index_location = table_location(storage, layout.clip_index_key())
+    vectors_location = table_location(storage, layout.clip_vectors_key())
+    read = {key: read_partition_outputs(storage, key) for key in sorted(set(partition_keys))}
+    with storage.lock(layout.dataset_lock_key(), LOCK_TIMEOUT_S) as lease:
+        index = index_location.open()
+        dim = embedding_dim(index)
+        if dim is None or (index is not None and not index.count_rows(filter=f"{ci.EMBEDDING} IS NOT NULL")):
+            sizes = [v.size for outputs in read.values() if outputs for v, _ in outputs.vectors.values()]
+            dim = sizes[0] if sizes else (dim or 1)
+        tables = [ci.clip_rows(outputs, dim) for outputs in read.values() if outputs is not None]
+        rows = pa.concat_tables(tables) if tables else ci.clip_index_schema(dim).empty_table()
+        stale = set()
+        if live_partitions is not None:
+            stale = indexed_partitions(index) - set(live_partitions)
+        removed = tuple(sorted(stale | {key for key, outputs in read.items() if outputs is None}))
+        replaced = sorted(set(read) | stale)
+        index_update = replace_partitions(index_location, replaced, rows)
+        lease.check()
+        vectors_update = replace_partitions(vectors_location, replaced, vector_rows(rows))
+        lease.check()
+        vector_index = refresh_vector_index(vectors_location, min_rows=min_indexed_rows)
+    written = tuple(key for key, outputs in read.items() if outputs is not None)
+    return DatasetUpdate(index_update, vectors_update, written, removed, vector_index, dim)
