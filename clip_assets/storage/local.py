@@ -85,6 +85,7 @@ class LocalStorage:
                 except FileNotFoundError:
                     if attempt == 2:
                         raise
+                    _remove(temp)  # written before the target's folder turned out to be gone
                     self._folders.clear()
             if not published:
                 return None

@@ -1,0 +1,255 @@
+"""WebDataset training shards on real outputs: every passed non-duplicate clip once, read back with `webdataset`
+sample by sample (the MP4 decoded with PyAV), byte-identical rebuilds, and a changed dataset rewriting only the
+shards it touches."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pytest
+import webdataset
+
+from clip_assets import layout
+from clip_assets.dataset import clip_index
+from clip_assets.dataset.outputs import read_partition_outputs
+from clip_assets.dataset.shards import (
+    PlannedShard,
+    ShardError,
+    ShardSample,
+    load_shards_index,
+    plan_shards,
+    shard_samples,
+    sort_key,
+    update_shards,
+)
+from clip_assets.storage import LocalStorage, Storage
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.factories import make_clips, write_video
+
+VIDEOS = {"a.mp4": 3, "b.mp4": 4, "c.mp4": 2, "d.mp4": 3}
+FILTERED = [1]
+
+
+def index_rows(storage: Storage, partitions: list[str]) -> pa.Table:
+    """The clip index rows of `partitions`, as the clip index builds them from what was written."""
+    tables = []
+    for key in sorted(partitions):
+        outputs = read_partition_outputs(storage, key)
+        assert outputs is not None, key
+        tables.append(clip_index.clip_rows(outputs, 8))
+    return pa.concat_tables(tables)
+
+
+def write_videos(inbox: Path, output: str, instance, names, **options) -> None:
+    for name in names:
+        source = f"/videos/{name}"
+        clips = make_clips(VIDEOS[name], source_video=source, filtered=FILTERED)
+        write_video(inbox / f"{name}.parquet", clips, source_video=source)
+        result = materialize_partition(instance, name, str(inbox), output, **options)
+        assert result.success, name
+
+
+def passed_ids(rows: pa.Table) -> set[str]:
+    return {row[clip_index.CLIP_ID] for row in rows.to_pylist() if row[clip_index.PASSED]}
+
+
+def read_back(urls: list[str]) -> list[dict[str, object]]:
+    """Every sample through `webdataset.WebDataset`, in shard order."""
+    return list(webdataset.WebDataset(urls, shardshuffle=False, empty_check=False))
+
+
+def decoded_frames(mp4: bytes) -> int:
+    with av.open(io.BytesIO(mp4)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def check_samples(samples: list[dict[str, object]], rows: pa.Table, expected: set[str]) -> None:
+    by_id = {row[clip_index.CLIP_ID]: row for row in rows.to_pylist()}
+    keys = [str(sample["__key__"]) for sample in samples]
+    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys))
+    for sample in samples:
+        row = by_id[str(sample["__key__"])]
+        mp4 = sample["mp4"]
+        assert isinstance(mp4, bytes) and hashlib.sha256(mp4).hexdigest() == row[clip_index.MP4_SHA256]
+        assert decoded_frames(mp4) == 8
+        document = json.loads(sample["json"])  # type: ignore[arg-type]
+        assert document[clip_index.CLIP_ID] == row[clip_index.CLIP_ID]
+        assert [c["text"] for c in document[clip_index.CAPTIONS]] == [c["text"] for c in row[clip_index.CAPTIONS]]
+        assert document[clip_index.CAPTIONS] and clip_index.MP4_URI not in document
+        vector = np.load(io.BytesIO(sample["npy"]))  # type: ignore[arg-type]
+        assert vector.dtype == np.float32 and np.array_equal(vector, np.asarray(row[clip_index.EMBEDDING], np.float32))
+
+
+def shard_bytes_for(rows: pa.Table, samples_per_shard: float) -> int:
+    """A shard size that holds about `samples_per_shard` of these clips, so a few videos make several shards."""
+    sizes = [sample.size for sample in shard_samples(rows)]
+    return int(max(sizes) * samples_per_shard)
+
+
+@pytest.fixture
+def dataset(inbox: Path, output: Path, instance):
+    write_videos(inbox, str(output), instance, ["a.mp4", "b.mp4", "c.mp4"])
+    return LocalStorage(output)
+
+
+def test_every_passed_clip_once_read_back_with_webdataset(dataset, output):
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    shard_bytes = shard_bytes_for(rows, 2.5)
+    update = update_shards(dataset, rows, shard_bytes=shard_bytes)
+
+    index = update.index
+    assert len(index.shards) >= 3 and update.written == [entry.key for entry in index.shards]
+    members = [clip_id for entry in index.shards for clip_id in entry.clip_ids]
+    assert sorted(members) == sorted(passed_ids(rows)) and len(members) == 6
+    for entry in index.shards:
+        data = (output / entry.key).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry.bytes, entry.sha256)
+        assert entry.samples == len(entry.clip_ids)
+        assert entry.bytes <= shard_bytes + 1024 * 10 or entry.samples == 1  # tar's end blocks and record padding
+    assert load_shards_index(dataset) == index
+    document = json.loads((output / layout.training_shards_index_key()).read_text())
+    assert (document["samples"], document["shards_count"]) == (6, len(index.shards))
+
+    samples = read_back([str(output / entry.key) for entry in index.shards])
+    check_samples(samples, rows, passed_ids(rows))
+
+
+def test_tars_are_reproducible_byte_for_byte_in_another_root(dataset, output, tmp_path, instance):
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    first = update_shards(dataset, rows, shard_bytes=shard_bytes_for(rows, 2.5)).index
+    with tarfile.open(output / first.shards[0].key) as archive:
+        infos = archive.getmembers()
+    assert [info.name for info in infos] == sorted(info.name for info in infos)
+    assert {(info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode) for info in infos} == {
+        (0, 0, 0, "", "", 0o644)
+    }
+
+    other_output = tmp_path / "elsewhere"
+    other_inbox = tmp_path / "other-inbox"
+    other_inbox.mkdir()
+    write_videos(other_inbox, str(other_output), instance, ["c.mp4", "a.mp4", "b.mp4"])
+    other = LocalStorage(other_output)
+    second = update_shards(other, index_rows(other, ["a.mp4", "b.mp4", "c.mp4"]), shard_bytes=first.shard_bytes).index
+    assert [(e.key, e.sha256, e.clip_ids) for e in second.shards] == [
+        (e.key, e.sha256, e.clip_ids) for e in first.shards
+    ]
+    for entry in first.shards:
+        assert (output / entry.key).read_bytes() == (other_output / entry.key).read_bytes()
+
+    shutil.rmtree(output / layout.TRAINING_SHARDS)
+    rebuilt = update_shards(dataset, rows, shard_bytes=first.shard_bytes)
+    assert rebuilt.index == first and len(rebuilt.written) == len(first.shards)
+
+
+def test_adding_a_video_rewrites_only_the_shards_it_lands_in(dataset, output, inbox, instance):
+    before_rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    shard_bytes = shard_bytes_for(before_rows, 2.5)
+    before = update_shards(dataset, before_rows, shard_bytes=shard_bytes).index
+    stamps = {entry.key: (output / entry.key).stat().st_mtime_ns for entry in before.shards}
+
+    write_videos(inbox, str(output), instance, ["d.mp4"])
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
+    update = update_shards(dataset, rows, shard_bytes=shard_bytes)
+    new_rows = [r for r in rows.to_pylist() if r[clip_index.PARTITION_KEY] == "d.mp4" and r[clip_index.PASSED]]
+    new_ids = {r[clip_index.CLIP_ID] for r in new_rows}
+    before_by_key = {e.key: e for e in before.shards}
+    fresh = [e for e in update.index.shards if e.key not in before_by_key]
+    kept = [e for e in update.index.shards if e.key in before_by_key]
+    assert fresh and kept
+    assert sorted(update.written) == sorted(e.key for e in fresh)
+    assert sorted(update.kept) == sorted(e.key for e in kept)
+    for entry in kept:  # the same object, never rewritten
+        assert before_by_key[entry.key] == entry
+        assert (output / entry.key).stat().st_mtime_ns == stamps[entry.key]
+    # What was replaced: only shards whose hash range the new video's clips fall in, and their clips moved
+    # to the new shards with the new clips.
+    replaced = [before_by_key[key] for key in update.removed]
+    assert sorted(update.removed) == sorted(set(before_by_key) - {e.key for e in update.index.shards})
+    new_keys = [sort_key("d.mp4", clip_id) for clip_id in new_ids]
+    for entry in replaced:
+        depth, prefix = int(entry.range_name[1:4]), int(entry.range_name[5:], 16)
+        assert any(key >> (128 - depth) == prefix for key in new_keys), entry.range_name
+    moved = {cid for e in replaced for cid in e.clip_ids} | new_ids
+    assert {cid for e in fresh for cid in e.clip_ids} == moved
+    assert not any((output / e.key).exists() for e in replaced)
+    check_samples(read_back([str(output / e.key) for e in update.index.shards]), rows, passed_ids(rows))
+
+    again = update_shards(dataset, rows, shard_bytes=shard_bytes)
+    assert again.written == [] and again.removed == [] and again.index == update.index
+
+
+def test_a_removed_video_and_duplicates_leave_no_member(dataset, output):
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    shard_bytes = shard_bytes_for(rows, 2.5)
+    update_shards(dataset, rows, shard_bytes=shard_bytes)
+    b_ids = {r[clip_index.CLIP_ID] for r in rows.to_pylist() if r[clip_index.PARTITION_KEY] == "b.mp4"}
+    duplicate = sorted(passed_ids(rows) - b_ids)[0]
+
+    remaining = index_rows(dataset, ["a.mp4", "c.mp4"])
+    update = update_shards(dataset, remaining, {duplicate}, shard_bytes=shard_bytes)
+    members = {cid for e in update.index.shards for cid in e.clip_ids}
+    assert members == passed_ids(remaining) - {duplicate}
+    on_disk = sorted(p.name for p in (output / layout.TRAINING_SHARDS).iterdir() if p.suffix == ".tar")
+    assert on_disk == sorted(e.key.rsplit("/", 1)[1] for e in update.index.shards)
+    check_samples(read_back([str(output / e.key) for e in update.index.shards]), remaining, members)
+
+
+def test_a_clip_file_newer_than_the_index_is_refused_naming_it(dataset, output):
+    rows = index_rows(dataset, ["a.mp4"])
+    clip_id = sorted(passed_ids(rows))[0]
+    (output / layout.clip_key(clip_id, filtered=False)).write_bytes(b"not the indexed clip")
+    with pytest.raises(ShardError, match=rf"clips/{clip_id}\.mp4: clip {clip_id}: content does not match"):
+        update_shards(dataset, rows, shard_bytes=1 << 20)
+    bad = rows.set_column(
+        rows.schema.get_field_index(clip_index.MP4_SHA256),
+        clip_index.MP4_SHA256,
+        pa.array([None] * rows.num_rows, pa.string()),
+    )
+    with pytest.raises(ShardError, match=r"field 'mp4_sha256' is empty for a passed clip"):
+        shard_samples(bad)
+
+
+def sample(video: str, clip: int, size: int) -> ShardSample:
+    clip_id = f"{clip:08x}-0000-4000-8000-000000000000"
+    return ShardSample(clip_id, "", "", b"", b"", size, sort_key(video, clip_id))
+
+
+def members(shards: list[PlannedShard]) -> dict[str, set[str]]:
+    return {shard.range_name: {s.clip_id for s in shard.samples} for shard in shards}
+
+
+def test_the_trie_keeps_every_other_range_when_a_video_comes_or_goes():
+    """The rule itself, at a scale the tree tests cannot reach: 300 videos, then one more, then one fewer."""
+    videos = {
+        f"v{n}.mp4": [sample(f"v{n}.mp4", n * 100 + c, 1000 + 37 * c) for c in range(n % 7 + 1)] for n in range(300)
+    }
+
+    def plan(names):
+        chosen = sorted((s for name in names for s in videos[name]), key=lambda s: s.sort_key)
+        return plan_shards(chosen, 20_000)
+
+    names = sorted(videos)
+    full = members(plan(names))
+    assert len(full) > 50
+    for name in ("v42.mp4", "v43.mp4", "v299.mp4"):
+        without = members(plan([n for n in names if n != name]))
+        gone = {s.clip_id for s in videos[name]}
+        changed_full = [ids for r, ids in full.items() if without.get(r) != ids]
+        changed_without = [ids for r, ids in without.items() if full.get(r) != ids]
+        # One range changed: the video's own shard, or the range it merged into with its sibling's clips.
+        assert len(changed_without) <= 1 and any(ids & gone for ids in changed_full)
+        assert set().union(*changed_full) - gone == set().union(*changed_without)
+    for name in names:  # a video smaller than a shard is never split
+        assert sum(1 for ids in full.values() if ids & {s.clip_id for s in videos[name]}) == 1
+
+    big = [sample("huge.mp4", 99_000 + c, 5000) for c in range(10)]
+    split = plan_shards(sorted(big, key=lambda s: s.sort_key), 12_000)
+    assert sum(len(s.samples) for s in split) == 10 and all(sum(x.size for x in s.samples) <= 12_000 for s in split)
