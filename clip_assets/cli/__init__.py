@@ -147,6 +147,46 @@ def backfill(partitions: tuple[str, ...], all_partitions: bool, per_run: int | N
 
 
 @main.command()
+@click.argument("video_key")
+@click.option(
+    "--output", default=None, help=f"Output folder or s3:// URL (default: ${OUTPUT_VAR} or {configured(OUTPUT_VAR)})."
+)
+def remove(video_key: str, output: str | None) -> None:
+    """Remove VIDEO_KEY (a partition key) from the dataset: its output files, manifests and claim, its rows in
+    the clip index and vector table, and its partition in the instance at $DAGSTER_HOME.
+
+    Remove or keep its processed-video file out of the inbox too, or a change to it curates it again;
+    re-materialize near_duplicates, training_shards and clip_gallery (their automation does) to drop
+    it from those.
+    """
+    from dagster import DagsterInstance
+
+    from clip_assets.dataset.update import update_dataset_tables
+    from clip_assets.defs.names import DatasetNames
+    from clip_assets.defs.resources import s3_connection
+    from clip_assets.engine.removal import remove_partition
+    from clip_assets.families import FAMILIES
+    from clip_assets.storage import open_storage
+
+    storage = open_storage(output or configured(OUTPUT_VAR), s3=s3_connection(configured).storage_options())
+    partitions = DatasetNames().partitions
+    instance = DagsterInstance.get()
+    known = instance.get_dynamic_partitions(partitions)
+    removal = remove_partition(storage, video_key, FAMILIES)
+    if not removal.found and video_key not in known:
+        raise click.ClickException(f"{video_key!r} is neither a partition nor has outputs in {storage.root}")
+    for family, count in sorted(removal.files.items()):
+        click.echo(f"removed {count:6d} files of {family}")
+    if removal.kept_shared:
+        click.echo(f"kept {len(removal.kept_shared)} files another partition also records", err=True)
+    update = update_dataset_tables(storage, [video_key])
+    click.echo(f"removed {update.index.deleted} clip index rows and {update.vectors.deleted} vectors")
+    if video_key in known:
+        instance.delete_dynamic_partition(partitions, video_key)
+        click.echo(f"deleted partition {video_key}")
+
+
+@main.command()
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),

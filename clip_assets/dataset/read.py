@@ -71,7 +71,7 @@ class ClipDataset:
             duplicates = self.near_duplicates()
             if duplicates is not None:
                 connection.register("near_duplicates", duplicates)
-            return connection.sql(sql).fetch_arrow_table()
+            return connection.sql(sql).to_arrow_table()
         finally:
             connection.close()
 

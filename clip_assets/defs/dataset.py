@@ -15,6 +15,7 @@ from dagster import ConfigurableResource, Definitions, EnvVar
 from clip_assets.defs.assets import inbox_spec, output_families_asset
 from clip_assets.defs.checks import intact_checks
 from clip_assets.defs.dataset_summary import dataset_summary_asset
+from clip_assets.defs.dataset_tables import dataset_table_checks, dataset_tables_asset, near_duplicates_asset
 from clip_assets.defs.jobs import dataset_jobs
 from clip_assets.defs.names import DatasetNames
 from clip_assets.defs.resources import (
@@ -44,8 +45,10 @@ def dataset_definitions(
             inbox_spec(names, owners),
             output_families_asset(names, families, partitions_per_run, owners),
             dataset_summary_asset(names, families, owners),
+            dataset_tables_asset(names, families, partitions_per_run, owners),
+            near_duplicates_asset(names, owners),
         ],
-        asset_checks=intact_checks(names, families),
+        asset_checks=[*intact_checks(names, families), *dataset_table_checks(names)],
         sensors=[inbox_sensor(names, partitions_per_run, sensor_interval_s), summary_automation(names)],
         resources=resources,
     )

@@ -27,7 +27,18 @@ NAMES = DatasetNames()
 PARTITIONS_NAME = NAMES.partitions
 PARTITIONS_PER_RUN = 25
 DEFINITIONS = dataset_definitions(NAMES, {}, partitions_per_run=PARTITIONS_PER_RUN)
-processed_videos, family_outputs, dataset_summary = DEFINITIONS.assets  # type: ignore[misc]
+# Each of the dataset's asset definitions by the names of the assets it makes (a spec makes one).
+BY_ASSET = {
+    key.to_user_string(): definition
+    for definition in DEFINITIONS.assets or ()
+    for key in (definition.keys if isinstance(definition, AssetsDefinition) else [definition.key])  # type: ignore[union-attr]
+}
+processed_videos = BY_ASSET["processed_videos"]
+family_outputs = BY_ASSET["clip_files"]
+dataset_summary = BY_ASSET["dataset_summary"]
+# clip_index and clip_vectors: one step.
+dataset_tables = BY_ASSET["clip_index"]
+near_duplicates = BY_ASSET["near_duplicates"]
 FAMILY_ASSETS: list[AssetsDefinition] = [family_outputs]  # type: ignore[list-item]
 output_checks = list(DEFINITIONS.asset_checks)
 processed_video_sensor, dataset_summary_automation = DEFINITIONS.sensors
@@ -84,3 +95,42 @@ def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) ->
         if event.asset_key.to_user_string() == asset_name:
             return {k: v.value for k, v in event.materialization.metadata.items()}
     raise AssertionError(f"no materialization of {asset_name}")
+
+
+def materialize_dataset_tables(
+    instance: DagsterInstance,
+    partition_key: str,
+    inbox: str,
+    output: str,
+    *,
+    s3: S3ConnectionResource | None = None,
+) -> ExecuteInProcessResult:
+    """The clip index and vector table (one step) of one partition, with their checks."""
+    return materialize(
+        [processed_videos, *FAMILY_ASSETS, dataset_tables, *output_checks],
+        selection=[dataset_tables],
+        partition_key=partition_key,
+        instance=instance,
+        resources=build_resources(inbox, output, WriterSettingsResource(input_path="/videos"), s3),
+        raise_on_error=False,
+    )
+
+
+def materialize_near_duplicates(
+    instance: DagsterInstance,
+    inbox: str,
+    output: str,
+    *,
+    s3: S3ConnectionResource | None = None,
+    max_cosine_distance: float | None = None,
+) -> ExecuteInProcessResult:
+    """The near-duplicate grouping over the whole vector table, with its check."""
+    config = {} if max_cosine_distance is None else {"max_cosine_distance": max_cosine_distance}
+    return materialize(
+        [processed_videos, *FAMILY_ASSETS, dataset_tables, near_duplicates, *output_checks],
+        selection=[near_duplicates],
+        instance=instance,
+        resources=build_resources(inbox, output, WriterSettingsResource(input_path="/videos"), s3),
+        run_config={"ops": {NAMES.name("near_duplicates"): {"config": config}}},
+        raise_on_error=False,
+    )

@@ -1,0 +1,287 @@
+"""The dataset's derived tables as assets: the clip index and its vectors (per partition), the near-duplicates.
+
+Thin: `clip_assets.dataset.update` does the work. `clip_index` and `clip_vectors` are one step
+(partitioned like the output families, downstream of them) because both are made from one read of
+a partition's outputs; each run replaces exactly its partitions' rows, and drops the rows of videos
+that are no longer partitions. `near_duplicates` regroups the whole vector table.
+"""
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetsDefinition,
+    AssetSpec,
+    AutomationCondition,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+    asset_check,
+    multi_asset,
+)
+from pydantic import Field
+
+from clip_assets import layout
+from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.near_duplicates import DEFAULT_MAX_COSINE_DISTANCE, DEFAULT_RATE_JUMP, rate_jumped
+from clip_assets.dataset.tables import read_clip_index, table_location
+from clip_assets.dataset.update import read_near_duplicates_summary, update_dataset_tables, update_near_duplicates
+from clip_assets.defs.names import DATASET_GROUP, DatasetNames
+from clip_assets.defs.partitions import video_partitions
+from clip_assets.defs.resources import StorageResource
+from clip_assets.engine.manifest import load_manifest
+from clip_assets.families import OutputFamily, clip_metadata
+
+_MAX_LISTED = 20
+
+
+def _index_schema() -> TableSchema:
+    """The index's columns; the embedding's size is the dataset's (shown here as 1)."""
+    return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in ci.clip_index_schema(1)])
+
+
+def dataset_tables_asset(
+    names: DatasetNames, families: Sequence[OutputFamily], partitions_per_run: int, owners: Sequence[str]
+) -> AssetsDefinition:
+    """`clip_index` and `clip_vectors`, one partition (or a range) per run, downstream of every family."""
+    family_keys = [names.key(family.name) for family in families]
+    specs = [
+        AssetSpec(
+            names.key("clip_index"),
+            description="One row per clip of the whole dataset (Lance, dataset/clip_index.lance): span, passed or "
+            "filtered, scores, captions by model, probe facts, file URIs, MP4 bytes and sha256, the embedding.",
+            kinds={"lance"},
+            group_name=names.group(DATASET_GROUP),
+            deps=family_keys,
+            owners=list(owners),
+            automation_condition=AutomationCondition.eager(),
+            metadata={"dagster/column_schema": _index_schema()},
+        ),
+        AssetSpec(
+            names.key("clip_vectors"),
+            description="The passed clips' embeddings (Lance, dataset/clip_vectors.lance) with a cosine IVF index "
+            "once there are enough of them, for nearest-neighbour search over the whole dataset.",
+            kinds={"lance"},
+            group_name=names.group(DATASET_GROUP),
+            deps=family_keys,
+            owners=list(owners),
+            automation_condition=AutomationCondition.eager(),
+        ),
+    ]
+
+    @multi_asset(
+        name=names.name("update_dataset_tables"),
+        specs=specs,
+        partitions_def=video_partitions(names.partitions),
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run),
+        required_resource_keys={names.output},
+    )
+    def update_tables(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        output: StorageResource = getattr(context.resources, names.output)
+        storage = output.get_storage()
+        live = context.instance.get_dynamic_partitions(names.partitions)
+        update = update_dataset_tables(storage, sorted(context.partition_keys), live)
+        if update.removed:
+            context.log.info(f"removed the rows of {len(update.removed)} partitions: {list(update.removed)[:5]}")
+        common: dict[str, Any] = {
+            "partitions_written": len(update.written),
+            "partitions_removed": MetadataValue.json(list(update.removed)[:_MAX_LISTED]),
+            "embedding_dim": update.dim,
+        }
+        for name, table, key in (
+            ("clip_index", update.index, layout.clip_index_key()),
+            ("clip_vectors", update.vectors, layout.clip_vectors_key()),
+        ):
+            metadata = {
+                **common,
+                "dagster/row_count": MetadataValue.int(table.rows),
+                "dagster/uri": MetadataValue.path(layout.full_location(storage.root, key)),
+                "rows_inserted": table.inserted,
+                "rows_updated": table.updated,
+                "rows_deleted": table.deleted,
+                "fragments": table.fragments,
+                "lance_version": table.version,
+                "compacted": table.compacted,
+            }
+            if name == "clip_vectors":
+                metadata["vector_index"] = update.vector_index
+            yield MaterializeResult(asset_key=names.key(name), metadata=metadata)
+
+    return update_tables
+
+
+class NearDuplicatesConfig(Config):
+    max_cosine_distance: float = Field(
+        default=DEFAULT_MAX_COSINE_DISTANCE,
+        ge=0.0,
+        lt=2.0,
+        description="Clips whose embeddings are this close (1 - cosine similarity) or closer are near-duplicates.",
+    )
+
+
+def near_duplicates_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsDefinition:
+    @asset(
+        key=names.key("near_duplicates"),
+        deps=[names.key("clip_vectors")],
+        kinds={"parquet"},
+        group_name=names.group(DATASET_GROUP),
+        owners=list(owners),
+        automation_condition=AutomationCondition.eager(),
+        required_resource_keys={names.output},
+        description="Groups of passed clips whose embeddings are within a cosine distance of each other, across "
+        "the whole dataset (k-means clusters, exact pairs within them, union-find); per group the longest clip is "
+        "kept (ties: smallest clip id). dataset/near_duplicates.parquet, one row per member.",
+    )
+    def near_duplicates(context: AssetExecutionContext, config: NearDuplicatesConfig) -> MaterializeResult:
+        output: StorageResource = getattr(context.resources, names.output)
+        storage = output.get_storage()
+        update = update_near_duplicates(storage, config.max_cosine_distance)
+        grouping = update.grouping
+        largest = sorted(
+            set(
+                zip(
+                    grouping.groups.column("group_id").to_pylist(),
+                    grouping.groups.column("group_size").to_pylist(),
+                    strict=True,
+                )
+            ),
+            key=lambda g: -g[1],
+        )[:_MAX_LISTED]
+        return MaterializeResult(
+            metadata={
+                "clips_compared": grouping.clips,
+                "groups": grouping.group_count,
+                "duplicates": grouping.duplicates,
+                "duplicate_rate": MetadataValue.float(round(grouping.duplicate_rate, 6)),
+                "previous_duplicate_rate": MetadataValue.float(update.previous_rate)
+                if update.previous_rate is not None
+                else MetadataValue.text("none (first grouping)"),
+                "max_cosine_distance": MetadataValue.float(grouping.max_cosine_distance),
+                "largest_groups": MetadataValue.json([{"group_id": g, "size": s} for g, s in largest]),
+                "dagster/row_count": MetadataValue.int(grouping.groups.num_rows),
+                "dagster/uri": MetadataValue.path(layout.full_location(storage.root, layout.near_duplicates_key())),
+            }
+        )
+
+    return near_duplicates
+
+
+def dataset_table_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
+    """The index agrees with the metadata documents the manifests record; the vectors with the index;
+    the duplicate rate did not jump."""
+
+    @asset_check(
+        asset=names.key("clip_index"),
+        name="matches_outputs",
+        required_resource_keys={names.output},
+        description="Every partition's clip metadata documents (per its manifest) are exactly its rows in the "
+        "index, and the index holds no row of a partition that is gone.",
+    )
+    def matches_outputs(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        output: StorageResource = getattr(context.resources, names.output)
+        storage = output.get_storage()
+        rows = read_clip_index(storage, [ci.CLIP_ID, ci.PARTITION_KEY])
+        indexed: dict[str, set[str]] = {}
+        for clip_id, key in zip(
+            rows.column(ci.CLIP_ID).to_pylist(), rows.column(ci.PARTITION_KEY).to_pylist(), strict=True
+        ):
+            indexed.setdefault(key, set()).add(clip_id)
+        problems = []
+        partitions = sorted(context.instance.get_dynamic_partitions(names.partitions))
+        for key in partitions:
+            manifest = load_manifest(storage, clip_metadata.FAMILY.name, key)
+            recorded = {
+                k.removeprefix(layout.CLIP_METADATA).removesuffix(".json")
+                for k in (manifest.entries if manifest else {})
+                if k.startswith(layout.CLIP_METADATA)
+            }
+            found = indexed.pop(key, set())
+            if recorded != found:
+                problems.append(
+                    f"{key}: {len(recorded - found)} clips missing, {len(found - recorded)} not in its outputs"
+                )
+        problems += [
+            f"{key}: {len(ids)} rows of a partition that no longer exists" for key, ids in sorted(indexed.items())
+        ]
+        return AssetCheckResult(
+            passed=not problems,
+            severity=AssetCheckSeverity.ERROR,
+            description="; ".join(problems[:3]) or f"{rows.num_rows} rows match {len(partitions)} partitions' outputs",
+            metadata={
+                "rows": rows.num_rows,
+                "partitions": len(partitions),
+                "problems": MetadataValue.json(problems[:_MAX_LISTED]),
+            },
+        )
+
+    @asset_check(
+        asset=names.key("clip_vectors"),
+        name="matches_index",
+        required_resource_keys={names.output},
+        description="The vector table holds exactly the index's passed clips that have an embedding, with the "
+        "same vectors.",
+    )
+    def matches_index(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        output: StorageResource = getattr(context.resources, names.output)
+        storage = output.get_storage()
+        index = read_clip_index(
+            storage, [ci.CLIP_ID, ci.EMBEDDING], filter=f"{ci.PASSED} AND {ci.EMBEDDING} IS NOT NULL"
+        )
+        table = table_location(storage, layout.clip_vectors_key()).open()
+        vectors = table.to_table(columns=[ci.CLIP_ID, ci.EMBEDDING]) if table is not None else index.slice(0, 0)
+        expected = dict(zip(index.column(ci.CLIP_ID).to_pylist(), index.column(ci.EMBEDDING).to_pylist(), strict=True))
+        found = dict(zip(vectors.column(ci.CLIP_ID).to_pylist(), vectors.column(ci.EMBEDDING).to_pylist(), strict=True))
+        missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+        differing = sorted(c for c in expected.keys() & found.keys() if expected[c] != found[c])
+        passed = not (missing or extra or differing)
+        return AssetCheckResult(
+            passed=passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=f"{len(found)} vectors match the index"
+            if passed
+            else f"{len(missing)} missing, {len(extra)} not in the index, {len(differing)} differ",
+            metadata={
+                "vectors": len(found),
+                "missing": MetadataValue.json(missing[:_MAX_LISTED]),
+                "not_in_index": MetadataValue.json(extra[:_MAX_LISTED]),
+                "differing": MetadataValue.json(differing[:_MAX_LISTED]),
+            },
+        )
+
+    @asset_check(
+        asset=names.key("near_duplicates"),
+        name="duplicate_rate_steady",
+        required_resource_keys={names.output},
+        description=f"Warns when the duplicate rate rose more than {DEFAULT_RATE_JUMP:.0%} (absolute) since the "
+        "previous grouping: a re-ingested batch or a broken embedding model looks like this.",
+    )
+    def duplicate_rate_steady(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        output: StorageResource = getattr(context.resources, names.output)
+        summary = read_near_duplicates_summary(output.get_storage()) or {}
+        rate = float(summary.get("duplicate_rate", 0.0))
+        previous = summary.get("previous_duplicate_rate")
+        jumped = rate_jumped(None if previous is None else float(previous), rate)
+        return AssetCheckResult(
+            passed=not jumped,
+            severity=AssetCheckSeverity.WARN,
+            description=f"duplicate rate {rate:.2%}, previously "
+            + ("none" if previous is None else f"{float(previous):.2%}"),
+            metadata={
+                "duplicate_rate": MetadataValue.float(rate),
+                "previous_duplicate_rate": MetadataValue.float(float(previous))
+                if previous is not None
+                else MetadataValue.text("none"),
+                "tolerance": MetadataValue.float(DEFAULT_RATE_JUMP),
+            },
+        )
+
+    return [matches_outputs, matches_index, duplicate_rate_steady]

@@ -1,0 +1,218 @@
+"""The clip index, the vector table and the near-duplicates, from real outputs through real Dagster runs.
+
+Three videos with distinct random embeddings, and two planted near-duplicate pairs across videos
+(a clip's vector plus noise far below the threshold): the index agrees with the tree file by file,
+`nearest` finds each twin first, the grouping holds exactly the planted pairs, a changed video
+rewrites only its own rows, and a removed one leaves nothing behind.
+"""
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from clip_assets.cli import main
+from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.read import open_dataset
+from clip_assets.defs.environment import OUTPUT_VAR
+from clip_assets_tests.support.dataset import (
+    materialization_metadata,
+    materialize_dataset_tables,
+    materialize_near_duplicates,
+)
+from clip_assets_tests.support.factories import make_clips, write_video
+
+DIM = 32
+ALGORITHM = "cosmos-embed1"
+
+
+def clips_with_vectors(source_video, num_clips, seed, filtered=(), twins=None):
+    """make_clips with a random unit vector per passed clip; `twins` maps a row to the vector it copies."""
+    rng = np.random.default_rng(seed)
+    clips = make_clips(num_clips, source_video=source_video, filtered=filtered, dim=DIM)
+    for clip in clips:
+        if not clip.filtered:
+            clip.embeddings = {ALGORITHM: rng.normal(size=DIM).astype(np.float32)}
+    for row, vector in (twins or {}).items():
+        clips[row].embeddings = {ALGORITHM: (vector + rng.normal(scale=1e-3, size=DIM)).astype(np.float32)}
+    return clips
+
+
+def vector_of(clip):
+    return clip.embeddings[ALGORITHM]
+
+
+def build_three_videos(inbox):
+    a = clips_with_vectors("/videos/a.mp4", 4, seed=1, filtered=[3])
+    b = clips_with_vectors("/videos/b.mp4", 3, seed=2, twins={1: vector_of(a[0])})
+    c = clips_with_vectors("/videos/c.mp4", 3, seed=3, twins={2: vector_of(a[2])})
+    for name, clips in (("a", a), ("b", b), ("c", c)):
+        write_video(inbox / f"{name}.mp4.parquet", clips, source_video=f"/videos/{name}.mp4")
+    return {"a.mp4": a, "b.mp4": b, "c.mp4": c}
+
+
+def curate(inbox, output, instance, run_partition, keys):
+    for key in keys:
+        assert run_partition(key).success
+        result = materialize_dataset_tables(instance, key, str(inbox), str(output))
+        assert result.success
+        checks = result.get_asset_check_evaluations()
+        assert {c.check_name for c in checks} == {"matches_outputs", "matches_index"}
+        assert all(c.passed for c in checks), [c.description for c in checks]
+    return result
+
+
+def test_index_agrees_with_the_tree(inbox, output, instance, run_partition):
+    videos = build_three_videos(inbox)
+    result = curate(inbox, output, instance, run_partition, sorted(videos))
+    assert materialization_metadata(result, "clip_index")["dagster/row_count"] == 10
+    assert materialization_metadata(result, "clip_vectors")["dagster/row_count"] == 9
+
+    dataset = open_dataset(str(output))
+    clips = {row[ci.CLIP_ID]: row for row in dataset.clips().to_pylist()}
+    documents = {p.stem: json.loads(p.read_text()) for p in (output / "metas/v0").glob("*.json")}
+    assert sorted(clips) == sorted(documents)
+    parquet_vectors = {}
+    for path in output.glob("ce1_embd_parquet/*.parquet"):
+        table = pq.read_table(path)
+        parquet_vectors.update(zip(table.column("id").to_pylist(), table.column("embedding").to_pylist(), strict=True))
+    for clip_id, row in clips.items():
+        document = documents[clip_id]
+        assert row[ci.SOURCE_VIDEO] == document["source_video"]
+        assert [row[ci.SPAN_START], row[ci.SPAN_END]] == document["duration_span"]
+        mp4 = (output / row[ci.MP4_KEY]).read_bytes()
+        assert (row[ci.MP4_BYTES], row[ci.MP4_SHA256]) == (len(mp4), hashlib.sha256(mp4).hexdigest())
+        assert (
+            row[ci.MP4_URI] == f"{output}/{row[ci.MP4_KEY]}"
+            and row[ci.METADATA_URI] == f"{output}/metas/v0/{clip_id}.json"
+        )
+        assert (row[ci.WIDTH], row[ci.HEIGHT], row[ci.NUM_FRAMES], row[ci.VIDEO_CODEC]) == (64, 48, 8, "h264")
+        captions = [
+            (w["start_frame"], w["end_frame"], k.removesuffix("_caption"), v)
+            for w in document["windows"]
+            for k, v in w.items()
+            if k.endswith("_caption") and not k.endswith("_enhanced_caption")
+        ]
+        assert [(c["start_frame"], c["end_frame"], c["model"], c["text"]) for c in row[ci.CAPTIONS]] == captions
+        if row[ci.PASSED]:
+            assert row[ci.ENHANCED_CAPTIONS][0]["model"] == "qwen_lm"
+            assert all((output / key).is_file() for key in row[ci.PREVIEW_KEYS]) and len(row[ci.PREVIEW_KEYS]) == 2
+            np.testing.assert_array_equal(np.float32(row[ci.EMBEDDING]), np.float32(parquet_vectors[clip_id]))
+            assert row[ci.AESTHETIC_SCORE] == 4.25 and row[ci.FILTERED_BY] is None
+        else:
+            assert row[ci.MP4_KEY].startswith("filtered_clips/") and row[ci.FILTERED_BY] == "motion"
+            assert row[ci.EMBEDDING] is None and row[ci.PREVIEW_KEYS] == []
+
+    counted = dataset.query(
+        "SELECT partition_key, count(*) AS clips, count(*) FILTER (WHERE passed) AS passed "
+        "FROM clips GROUP BY partition_key ORDER BY partition_key"
+    ).to_pylist()
+    assert counted == [
+        {"partition_key": "a.mp4", "clips": 4, "passed": 3},
+        {"partition_key": "b.mp4", "clips": 3, "passed": 3},
+        {"partition_key": "c.mp4", "clips": 3, "passed": 3},
+    ]
+    second = dataset.query(
+        "SELECT clip_id FROM clips WHERE len(list_filter(captions, lambda c: c.text LIKE 'clip 2 %')) > 0"
+    )
+    assert second.num_rows == 3  # row 2 of each video is captioned "clip 2 ..."
+
+    a, b, c = videos["a.mp4"], videos["b.mp4"], videos["c.mp4"]
+    for clip, twin in ((a[0], b[1]), (b[1], a[0]), (a[2], c[2]), (c[2], a[2])):
+        nearest = dataset.nearest(clip.uuid, 3)
+        assert nearest[0][0] == twin.uuid and nearest[0][1] < 1e-4
+        assert clip.uuid not in [n for n, _ in nearest] and nearest[1][1] > 0.1
+
+
+def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_partition):
+    videos = build_three_videos(inbox)
+    curate(inbox, output, instance, run_partition, sorted(videos))
+    result = materialize_near_duplicates(instance, str(inbox), str(output))
+    assert result.success
+    metadata = materialization_metadata(result, "near_duplicates")
+    assert (metadata["groups"], metadata["duplicates"], metadata["clips_compared"]) == (2, 2, 9)
+    assert abs(metadata["duplicate_rate"] - 2 / 9) < 1e-6
+    groups = open_dataset(str(output)).near_duplicates().to_pylist()
+    a, b, c = videos["a.mp4"], videos["b.mp4"], videos["c.mp4"]
+    members = {}
+    for row in groups:
+        members.setdefault(row["group_id"], set()).add(row["clip_id"])
+    assert sorted(map(sorted, members.values())) == sorted(
+        [sorted([a[0].uuid, b[1].uuid]), sorted([a[2].uuid, c[2].uuid])]
+    )
+    for row in groups:  # equal durations: the smallest clip id is kept
+        assert row["kept_clip_id"] == min(members[row["group_id"]]) and row["kept"] == (
+            row["clip_id"] == row["kept_clip_id"]
+        )
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.check_name == "duplicate_rate_steady"
+
+    # Planting a third copy of a[0] in a new video raises the rate by well over five points: the check warns.
+    d = clips_with_vectors("/videos/d.mp4", 1, seed=4, twins={0: vector_of(a[0])})
+    write_video(inbox / "d.mp4.parquet", d, source_video="/videos/d.mp4")
+    curate(inbox, output, instance, run_partition, ["d.mp4"])
+    again = materialize_near_duplicates(instance, str(inbox), str(output))
+    (check,) = again.get_asset_check_evaluations()
+    assert not check.passed and check.severity.value == "WARN"
+    assert materialization_metadata(again, "near_duplicates")["duplicates"] == 3
+    # A threshold below the planted noise finds nothing.
+    tight = materialize_near_duplicates(instance, str(inbox), str(output), max_cosine_distance=1e-9)
+    assert materialization_metadata(tight, "near_duplicates")["groups"] == 0
+
+
+def row_addresses(dataset, partition_key):
+    table = dataset._table("dataset/clip_index.lance").to_table(
+        columns=[ci.CLIP_ID], filter=f"partition_key = '{partition_key}'", with_row_address=True
+    )
+    return dict(zip(table.column(ci.CLIP_ID).to_pylist(), table.column("_rowaddr").to_pylist(), strict=True))
+
+
+def test_a_changed_video_rewrites_only_its_rows(inbox, output, instance, run_partition):
+    videos = build_three_videos(inbox)
+    curate(inbox, output, instance, run_partition, sorted(videos))
+    dataset = open_dataset(str(output))
+    before = {key: row_addresses(dataset, key) for key in videos}
+
+    changed = videos["b.mp4"][:2]
+    changed[0].windows[0].captions = {"qwen": "a cyclist crosses"}
+    write_video(inbox / "b.mp4.parquet", changed, source_video="/videos/b.mp4")
+    result = curate(inbox, output, instance, run_partition, ["b.mp4"])
+    assert materialization_metadata(result, "clip_index")["rows_deleted"] == 1
+
+    assert row_addresses(dataset, "a.mp4") == before["a.mp4"] and row_addresses(dataset, "c.mp4") == before["c.mp4"]
+    rows = dataset.clips(filter="partition_key = 'b.mp4'").to_pylist()
+    assert sorted(r[ci.CLIP_ID] for r in rows) == sorted(c.uuid for c in changed)
+    assert dataset.query("SELECT caption FROM clips WHERE caption LIKE '%cyclist%'").to_pylist() == [
+        {"caption": "a cyclist crosses"}
+    ]
+    assert dataset.clips().num_rows == 9 and dataset.query("SELECT count(*) AS n FROM vectors").to_pylist() == [
+        {"n": 8}
+    ]
+
+
+def test_a_removed_video_leaves_nothing(inbox, output, instance, run_partition, monkeypatch, tmp_path):
+    videos = build_three_videos(inbox)
+    curate(inbox, output, instance, run_partition, sorted(videos))
+    removed = {c.uuid for c in videos["b.mp4"]}
+    monkeypatch.setenv(OUTPUT_VAR, str(output))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused-home"))
+    monkeypatch.setattr("dagster.DagsterInstance.get", lambda: instance)
+    outcome = CliRunner().invoke(main, ["remove", "b.mp4"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "removed      3 files of clip_files" in outcome.output
+    assert "b.mp4" not in instance.get_dynamic_partitions("processed_videos")
+    on_disk = {p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file()}
+    assert not [key for key in on_disk if any(clip_id in key for clip_id in removed)]
+    assert not [key for key in on_disk if "/b.mp4" in key or key.startswith("processed_clip_chunks/b.mp4")]
+
+    dataset = open_dataset(str(output))
+    assert not removed & set(dataset.clips().column(ci.CLIP_ID).to_pylist())
+    assert dataset.query("SELECT count(*) AS n FROM vectors WHERE partition_key = 'b.mp4'").to_pylist() == [{"n": 0}]
+    # Re-materializing another partition keeps it so, and the checks agree with the tree.
+    curate(inbox, output, instance, run_partition, ["a.mp4"])
+    assert dataset.clips().num_rows == 7
+    grouping = materialize_near_duplicates(instance, str(inbox), str(output))
+    assert materialization_metadata(grouping, "near_duplicates")["groups"] == 1  # only a~c is left
+    assert not removed & {r["clip_id"] for r in dataset.near_duplicates().to_pylist()}
