@@ -22,22 +22,9 @@ from clip_assets_tests.support.dataset import (
     materialize_dataset_tables,
     materialize_near_duplicates,
 )
-from clip_assets_tests.support.factories import make_clips, write_video
+from clip_assets_tests.support.factories import clips_with_vectors, write_video
 
-DIM = 32
 ALGORITHM = "cosmos-embed1"
-
-
-def clips_with_vectors(source_video, num_clips, seed, filtered=(), twins=None):
-    """make_clips with a random unit vector per passed clip; `twins` maps a row to the vector it copies."""
-    rng = np.random.default_rng(seed)
-    clips = make_clips(num_clips, source_video=source_video, filtered=filtered, dim=DIM)
-    for clip in clips:
-        if not clip.filtered:
-            clip.embeddings = {ALGORITHM: rng.normal(size=DIM).astype(np.float32)}
-    for row, vector in (twins or {}).items():
-        clips[row].embeddings = {ALGORITHM: (vector + rng.normal(scale=1e-3, size=DIM)).astype(np.float32)}
-    return clips
 
 
 def vector_of(clip):

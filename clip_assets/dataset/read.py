@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.tables import TableLocation, read_clip_index, table_location
 from clip_assets.storage import Storage, open_storage
 
@@ -105,6 +106,11 @@ class ClipDataset:
         found = vectors.to_table(columns=[ci.CLIP_ID, "_distance"], nearest=dict(query))
         pairs = zip(found.column(ci.CLIP_ID).to_pylist(), found.column("_distance").to_pylist(), strict=True)
         return [(str(c), float(d)) for c, d in pairs if c != exclude][:k]
+
+    def shards(self) -> list[str]:
+        """The training shards' URLs in the order of their index file; [] before shards were written."""
+        index = load_shards_index(self.storage)
+        return [] if index is None else [layout.full_location(self.root, shard.key) for shard in index.shards]
 
 
 def _literal(value: str) -> str:

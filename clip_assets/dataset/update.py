@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.clip_index import PartitionOutputs
 from clip_assets.dataset.near_duplicates import DEFAULT_MAX_COSINE_DISTANCE, Grouping, group_near_duplicates
 from clip_assets.dataset.outputs import read_partition_outputs
 from clip_assets.dataset.tables import (
@@ -59,28 +60,39 @@ def update_dataset_tables(
     """Replace the rows of `partition_keys` in the clip index and the vector table with what their
     outputs hold now (none, for a partition without outputs). With `live_partitions`, rows of every
     partition outside it are removed as well."""
+    read = {key: read_partition_outputs(storage, key) for key in sorted(set(partition_keys))}
+    return commit_partitions(storage, read, live_partitions, min_indexed_rows=min_indexed_rows)
+
+
+def commit_partitions(
+    storage: Storage,
+    outputs: Mapping[str, PartitionOutputs | None],
+    live_partitions: Collection[str] | None = None,
+    *,
+    min_indexed_rows: int = MIN_INDEXED_ROWS,
+) -> DatasetUpdate:
+    """`update_dataset_tables` once the outputs are read: one commit per table, under the dataset lock."""
     index_location = table_location(storage, layout.clip_index_key())
     vectors_location = table_location(storage, layout.clip_vectors_key())
-    read = {key: read_partition_outputs(storage, key) for key in sorted(set(partition_keys))}
     with storage.lock(layout.dataset_lock_key(), LOCK_TIMEOUT_S) as lease:
         index = index_location.open()
         dim = embedding_dim(index)
         if dim is None or (index is not None and not index.count_rows(filter=f"{ci.EMBEDDING} IS NOT NULL")):
-            sizes = [v.size for outputs in read.values() if outputs for v, _ in outputs.vectors.values()]
+            sizes = [v.size for found in outputs.values() if found for v, _ in found.vectors.values()]
             dim = sizes[0] if sizes else (dim or 1)
-        tables = [ci.clip_rows(outputs, dim) for outputs in read.values() if outputs is not None]
+        tables = [ci.clip_rows(found, dim) for found in outputs.values() if found is not None]
         rows = pa.concat_tables(tables) if tables else ci.clip_index_schema(dim).empty_table()
         stale = set()
         if live_partitions is not None:
             stale = indexed_partitions(index) - set(live_partitions)
-        removed = tuple(sorted(stale | {key for key, outputs in read.items() if outputs is None}))
-        replaced = sorted(set(read) | stale)
+        removed = tuple(sorted(stale | {key for key, found in outputs.items() if found is None}))
+        replaced = sorted(set(outputs) | stale)
         index_update = replace_partitions(index_location, replaced, rows)
         lease.check()
         vectors_update = replace_partitions(vectors_location, replaced, vector_rows(rows))
         lease.check()
         vector_index = refresh_vector_index(vectors_location, min_rows=min_indexed_rows)
-    written = tuple(key for key, outputs in read.items() if outputs is not None)
+    written = tuple(key for key, found in outputs.items() if found is not None)
     return DatasetUpdate(index_update, vectors_update, written, removed, vector_index, dim)
 
 

@@ -3,6 +3,10 @@ their own folders, endpoint and settings."""
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+
+import numpy as np
 from dagster import (
     AssetsDefinition,
     ConfigurableResource,
@@ -13,6 +17,8 @@ from dagster import (
     materialize,
 )
 
+from clip_assets import layout
+from clip_assets.dataset.clip_index import PartitionOutputs
 from clip_assets.defs.dataset import dataset_definitions, dataset_resources
 from clip_assets.defs.names import DatasetNames
 from clip_assets.defs.resources import (
@@ -22,6 +28,7 @@ from clip_assets.defs.resources import (
     WriterSettingsResource,
 )
 from clip_assets.defs.sensors import evaluate_inbox
+from clip_assets.engine.manifest import ManifestEntry
 
 NAMES = DatasetNames()
 PARTITIONS_NAME = NAMES.partitions
@@ -134,3 +141,31 @@ def materialize_near_duplicates(
         run_config={"ops": {NAMES.name("near_duplicates"): {"config": config}}},
         raise_on_error=False,
     )
+
+
+def synthetic_outputs(
+    root: str, partition_key: str, vectors: np.ndarray, first_clip: int = 0, filtered_every: int = 0
+) -> PartitionOutputs:
+    """What a partition's families would have written for `len(vectors)` clips, without the media: for
+    the derived tables at sizes where writing real MP4s would dominate (benchmarks, the vector index)."""
+    source_video = f"/videos/{partition_key}"
+    documents: dict[str, dict[str, object]] = {}
+    mp4s = {}
+    found = {}
+    parquet_key = layout.chunk_embedding_key("cosmos-embed1", source_video, 0)
+    for row, vector in enumerate(vectors):
+        clip_id = str(uuid.UUID(int=first_clip + row))
+        filtered = bool(filtered_every) and row % filtered_every == filtered_every - 1
+        mp4_key = layout.clip_key(clip_id, filtered=filtered)
+        documents[layout.clip_metadata_key(clip_id)] = {
+            "span_uuid": clip_id,
+            "source_video": source_video,
+            "duration_span": [row * 2.0, row * 2.0 + 2.0],
+            "clip_location": layout.full_location(root, mp4_key),
+            "windows": [] if filtered else [{"start_frame": 0, "end_frame": 48, "qwen_caption": f"clip {row}"}],
+            "valid": not filtered,
+        }
+        mp4s[mp4_key] = ManifestEntry(hashlib.sha256(clip_id.encode()).hexdigest(), 100_000 + row)
+        if not filtered:
+            found[clip_id] = (vector, parquet_key)
+    return PartitionOutputs(partition_key, root, documents, mp4s, vectors=found)

@@ -125,3 +125,25 @@ def write_video(
         source_video = str(clip_options.get("source_video", SOURCE_VIDEO))
         info = video_info(source_video, num_clips=len(clips), num_chunks=chunks)
     return write_processed_video(path, info, clips)
+
+
+def clips_with_vectors(
+    source_video: str,
+    num_clips: int,
+    seed: int,
+    *,
+    filtered: Sequence[int] = (),
+    twins: dict[int, np.ndarray] | None = None,
+    dim: int = 32,
+    algorithm: str = "cosmos-embed1",
+) -> list[ClipRecord]:
+    """`make_clips` with an independent random vector per passed clip (so no two are alike), and planted
+    near-duplicates: `twins` maps a row to a vector it copies, plus noise of 1e-3 per value."""
+    rng = np.random.default_rng(seed)
+    clips = make_clips(num_clips, source_video=source_video, filtered=filtered, dim=dim, algorithm=algorithm)
+    for clip in clips:
+        if not clip.filtered:
+            clip.embeddings = {algorithm: rng.normal(size=dim).astype(np.float32)}
+    for row, vector in (twins or {}).items():
+        clips[row].embeddings = {algorithm: (vector + rng.normal(scale=1e-3, size=dim)).astype(np.float32)}
+    return clips
