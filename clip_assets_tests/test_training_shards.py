@@ -19,7 +19,6 @@ import webdataset
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index
-from clip_assets.dataset.outputs import read_partition_outputs
 from clip_assets.dataset.shards import (
     PlannedShard,
     ShardError,
@@ -30,35 +29,8 @@ from clip_assets.dataset.shards import (
     sort_key,
     update_shards,
 )
-from clip_assets.storage import LocalStorage, Storage
-from clip_assets_tests.support.dataset import materialize_partition
-from clip_assets_tests.support.factories import make_clips, write_video
-
-VIDEOS = {"a.mp4": 3, "b.mp4": 4, "c.mp4": 2, "d.mp4": 3}
-FILTERED = [1]
-
-
-def index_rows(storage: Storage, partitions: list[str]) -> pa.Table:
-    """The clip index rows of `partitions`, as the clip index builds them from what was written."""
-    tables = []
-    for key in sorted(partitions):
-        outputs = read_partition_outputs(storage, key)
-        assert outputs is not None, key
-        tables.append(clip_index.clip_rows(outputs, 8))
-    return pa.concat_tables(tables)
-
-
-def write_videos(inbox: Path, output: str, instance, names, **options) -> None:
-    for name in names:
-        source = f"/videos/{name}"
-        clips = make_clips(VIDEOS[name], source_video=source, filtered=FILTERED)
-        write_video(inbox / f"{name}.parquet", clips, source_video=source)
-        result = materialize_partition(instance, name, str(inbox), output, **options)
-        assert result.success, name
-
-
-def passed_ids(rows: pa.Table) -> set[str]:
-    return {row[clip_index.CLIP_ID] for row in rows.to_pylist() if row[clip_index.PASSED]}
+from clip_assets.storage import LocalStorage
+from clip_assets_tests.support.curated import index_rows, passed_ids, write_videos
 
 
 def read_back(urls: list[str]) -> list[dict[str, object]]:
@@ -96,7 +68,7 @@ def shard_bytes_for(rows: pa.Table, samples_per_shard: float) -> int:
 
 @pytest.fixture
 def dataset(inbox: Path, output: Path, instance):
-    write_videos(inbox, str(output), instance, ["a.mp4", "b.mp4", "c.mp4"])
+    write_videos(instance, inbox, str(output), ["a.mp4", "b.mp4", "c.mp4"])
     return LocalStorage(output)
 
 
@@ -135,7 +107,7 @@ def test_tars_are_reproducible_byte_for_byte_in_another_root(dataset, output, tm
     other_output = tmp_path / "elsewhere"
     other_inbox = tmp_path / "other-inbox"
     other_inbox.mkdir()
-    write_videos(other_inbox, str(other_output), instance, ["c.mp4", "a.mp4", "b.mp4"])
+    write_videos(instance, other_inbox, str(other_output), ["c.mp4", "a.mp4", "b.mp4"])
     other = LocalStorage(other_output)
     second = update_shards(other, index_rows(other, ["a.mp4", "b.mp4", "c.mp4"]), shard_bytes=first.shard_bytes).index
     assert [(e.key, e.sha256, e.clip_ids) for e in second.shards] == [
@@ -155,7 +127,7 @@ def test_adding_a_video_rewrites_only_the_shards_it_lands_in(dataset, output, in
     before = update_shards(dataset, before_rows, shard_bytes=shard_bytes).index
     stamps = {entry.key: (output / entry.key).stat().st_mtime_ns for entry in before.shards}
 
-    write_videos(inbox, str(output), instance, ["d.mp4"])
+    write_videos(instance, inbox, str(output), ["d.mp4"])
     rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
     update = update_shards(dataset, rows, shard_bytes=shard_bytes)
     new_rows = [r for r in rows.to_pylist() if r[clip_index.PARTITION_KEY] == "d.mp4" and r[clip_index.PASSED]]

@@ -28,6 +28,7 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
+from clip_assets_tests.support.browser import chromium_page, require_browser, screenshot_folder
 from clip_assets_tests.support.factories import write_video
 from clip_assets_tests.support.graphql import (
     BACKFILL_DONE,
@@ -59,30 +60,11 @@ SHOWN_PARTITION = "cam1/street walk.mp4"  # a space and a slash: the key must su
 # What the lineage graph shows for a partitioned asset: Math.floor(materialized / total * 100).
 FILLED = f"{100 * len(BACKFILLED) // len(VIDEOS)}% filled"
 
-CHROMIUM = os.environ.get("CLIP_ASSETS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT: ViewportSize = {"width": 1920, "height": 1400}  # the whole lineage graph, full paths
 CODE_LOCATION_TIMEOUT_S = 120.0
 BACKFILL_TIMEOUT_S = 240.0  # the backfill daemon looks every 30 s: submission, then completion
-UI_TIMEOUT_MS = 30_000
 # No telemetry, and no "join the community" dialog over the pages a fresh instance would show.
 DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
-
-
-def _require_browser() -> None:
-    """Without Playwright or Chromium the test is skipped on a workstation and fails in CI."""
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("Playwright (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        missing.append(f"Chromium at {CHROMIUM} (apt-get install -y chromium, or set CLIP_ASSETS_CHROMIUM)")
-    if missing:
-        message = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @dataclass
@@ -118,7 +100,7 @@ def dagster_stack(tmp_path: Path) -> Iterator[DagsterStack]:
     The sensors are stopped before anything else: they run by default and would request their own runs of
     the same partitions as soon as a daemon runs.
     """
-    _require_browser()  # before minutes of setup that would be for nothing
+    require_browser()  # before minutes of setup that would be for nothing
     home, inbox, output, log_dir = (tmp_path / name for name in ("dagster_home", "inbox", "output", "logs"))
     for folder in (home, inbox, log_dir):
         folder.mkdir()
@@ -172,32 +154,13 @@ def dagster_stack(tmp_path: Path) -> Iterator[DagsterStack]:
 
 @pytest.fixture
 def screenshots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("CLIP_ASSETS_UI_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return screenshot_folder(tmp_path)
 
 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[Page]:
-    """Headless Chromium with a fresh profile; closed (with its processes) after the test."""
-    _require_browser()
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            tmp_path / "chromium-profile",
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport=VIEWPORT,
-        )
-        try:
-            browser_page = context.pages[0] if context.pages else context.new_page()
-            browser_page.set_default_timeout(UI_TIMEOUT_MS)
-            yield browser_page
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "chromium-profile", VIEWPORT) as page:
+        yield page
 
 
 def _metadata_value(page: Page, label: str) -> Locator:

@@ -234,10 +234,9 @@ def shard_samples(rows: pa.Table, excluded: Collection[str] = ()) -> list[ShardS
     embeddings = _embeddings(rows)
     valid = rows.column(clip_index.EMBEDDING).is_valid().to_pylist()
     npy_size = _tar_size(_npy_size(embeddings.shape[1]))
+    documents = rows.drop_columns([name for name in _NOT_IN_DOCUMENT if name in rows.column_names]).to_pylist()
     samples = []
-    for row, embedding, has_embedding in zip(
-        rows.drop_columns([c for c in _NOT_IN_DOCUMENT if c in rows.column_names]).to_pylist(), embeddings, valid, strict=True
-    ):
+    for row, embedding, has_embedding in zip(documents, embeddings, valid, strict=True):
         clip_id = row[clip_index.CLIP_ID]
         empty = [name for name in _REQUIRED if name != clip_index.EMBEDDING and row[name] is None]
         if empty or not has_embedding:

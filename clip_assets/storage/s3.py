@@ -50,6 +50,18 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 SHA256_METADATA = "sha256"
+# What a bucket served as a static site (the gallery) tells browsers: without a type, S3 answers
+# `binary/octet-stream` and a browser downloads the page instead of showing it.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".webp": "image/webp",
+    ".mp4": "video/mp4",
+    ".png": "image/png",
+    ".tar": "application/x-tar",
+}
 
 
 @dataclass(frozen=True)
@@ -232,8 +244,11 @@ class S3Storage:
 
     # Writing
 
-    def _write_arguments(self, sha256: str) -> dict[str, Any]:
+    def _write_arguments(self, key: str, sha256: str) -> dict[str, Any]:
         arguments: dict[str, Any] = {"Metadata": {SHA256_METADATA: sha256}}
+        content_type = CONTENT_TYPES.get(key[key.rfind(".") :].lower()) if "." in key else None
+        if content_type:
+            arguments["ContentType"] = content_type
         if self.options.server_side_encryption:
             arguments["ServerSideEncryption"] = self.options.server_side_encryption
         if self.options.sse_kms_key_id:
@@ -277,7 +292,7 @@ class S3Storage:
                     Body=bytes(data),  # botocore sends bytes; a view (of the input's batch) is copied once here
                     **condition,
                     **self._checksum(data, digest),
-                    **self._write_arguments(digest.hex()),
+                    **self._write_arguments(key, digest.hex()),
                 )
                 etag = response["ETag"]
         except ClientError as exc:
@@ -306,7 +321,7 @@ class S3Storage:
         full_key = self._key(key)
         view = memoryview(data)
         part_size = self._part_size(len(data))
-        arguments = self._write_arguments(digest.hex())
+        arguments = self._write_arguments(key, digest.hex())
         if self.options.checksum == "sha256":
             arguments["ChecksumAlgorithm"] = "SHA256"
         upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=full_key, **arguments)["UploadId"]

@@ -1,0 +1,70 @@
+"""Curated-dataset content for the shard and gallery tests: processed videos whose clips have captions and
+scores of their own, materialized into an output root, and the clip index rows those outputs make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from dagster import DagsterInstance
+
+from clip_assets.contract import ClipRecord
+from clip_assets.dataset import clip_index
+from clip_assets.dataset.outputs import read_partition_outputs
+from clip_assets.defs.resources import S3ConnectionResource
+from clip_assets.storage import Storage
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.factories import make_clips, write_video
+
+# Each video's clips: how many, and what they show (every clip's captions name it, with its number).
+VIDEOS = {"a.mp4": 3, "b.mp4": 4, "c.mp4": 2, "d.mp4": 3}
+TOPICS = {
+    "a.mp4": "a cyclist crosses the street",
+    "b.mp4": "a red bus waits at the harbour",
+    "c.mp4": "two dogs run along the beach",
+    "d.mp4": "a tram passes in the rain",
+}
+FILTERED = (1,)
+EMBEDDING_DIM = 8
+
+
+def curated_clips(name: str) -> list[ClipRecord]:
+    """`make_clips` of the video, with its topic in every passed clip's captions and a score per clip."""
+    clips = make_clips(VIDEOS[name], source_video=f"/videos/{name}", filtered=FILTERED, dim=EMBEDDING_DIM)
+    offset = sorted(VIDEOS).index(name)
+    for number, clip in enumerate(clips):
+        if clip.filtered:
+            continue
+        clip.aesthetic_score = round(3.0 + 0.5 * number + 0.25 * offset, 2)
+        clip.windows[0].captions = {"qwen": f"{TOPICS[name]}, take {number}"}
+        clip.windows[0].enhanced_captions = {"qwen_lm": f"In this take {number}, {TOPICS[name]} slowly."}
+        clip.windows[1].captions = {"qwen": f"{TOPICS[name]}, take {number}, later"}
+    return clips
+
+
+def write_videos(
+    instance: DagsterInstance, inbox: Path, output: str, names: list[str], s3: S3ConnectionResource | None = None
+) -> None:
+    """Write each video into the inbox and materialize its output families into `output`."""
+    for name in names:
+        write_video(inbox / f"{name}.parquet", curated_clips(name), source_video=f"/videos/{name}")
+        result = materialize_partition(instance, name, str(inbox), output, s3=s3)
+        assert result.success, name
+
+
+def index_rows(storage: Storage, partitions: list[str]) -> pa.Table:
+    """The clip index rows of `partitions`, as the clip index builds them from what was written."""
+    tables = []
+    for key in sorted(partitions):
+        outputs = read_partition_outputs(storage, key)
+        assert outputs is not None, key
+        tables.append(clip_index.clip_rows(outputs, EMBEDDING_DIM))
+    return pa.concat_tables(tables)
+
+
+def passed_ids(rows: pa.Table) -> set[str]:
+    return {
+        row[clip_index.CLIP_ID]
+        for row in rows.select([clip_index.CLIP_ID, clip_index.PASSED]).to_pylist()
+        if row[clip_index.PASSED]
+    }

@@ -1,0 +1,220 @@
+"""The clip gallery on real outputs: every passed clip once with working relative links, files rewritten only
+when they change, a removed video's clips gone; and in headless Chromium, opened from disk and served over
+HTTP from the S3 endpoint: previews really decode, filters really narrow (loading only pages that may
+match), paging works. Screenshots go to the test's `screenshots` folder."""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+import re
+from pathlib import Path
+
+import pytest
+
+from clip_assets import layout
+from clip_assets.dataset import clip_index
+from clip_assets.dataset.gallery import bloom_positions, caption_words, gallery_files, page_file_name, write_gallery
+from clip_assets.storage import LocalStorage
+from clip_assets_tests.support.browser import chromium_page, screenshot_folder
+from clip_assets_tests.support.curated import TOPICS, index_rows, passed_ids, write_videos
+
+VIDEOS = ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
+PAGE_SIZE = 3  # 8 passed clips in 4 videos: 3 pages
+
+
+def page_clips(files: dict[str, bytes]) -> list[dict[str, object]]:
+    """Every clip of the page files, in page order (each file is `clipGallery.page(n, [...]);`)."""
+    clips: list[dict[str, object]] = []
+    number = 0
+    while (data := files.get(layout.gallery_file_key(page_file_name(number)))) is not None:
+        match = re.fullmatch(rf"clipGallery\.page\({number},(.*)\);\n", data.decode(), re.DOTALL)
+        assert match, data[:80]
+        clips += json.loads(match.group(1))
+        number += 1
+    return clips
+
+
+def filter_index(files: dict[str, bytes]) -> dict[str, object]:
+    data = files[layout.gallery_file_key("filter.js")].decode()
+    return json.loads(data.removeprefix("clipGallery.index(").removesuffix(");\n"))
+
+
+@pytest.fixture
+def gallery(inbox: Path, output: Path, instance):
+    write_videos(instance, inbox, str(output), VIDEOS)
+    storage = LocalStorage(output)
+    rows = index_rows(storage, VIDEOS)
+    return storage, rows, write_gallery(storage, rows, page_size=PAGE_SIZE)
+
+
+def test_every_passed_clip_once_with_links_that_resolve(gallery, output):
+    storage, rows, build = gallery
+    files = {info.key: storage.read(info.key) for info in storage.list(layout.GALLERY)}
+    clips = page_clips(files)
+    assert sorted(c["id"] for c in clips) == sorted(passed_ids(rows)) and len(clips) == build.clips == 8
+    assert build.pages == 3 and build.videos == 4
+    by_id = {row[clip_index.CLIP_ID]: row for row in rows.to_pylist()}
+    for clip in clips:
+        row = by_id[clip["id"]]
+        for link in (clip["p"], clip["f"], clip["j"]):
+            assert isinstance(link, str) and link.startswith("../") and "://" not in link
+            assert (output / posixpath.normpath(posixpath.join("gallery", link))).is_file(), link
+        assert clip["f"] == "../" + row[clip_index.MP4_KEY] and clip["j"] == "../" + row[clip_index.METADATA_KEY]
+        assert [text for _, text in clip["c"]] == [c["text"] for c in row[clip_index.CAPTIONS]]
+        assert clip["a"] == row[clip_index.AESTHETIC_SCORE] and clip["d"] == round(row[clip_index.DURATION], 2)
+    index = filter_index(files)
+    assert index["clips"] == 8 and index["videos"] == VIDEOS and len(index["pages"]) == 3
+    for number, summary in enumerate(index["pages"]):
+        on_page = clips[number * PAGE_SIZE : (number + 1) * PAGE_SIZE]
+        assert summary["videos"] == [min(c["v"] for c in on_page), max(c["v"] for c in on_page)]
+        bloom = base64.b64decode(summary["bloom"])
+        words = {w for c in on_page for _, text in c["c"] + c["e"] for w in caption_words(text)}
+        for word in words:  # no false negatives: every word of the page is in its filter
+            assert all(bloom[p // 8] >> (p % 8) & 1 for p in bloom_positions(word, summary["bloomBits"])), word
+
+
+def test_unchanged_files_are_not_rewritten_and_a_removed_video_leaves_nothing(gallery, output):
+    storage, rows, first = gallery
+    assert len(first.written) == 3 + first.pages + 1  # page, script, style, the pages, the filter index
+    again = write_gallery(storage, rows, page_size=PAGE_SIZE)
+    assert again.written == [] and again.unchanged == len(first.written)
+
+    without_b = index_rows(storage, ["a.mp4", "c.mp4", "d.mp4"])
+    b_ids = passed_ids(rows) - passed_ids(without_b)
+    build = write_gallery(storage, without_b, page_size=PAGE_SIZE)
+    files = {info.key: storage.read(info.key) for info in storage.list(layout.GALLERY)}
+    shown = {c["id"] for c in page_clips(files)}
+    assert shown == passed_ids(without_b) and not shown & b_ids
+    assert build.removed == [layout.gallery_file_key(page_file_name(2))]  # 5 clips now: pages 0 and 1
+    assert all(b"b.mp4" not in data for data in files.values())
+    assert "b.mp4" not in filter_index(files)["videos"]
+
+
+def test_gallery_files_are_the_same_bytes_for_the_same_rows(gallery):
+    _, rows, _ = gallery
+    assert gallery_files(rows, PAGE_SIZE) == gallery_files(rows.take(list(reversed(range(rows.num_rows)))), PAGE_SIZE)
+
+
+def visible_ids(page) -> list[str]:
+    return page.locator("figure.clip").evaluate_all("nodes => nodes.map(n => n.dataset.clipId)")
+
+
+def wait_ready(page) -> None:
+    page.wait_for_function("document.body.dataset.state === 'ready'")
+
+
+def previews_decoded(page) -> list[int]:
+    """Each visible tile's preview width once loaded (scrolled into view first: the images are lazy)."""
+    images = page.locator("figure.clip img.preview")
+    widths = []
+    for position in range(images.count()):
+        image = images.nth(position)
+        image.scroll_into_view_if_needed()
+        page.wait_for_function("image => image.complete", arg=image.element_handle())
+        widths.append(image.evaluate("image => image.naturalWidth"))
+    return widths
+
+
+def apply(page, text: str = "", min_aesthetic: str = "") -> list[str]:
+    page.fill("#text", text)
+    page.fill("#min-aesthetic", min_aesthetic)
+    page.click("#apply")
+    wait_ready(page)
+    return visible_ids(page)
+
+
+def browse(page, url: str, rows, screenshots: Path, name: str) -> None:
+    """What a curator does: look at every page, then filter by caption words, score and video."""
+    by_id = {row[clip_index.CLIP_ID]: row for row in rows.to_pylist() if row[clip_index.PASSED]}
+    page.goto(url)
+    wait_ready(page)
+    assert page.locator("#status").text_content() == "Page 1 of 3 · clips 1-3 of 8"
+    assert page.locator("img.preview").first.get_attribute("loading") == "lazy"
+    seen = []
+    for number, count in enumerate([3, 3, 2]):
+        ids = visible_ids(page)
+        assert len(ids) == count
+        assert previews_decoded(page) == [32] * count  # the animated WebP previews (32x24), decoded
+        seen += ids
+        page.screenshot(path=screenshots / f"{name}-page-{number + 1}.png", full_page=True)
+        if number < 2:
+            page.click("#next")
+            page.wait_for_function(f"document.getElementById('status').textContent.startsWith('Page {number + 2} ')")
+            wait_ready(page)
+    assert page.locator("#next").is_disabled() and sorted(seen) == sorted(by_id)
+
+    # A fresh page: the first page is loaded, then a caption filter loads only the pages that may match.
+    page.reload()
+    wait_ready(page)
+    trams = apply(page, "TRAM")
+    assert sorted(trams) == sorted(c for c, row in by_id.items() if row[clip_index.PARTITION_KEY] == "d.mp4")
+    assert len(trams) == 2 and page.evaluate("clipGallery.stats().pagesLoaded") == 2
+    assert page.locator("#status").text_content() == "Matches 1-2 of 2 · 1 of 1 pages that may match read (of 3)"
+    assert previews_decoded(page) == [32, 32]
+    page.screenshot(path=screenshots / f"{name}-filter-tram.png", full_page=True)
+
+    (only,) = apply(page, "harbour take 2")
+    assert by_id[only][clip_index.PARTITION_KEY] == "b.mp4" and "take 2" in by_id[only][clip_index.CAPTION]
+    assert apply(page, "harbour cyclist") == []
+    assert page.locator("#status").text_content().startswith("Matches none of 0")
+
+    high = apply(page, min_aesthetic="4.25")
+    assert high and sorted(high) == sorted(c for c, row in by_id.items() if row[clip_index.AESTHETIC_SCORE] >= 4.25)
+    assert len(high) < len(by_id)
+
+    page.click("#clear")
+    wait_ready(page)
+    page.select_option("#video", label="a.mp4")
+    wait_ready(page)
+    cyclists = visible_ids(page)
+    assert sorted(cyclists) == sorted(c for c, row in by_id.items() if row[clip_index.PARTITION_KEY] == "a.mp4")
+    assert TOPICS["a.mp4"] in page.locator("figure.clip").first.text_content()
+    page.screenshot(path=screenshots / f"{name}-filter-video.png", full_page=True)
+
+
+def test_in_chromium_from_disk(gallery, output, tmp_path):
+    _, rows, _ = gallery
+    screenshots = screenshot_folder(tmp_path)
+    with chromium_page(tmp_path / "chromium-profile", {"width": 1280, "height": 900}) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        browse(page, (output / layout.gallery_page_key()).as_uri(), rows, screenshots, "disk")
+        href = page.locator("figure.clip a.mp4").first.get_attribute("href")
+        assert href is not None and (output / "gallery" / href).resolve().is_file()
+        assert errors == []
+    assert (screenshots / "disk-filter-tram.png").stat().st_size > 0
+
+
+def test_in_chromium_served_from_s3(s3, tmp_path, instance):
+    """The output root on the S3 endpoint, the gallery read over plain HTTP as a static website would serve it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    root = s3.url("out")
+    write_videos(instance, inbox, root, VIDEOS, s3=s3.connection)
+    storage = s3.storage("out")
+    rows = index_rows(storage, VIDEOS)
+    write_gallery(storage, rows, page_size=PAGE_SIZE)
+    # What a static website bucket is given: anonymous reads of the output root.
+    public_read = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{s3.bucket}/out/*",
+            }
+        ],
+    }
+    s3.client.put_bucket_policy(Bucket=s3.bucket, Policy=json.dumps(public_read))
+    head = s3.client.head_object(Bucket=s3.bucket, Key=f"out/{layout.gallery_page_key()}")
+    assert head["ContentType"].startswith("text/html")
+    screenshots = screenshot_folder(tmp_path)
+    with chromium_page(tmp_path / "chromium-profile", {"width": 1280, "height": 900}) as page:
+        responses: list[tuple[int, str]] = []
+        page.on("response", lambda response: responses.append((response.status, response.url)))
+        browse(page, f"{s3.proxy.url}/{s3.bucket}/out/{layout.gallery_page_key()}", rows, screenshots, "s3")
+        assert [(s, u) for s, u in responses if s not in (200, 304)] == []  # 304: the reload revalidates
+        assert any(url.endswith(".webp") for _, url in responses)
