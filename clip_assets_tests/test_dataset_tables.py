@@ -12,12 +12,17 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 from click.testing import CliRunner
+from dagster import materialize
 
 from clip_assets.cli import main
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
 from clip_assets.defs.environment import OUTPUT_VAR
+from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import (
+    FAMILY_ASSETS,
+    build_resources,
+    dataset_summary,
     materialization_metadata,
     materialize_dataset_tables,
     materialize_near_duplicates,
@@ -147,6 +152,23 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
     # A threshold below the planted noise finds nothing.
     tight = materialize_near_duplicates(instance, str(inbox), str(output), max_cosine_distance=1e-9)
     assert materialization_metadata(tight, "near_duplicates")["groups"] == 0
+
+    # The dataset summary carries the tables' figures.
+    summary = materialize(
+        [*FAMILY_ASSETS, dataset_summary],
+        selection=[dataset_summary],
+        instance=instance,
+        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
+    )
+    assert materialization_metadata(summary, "dataset_summary")["clip_index_rows"] == 11
+    figures = json.loads((output / "_clip_assets/dataset_summary.json").read_text())["dataset_tables"]
+    assert figures == {
+        "index_rows": 11,
+        "index_passed": 10,
+        "vectors": 10,
+        "near_duplicate_groups": 0,
+        "duplicate_rate": 0.0,
+    }
 
 
 def row_addresses(dataset, partition_key):

@@ -1,7 +1,8 @@
 """Dataset-wide figures a curator asks for, rolled up from every partition's manifests and chunk stats.
 
 Each partition's families are read from their manifests (what was written, never the inbox); the
-counters come from NeMo's per-chunk JSON that `video_summaries` wrote.
+counters come from NeMo's per-chunk JSON that `video_summaries` wrote; the derived tables' figures
+from the tables themselves (row counts are Lance metadata, no scan).
 """
 
 from __future__ import annotations
@@ -14,9 +15,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clip_assets import layout
+from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.tables import table_location
+from clip_assets.dataset.update import read_near_duplicates_summary
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, video_summaries
 from clip_assets.storage import Storage
+
+
+@dataclass(frozen=True)
+class TableFigures:
+    """The clip index, the vector table and the last near-duplicate grouping, as a curator counts them."""
+
+    index_rows: int = 0
+    index_passed: int = 0
+    vectors: int = 0
+    near_duplicate_groups: int | None = None
+    duplicate_rate: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index_rows": self.index_rows,
+            "index_passed": self.index_passed,
+            "vectors": self.vectors,
+            "near_duplicate_groups": self.near_duplicate_groups,
+            "duplicate_rate": self.duplicate_rate,
+        }
+
+
+def table_figures(storage: Storage) -> TableFigures:
+    """Zeros and Nones for tables not written yet."""
+    index = table_location(storage, layout.clip_index_key()).open()
+    vectors = table_location(storage, layout.clip_vectors_key()).open()
+    duplicates = read_near_duplicates_summary(storage)
+    return TableFigures(
+        index_rows=index.count_rows() if index is not None else 0,
+        index_passed=index.count_rows(filter=ci.PASSED) if index is not None else 0,
+        vectors=vectors.count_rows() if vectors is not None else 0,
+        near_duplicate_groups=int(duplicates["groups"]) if duplicates else None,
+        duplicate_rate=float(duplicates["duplicate_rate"]) if duplicates else None,
+    )
 
 
 @dataclass
@@ -31,6 +69,7 @@ class DatasetStats:
     bytes_by_family: Counter[str] = field(default_factory=Counter)
     files_by_family: Counter[str] = field(default_factory=Counter)
     clips_by_video: dict[str, int] = field(default_factory=dict)
+    tables: TableFigures = field(default_factory=TableFigures)
 
     def add_video(self, partition_key: str, chunk_documents: list[dict[str, Any]]) -> None:
         """One video's `processed_clip_chunks` documents (NeMo's counters)."""
@@ -65,6 +104,7 @@ class DatasetStats:
             "bytes_by_family": dict(sorted(self.bytes_by_family.items())),
             "files_by_family": dict(sorted(self.files_by_family.items())),
             "clips_by_video": dict(sorted(self.clips_by_video.items())),
+            "dataset_tables": self.tables.to_json(),
         }
 
 
@@ -85,6 +125,7 @@ def summarize(
             manifest = summary if family is video_summaries.FAMILY else load_manifest(storage, family.name, key)
             if manifest is not None:
                 stats.add_family(family.name, len(manifest.entries), manifest.total_bytes)
+    stats.tables = table_figures(storage)
     return stats, missing
 
 

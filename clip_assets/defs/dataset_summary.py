@@ -25,7 +25,7 @@ def dataset_summary_asset(
 ) -> AssetsDefinition:
     @asset(
         key=names.key("dataset_summary"),
-        deps=[names.key(family.name) for family in families],
+        deps=[*(names.key(family.name) for family in families), names.key("clip_index"), names.key("near_duplicates")],
         kinds={"json"},
         group_name=names.group(DATASET_GROUP),
         owners=list(owners),
@@ -56,6 +56,14 @@ def dataset_summary_asset(
                 "embedding_coverage": MetadataValue.float(round(stats.coverage(stats.clips_with_embeddings), 4)),
                 "preview_coverage": MetadataValue.float(round(stats.coverage(stats.clips_with_webp), 4)),
                 "total_bytes": MetadataValue.int(sum(stats.bytes_by_family.values())),
+                "clip_index_rows": MetadataValue.int(stats.tables.index_rows),
+                "clip_vectors": MetadataValue.int(stats.tables.vectors),
+                "near_duplicate_groups": stats.tables.near_duplicate_groups
+                if stats.tables.near_duplicate_groups is not None
+                else MetadataValue.text("not grouped yet"),
+                "duplicate_rate": MetadataValue.float(round(stats.tables.duplicate_rate, 6))
+                if stats.tables.duplicate_rate is not None
+                else MetadataValue.text("not grouped yet"),
                 "bytes_by_family": MetadataValue.json(document["bytes_by_family"]),
                 "summary_file": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
                 "dagster/uri": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
