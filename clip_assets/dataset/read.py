@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +21,9 @@ from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.tables import TableLocation, read_clip_index, table_location
 from clip_assets.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    import lance
 
 # Search breadth for the IVF index: partitions probed and candidates re-ranked by exact distance.
 NPROBES = 32

@@ -18,15 +18,17 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lance
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.storage import Storage, url_scheme
+
+if TYPE_CHECKING:
+    import lance
 
 # Compact once a table has this many fragments (each partition's update adds one).
 MAX_FRAGMENTS = 64
@@ -42,6 +44,14 @@ LOCK_TIMEOUT_S = 600.0
 VECTOR_COLUMNS = (ci.CLIP_ID, ci.PARTITION_KEY, ci.EMBEDDING)
 
 
+def _lance() -> Any:
+    """Lance, imported on first use: its import takes over a second, which every command and every load
+    of the code location would pay otherwise."""
+    import lance
+
+    return lance
+
+
 @dataclass(frozen=True)
 class TableLocation:
     """Where a Lance table lives and how to reach it; the options hold credentials and stay out of repr."""
@@ -52,11 +62,26 @@ class TableLocation:
     def open(self) -> lance.LanceDataset | None:
         """The table's latest version, or None where it was never written."""
         try:
-            return lance.dataset(self.uri, storage_options=self.storage_options)
+            table: lance.LanceDataset = _lance().dataset(self.uri, storage_options=self.storage_options)
+            return table
         except (ValueError, FileNotFoundError, OSError) as exc:
             if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
                 return None
             raise
+
+    def latest(self) -> lance.LanceDataset:
+        """The latest version of a table that exists."""
+        table = self.open()
+        if table is None:
+            raise FileNotFoundError(f"{self.uri}: no Lance table")
+        return table
+
+    def write(self, rows: pa.Table, mode: str) -> lance.LanceDataset:
+        """A new table of `rows` (`create`), or `rows` as the table's new content (`overwrite`)."""
+        table: lance.LanceDataset = _lance().write_dataset(
+            rows, self.uri, mode=mode, storage_options=self.storage_options
+        )
+        return table
 
 
 def table_location(storage: Storage, key: str) -> TableLocation:
@@ -132,7 +157,7 @@ def _widen(location: TableLocation, table: lance.LanceDataset, dim: int) -> lanc
     rows = rows.set_column(
         index, pa.field(ci.EMBEDDING, ci.embedding_type(dim)), ci.embedding_array([None] * len(rows), dim)
     )
-    return lance.write_dataset(rows, location.uri, mode="overwrite", storage_options=location.storage_options)
+    return location.write(rows, "overwrite")
 
 
 def replace_partitions(
@@ -145,7 +170,7 @@ def replace_partitions(
     """
     table = location.open()
     if table is None:
-        table = lance.write_dataset(rows, location.uri, mode="create", storage_options=location.storage_options)
+        table = location.write(rows, "create")
         return TableUpdate(table.count_rows(), len(rows), 0, 0, len(table.get_fragments()), table.version)
     dim = embedding_dim(table)
     new_dim = rows.schema.field(ci.EMBEDDING).type.list_size
@@ -165,11 +190,11 @@ def replace_partitions(
     if partition_keys:
         builder = builder.when_not_matched_by_source_delete(partitions_filter(partition_keys))
     stats = builder.execute(rows)
-    table = lance.dataset(location.uri, storage_options=location.storage_options)
+    table = location.latest()
     compacted = False
     if len(table.get_fragments()) > max_fragments:
         table.optimize.compact_files(target_rows_per_fragment=TARGET_ROWS_PER_FRAGMENT, materialize_deletions=True)
-        table = lance.dataset(location.uri, storage_options=location.storage_options)
+        table = location.latest()
         table.cleanup_old_versions(older_than=KEEP_VERSIONS)
         compacted = True
     return TableUpdate(
