@@ -19,6 +19,7 @@ import webdataset
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index
+from clip_assets.dataset.read import open_dataset
 from clip_assets.dataset.shards import (
     PlannedShard,
     ShardError,
@@ -29,8 +30,19 @@ from clip_assets.dataset.shards import (
     sort_key,
     update_shards,
 )
+from clip_assets.engine.removal import remove_partition
+from clip_assets.families import FAMILIES
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.support.curated import index_rows, passed_ids, write_videos
+from clip_assets_tests.support.curated import (
+    TWIN,
+    TWIN_OF,
+    curate,
+    index_rows,
+    materialize_exports,
+    passed_ids,
+    write_videos,
+)
+from clip_assets_tests.support.dataset import materialization_metadata, materialize_dataset_tables
 
 
 def read_back(urls: list[str]) -> list[dict[str, object]]:
@@ -225,3 +237,46 @@ def test_the_trie_keeps_every_other_range_when_a_video_comes_or_goes():
     big = [sample("huge.mp4", 99_000 + c, 5000) for c in range(10)]
     split = plan_shards(sorted(big, key=lambda s: s.sort_key), 12_000)
     assert sum(len(s.samples) for s in split) == 10 and all(sum(x.size for x in s.samples) <= 12_000 for s in split)
+
+
+def test_the_assets_follow_the_index_and_a_removed_video_leaves_no_member_and_no_gallery_entry(inbox, output, instance):
+    """Through Dagster: the clip index, near-duplicates, shards and gallery; then `b.mp4` removed as a curator
+    removes a video (its outputs, its partition) and the assets re-materialized."""
+    curate(instance, inbox, str(output), ["a.mp4", "b.mp4", "c.mp4"])
+    dataset = open_dataset(str(output))
+    rows = dataset.clips()
+    twin_id, twin_of_id = (
+        next(
+            r[clip_index.CLIP_ID]
+            for r in rows.to_pylist()
+            if (r[clip_index.PARTITION_KEY], r[clip_index.SPAN_START]) == (v, 0.0)
+        )
+        for v in (TWIN[0], TWIN_OF[0])
+    )
+    dropped = max(twin_id, twin_of_id)  # the keep rule: equal durations, the smaller clip id stays
+    result = materialize_exports(instance, inbox, str(output), shard_bytes=shard_bytes_for(rows, 2.5), page_size=3)
+    assert result.success
+    metadata = materialization_metadata(result, "training_shards")
+    assert metadata["samples"] == 5 and metadata["duplicates_left_out"] == 1 and metadata["shards"] >= 2
+    assert (
+        all(e.passed for e in result.get_asset_check_evaluations()) and len(result.get_asset_check_evaluations()) == 2
+    )
+    check_samples(read_back(dataset.shards()), rows, passed_ids(rows) - {dropped})
+    assert materialization_metadata(result, "clip_gallery")["clips"] == 6  # a near-duplicate is still a passed clip
+
+    b_ids = {r[clip_index.CLIP_ID] for r in rows.to_pylist() if r[clip_index.PARTITION_KEY] == "b.mp4"}
+    remove_partition(LocalStorage(output), "b.mp4", FAMILIES)
+    instance.delete_dynamic_partition("processed_videos", "b.mp4")
+    assert materialize_dataset_tables(instance, "a.mp4", str(inbox), str(output)).success  # drops b's rows
+    again = materialize_exports(instance, inbox, str(output), shard_bytes=shard_bytes_for(rows, 2.5), page_size=3)
+    assert again.success and all(e.passed for e in again.get_asset_check_evaluations())
+    index = load_shards_index(LocalStorage(output))
+    assert index is not None and not b_ids & {cid for e in index.shards for cid in e.clip_ids}
+    remaining = dataset.clips()
+    check_samples(read_back(dataset.shards()), remaining, passed_ids(remaining) - {dropped})
+    tars = {p.relative_to(output).as_posix() for p in (output / layout.TRAINING_SHARDS).glob("*.tar")}
+    assert tars == {e.key for e in index.shards}
+    gallery = [p.read_text() for p in (output / layout.GALLERY).iterdir()]
+    assert not [clip_id for clip_id in b_ids if any(clip_id in text for text in gallery)]
+    assert not any("b.mp4" in text for text in gallery)
+    assert materialization_metadata(again, "clip_gallery")["clips"] == 3

@@ -303,3 +303,37 @@ def write_gallery(storage: Storage, rows: pa.Table, page_size: int = PAGE_SIZE) 
             storage.delete(info.key)
             build.removed.append(info.key)
     return build
+
+
+def read_gallery_index(storage: Storage) -> dict[str, Any] | None:
+    """The filter index as the last build wrote it (`clipGallery.index({...});`); None before the first."""
+    key = layout.gallery_file_key("filter.js")
+    if storage.stat(key) is None:
+        return None
+    text = storage.read(key).decode("utf-8")
+    prefix, suffix = "clipGallery.index(", ");\n"
+    if not (text.startswith(prefix) and text.endswith(suffix)):
+        raise GalleryError(f"{layout.full_location(storage.root, key)}: not a gallery filter index")
+    document = json.loads(text[len(prefix) : -len(suffix)])
+    if not isinstance(document, dict) or document.get("format") != GALLERY_FORMAT:
+        raise GalleryError(f"{layout.full_location(storage.root, key)}: field 'format' is not {GALLERY_FORMAT}")
+    return document
+
+
+def verify_gallery(storage: Storage, rows: pa.Table) -> list[str]:
+    """What is wrong with the gallery against the clip index `rows`: the clips it counts, its page files."""
+    index = read_gallery_index(storage)
+    if index is None:
+        return [f"{layout.full_location(storage.root, layout.gallery_page_key())} was never written"]
+    problems = []
+    passed = sum(1 for value in rows.column(clip_index.PASSED).to_pylist() if value)
+    if index.get("clips") != passed:
+        problems.append(f"the gallery shows {index.get('clips')} clips, the index has {passed} passed clips")
+    pages = [layout.gallery_file_key(page_file_name(n)) for n in range(len(index.get("pages", [])))]
+    keys = [layout.gallery_page_key(), *pages]
+    problems += [
+        f"{layout.full_location(storage.root, key)} is missing"
+        for key, info in zip(keys, storage.stat_many(keys), strict=True)
+        if info is None
+    ]
+    return problems

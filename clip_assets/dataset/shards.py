@@ -31,7 +31,7 @@ import json
 import mmap
 import tarfile
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -446,3 +446,39 @@ def update_shards(
             storage.delete(key)
             update.removed.append(key)
     return update
+
+
+def duplicates_not_kept(groups: pa.Table | None) -> frozenset[str]:
+    """The clips the near-duplicate grouping (one row per member, `kept` per member) leaves out of training."""
+    if groups is None:
+        return frozenset()
+    members = zip(groups.column(clip_index.CLIP_ID).to_pylist(), groups.column("kept").to_pylist(), strict=True)
+    return frozenset(clip_id for clip_id, kept in members if not kept)
+
+
+def verify_shards(storage: Storage, rows: pa.Table, excluded: Collection[str] = ()) -> list[str]:
+    """What is wrong with the shards on `storage` against the clip index `rows`: members missing, extra or
+    twice, and shard objects missing or of other bytes (by size, and by sha256 where the backend keeps one)."""
+    index = load_shards_index(storage)
+    if index is None:
+        return [f"{layout.full_location(storage.root, layout.training_shards_index_key())} does not exist"]
+    expected = {sample.clip_id for sample in shard_samples(rows, excluded)}
+    members = [clip_id for entry in index.shards for clip_id in entry.clip_ids]
+    problems = []
+    counts = Counter(members)
+    twice = sorted(clip_id for clip_id, count in counts.items() if count > 1)
+    if twice:
+        problems.append(f"{len(twice)} clips in more than one shard, e.g. {twice[0]}")
+    missing, extra = sorted(expected - set(members)), sorted(set(members) - expected)
+    if missing:
+        problems.append(f"{len(missing)} passed, non-duplicate clips in no shard, e.g. {missing[0]}")
+    if extra:
+        problems.append(f"{len(extra)} shard members not passed non-duplicate clips of the index, e.g. {extra[0]}")
+    keys = [entry.key for entry in index.shards]
+    for entry, info in zip(index.shards, storage.stat_many(keys), strict=True):
+        where = layout.full_location(storage.root, entry.key)
+        if info is None:
+            problems.append(f"{where} is missing")
+        elif info.size != entry.bytes or (info.sha256 is not None and info.sha256 != entry.sha256):
+            problems.append(f"{where} is not the {entry.bytes} bytes with sha256 {entry.sha256} the index names")
+    return problems

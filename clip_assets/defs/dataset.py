@@ -14,6 +14,7 @@ from dagster import ConfigurableResource, Definitions, EnvVar
 
 from clip_assets.defs.assets import inbox_spec, output_families_asset
 from clip_assets.defs.checks import intact_checks
+from clip_assets.defs.dataset_exports import clip_gallery_asset, dataset_export_checks, training_shards_asset
 from clip_assets.defs.dataset_summary import dataset_summary_asset
 from clip_assets.defs.dataset_tables import dataset_table_checks, dataset_tables_asset, near_duplicates_asset
 from clip_assets.defs.jobs import dataset_jobs
@@ -47,8 +48,10 @@ def dataset_definitions(
             dataset_summary_asset(names, families, owners),
             dataset_tables_asset(names, families, partitions_per_run, owners),
             near_duplicates_asset(names, owners),
+            training_shards_asset(names, owners),
+            clip_gallery_asset(names, owners),
         ],
-        asset_checks=[*intact_checks(names, families), *dataset_table_checks(names)],
+        asset_checks=[*intact_checks(names, families), *dataset_table_checks(names), *dataset_export_checks(names)],
         sensors=[inbox_sensor(names, partitions_per_run, sensor_interval_s), summary_automation(names)],
         resources=resources,
     )
