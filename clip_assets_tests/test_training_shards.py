@@ -29,6 +29,7 @@ from clip_assets.dataset.shards import (
     shard_samples,
     sort_key,
     update_shards,
+    verify_shards,
 )
 from clip_assets.engine.removal import remove_partition
 from clip_assets.families import FAMILIES
@@ -280,3 +281,29 @@ def test_the_assets_follow_the_index_and_a_removed_video_leaves_no_member_and_no
     assert not [clip_id for clip_id in b_ids if any(clip_id in text for text in gallery)]
     assert not any("b.mp4" in text for text in gallery)
     assert materialization_metadata(again, "clip_gallery")["clips"] == 3
+
+
+def test_on_s3_read_back_with_webdataset_through_a_pipe_url(s3, inbox, output, instance):
+    """Shards written to the S3 endpoint read back as a training job reads them: `pipe:aws s3 cp URL -`.
+    The same clips under a local root make the same bytes."""
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    write_videos(instance, inbox, s3.url("out"), names, s3=s3.connection)
+    storage = s3.storage("out")
+    rows = index_rows(storage, names)
+    shard_bytes = shard_bytes_for(rows, 2.5)
+    index = update_shards(storage, rows, shard_bytes=shard_bytes).index
+    assert len(index.shards) >= 3
+    for entry in index.shards:
+        head = s3.client.head_object(Bucket=s3.bucket, Key=f"out/{entry.key}")
+        assert head["ContentLength"] == entry.bytes and head["Metadata"]["sha256"] == entry.sha256
+    assert verify_shards(storage, rows) == []
+
+    urls = [
+        f"pipe:aws s3 cp --quiet --endpoint-url {s3.proxy.url} {layout.full_location(storage.root, e.key)} -"
+        for e in index.shards
+    ]
+    check_samples(read_back(urls), rows, passed_ids(rows))
+
+    write_videos(instance, inbox, str(output), names)
+    local = update_shards(LocalStorage(output), index_rows(LocalStorage(output), names), shard_bytes=shard_bytes).index
+    assert [(e.key, e.sha256) for e in local.shards] == [(e.key, e.sha256) for e in index.shards]
