@@ -1,8 +1,14 @@
+import io
 import json
 
 from dagster import materialize
+from PIL import Image
 
+from clip_assets.dataset.shards import load_shards_index
+from clip_assets.dataset.summary import HISTOGRAM_BINS, MAX_VIDEO_BARS, DatasetStats, plot_png, videos_chart
 from clip_assets.defs.resources import WriterSettingsResource
+from clip_assets.storage import LocalStorage
+from clip_assets_tests.support.curated import curate, materialize_exports
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, build_resources, dataset_summary
 from clip_assets_tests.support.factories import write_video
 
@@ -47,3 +53,32 @@ def test_one_partition_and_no_partition(inbox, output, instance, run_partition):
     assert summarize(inbox, output, instance).success
     summary = json.loads((output / "_clip_assets/dataset_summary.json").read_text())
     assert summary["videos"] == 1 and summary["clips_by_video"] == {"a.mp4": 2}
+
+
+def test_the_summary_counts_the_training_shards(inbox, output, instance):
+    curate(instance, inbox, str(output), ["a.mp4", "b.mp4"])
+    assert materialize_exports(instance, inbox, str(output), shard_bytes=1 << 20, page_size=3).success
+    index = load_shards_index(LocalStorage(output))
+    assert index is not None and index.samples == 5  # a: 2 passed, b: 3, no near-duplicates between them
+    result = summarize(inbox, output, instance)
+    tables = json.loads((output / "_clip_assets/dataset_summary.json").read_text())["dataset_tables"]
+    expected = (len(index.shards), index.samples, index.total_bytes)
+    assert (tables["training_shards"], tables["training_shard_samples"], tables["training_shard_bytes"]) == expected
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["training_shard_samples"].value == 5 and metadata["training_shard_bytes"].value == index.total_bytes
+
+
+def test_the_plot_stays_readable_at_thousands_of_videos():
+    few = {f"v{n}.mp4": n % 9 + 1 for n in range(MAX_VIDEO_BARS)}
+    kind, _, heights = videos_chart(few)
+    assert kind == "per_video" and heights == sorted(few.values(), reverse=True)
+
+    many = {f"v{n}.mp4": (n * 7919) % 500 + 1 for n in range(5000)}
+    kind, edges, heights = videos_chart(many)
+    assert kind == "histogram" and len(heights) <= HISTOGRAM_BINS and sum(heights) == 5000
+    assert edges[0] == 1 and edges == sorted(edges)
+    stats = DatasetStats(videos=5000, clips_passed=sum(many.values()), clips_by_video=many)
+    stats.add_family("clip_files", 10, 5_000_000)
+    image = Image.open(io.BytesIO(plot_png(stats)))
+    assert image.size == (800, 288)  # 10 x 3.6 in at 80 dpi, whatever the number of videos
+    assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or ()) > 10  # drawn, not blank

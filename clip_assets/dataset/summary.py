@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.tables import table_location
 from clip_assets.dataset.update import read_near_duplicates_summary
 from clip_assets.engine.manifest import load_manifest
@@ -32,6 +34,10 @@ class TableFigures:
     vectors: int = 0
     near_duplicate_groups: int | None = None
     duplicate_rate: float | None = None
+    # The training shards' index file (zeros before the first shards were written).
+    shards: int = 0
+    shard_samples: int = 0
+    shard_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +46,9 @@ class TableFigures:
             "vectors": self.vectors,
             "near_duplicate_groups": self.near_duplicate_groups,
             "duplicate_rate": self.duplicate_rate,
+            "training_shards": self.shards,
+            "training_shard_samples": self.shard_samples,
+            "training_shard_bytes": self.shard_bytes,
         }
 
 
@@ -48,12 +57,16 @@ def table_figures(storage: Storage) -> TableFigures:
     index = table_location(storage, layout.clip_index_key()).open()
     vectors = table_location(storage, layout.clip_vectors_key()).open()
     duplicates = read_near_duplicates_summary(storage)
+    shards = load_shards_index(storage)
     return TableFigures(
         index_rows=index.count_rows() if index is not None else 0,
         index_passed=index.count_rows(filter=ci.PASSED) if index is not None else 0,
         vectors=vectors.count_rows() if vectors is not None else 0,
         near_duplicate_groups=int(duplicates["groups"]) if duplicates else None,
         duplicate_rate=float(duplicates["duplicate_rate"]) if duplicates else None,
+        shards=len(shards.shards) if shards is not None else 0,
+        shard_samples=shards.samples if shards is not None else 0,
+        shard_bytes=shards.total_bytes if shards is not None else 0,
     )
 
 
@@ -129,8 +142,27 @@ def summarize(
     return stats, missing
 
 
+# Up to this many videos the plot has a bar per video; beyond, a histogram of videos by passed clips.
+MAX_VIDEO_BARS = 60
+HISTOGRAM_BINS = 30
+
+
+def videos_chart(clips_by_video: dict[str, int]) -> tuple[str, list[float], list[int]]:
+    """What the plot's right half draws: a bar per video (most clips first) while they fit, else the number
+    of videos per range of passed clips, so thousands of videos stay readable. (kind, x, heights)"""
+    counts = sorted(clips_by_video.values(), reverse=True)
+    if len(counts) <= MAX_VIDEO_BARS:
+        return "per_video", [float(i) for i in range(len(counts))], counts
+    low, high = min(counts), max(counts)
+    width = max(1.0, (high - low + 1) / HISTOGRAM_BINS)
+    bins = [0] * min(HISTOGRAM_BINS, math.ceil((high - low + 1) / width))
+    for count in counts:
+        bins[min(len(bins) - 1, int((count - low) / width))] += 1
+    return "histogram", [low + i * width for i in range(len(bins))], bins
+
+
 def plot_png(stats: DatasetStats) -> bytes:
-    """Bytes per family and passed clips per video, as a PNG for the UI."""
+    """Bytes per family (and of the training shards) and passed clips per video, as a PNG for the UI."""
     # Imported here: matplotlib costs a noticeable import time, and only the summary draws.
     import matplotlib
 
@@ -139,15 +171,24 @@ def plot_png(stats: DatasetStats) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     fig, (by_family, by_video) = plt.subplots(1, 2, figsize=(10, 3.6))
-    families = sorted(stats.bytes_by_family)
-    by_family.barh(families, [stats.bytes_by_family[f] / 1e6 for f in families], color="#4f46e5")
+    sizes = dict(stats.bytes_by_family)
+    if stats.tables.shard_bytes:
+        sizes["training shards"] = stats.tables.shard_bytes
+    names = sorted(sizes)
+    by_family.barh(names, [sizes[name] / 1e6 for name in names], color="#4f46e5")
     by_family.set_xlabel("MB written")
-    by_family.set_title("Bytes per output family")
-    clip_counts = sorted(stats.clips_by_video.values(), reverse=True)
-    by_video.bar(range(len(clip_counts)), clip_counts, color="#0d9488")
+    by_family.set_title("Bytes per output")
+    kind, x, heights = videos_chart(stats.clips_by_video)
+    if kind == "per_video":
+        by_video.bar(x, heights, color="#0d9488")
+        by_video.set_xlabel("videos, most clips first")
+        by_video.set_ylabel("passed clips")
+    else:
+        width = x[1] - x[0] if len(x) > 1 else 1.0
+        by_video.bar(x, heights, width=width, align="edge", color="#0d9488", edgecolor="white", linewidth=0.5)
+        by_video.set_xlabel("passed clips per video")
+        by_video.set_ylabel("videos")
     by_video.xaxis.set_major_locator(MaxNLocator(integer=True))
-    by_video.set_xlabel("videos, most clips first")
-    by_video.set_ylabel("passed clips")
     by_video.set_title(f"{stats.clips_passed} passed clips in {stats.videos} videos")
     fig.tight_layout()
     buffer = io.BytesIO()

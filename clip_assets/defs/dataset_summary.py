@@ -25,14 +25,20 @@ def dataset_summary_asset(
 ) -> AssetsDefinition:
     @asset(
         key=names.key("dataset_summary"),
-        deps=[*(names.key(family.name) for family in families), names.key("clip_index"), names.key("near_duplicates")],
+        deps=[
+            *(names.key(family.name) for family in families),
+            names.key("clip_index"),
+            names.key("near_duplicates"),
+            names.key("training_shards"),
+        ],
         kinds={"json"},
         group_name=names.group(DATASET_GROUP),
         owners=list(owners),
         automation_condition=AutomationCondition.eager(),
         required_resource_keys={names.output},
         description="Roll-up of every processed video's outputs: clips, hours, bytes per family, caption and "
-        "embedding coverage, with a plot. Written to _clip_assets/dataset_summary.json.",
+        "embedding coverage, the derived tables' rows and the training shards, with a plot. Written to "
+        "_clip_assets/dataset_summary.json.",
     )
     def dataset_summary(context: AssetExecutionContext) -> MaterializeResult:
         """Reads every partition's manifests (what was written), not the inbox."""
@@ -64,6 +70,9 @@ def dataset_summary_asset(
                 "duplicate_rate": MetadataValue.float(round(stats.tables.duplicate_rate, 6))
                 if stats.tables.duplicate_rate is not None
                 else MetadataValue.text("not grouped yet"),
+                "training_shards": MetadataValue.int(stats.tables.shards),
+                "training_shard_samples": MetadataValue.int(stats.tables.shard_samples),
+                "training_shard_bytes": MetadataValue.int(stats.tables.shard_bytes),
                 "bytes_by_family": MetadataValue.json(document["bytes_by_family"]),
                 "summary_file": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
                 "dagster/uri": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
