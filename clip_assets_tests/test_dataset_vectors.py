@@ -8,9 +8,11 @@ import threading
 import uuid
 
 import numpy as np
+import pyarrow as pa
 
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
+from clip_assets.dataset.tables import replace_partitions, table_location
 from clip_assets.dataset.update import commit_partitions
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import synthetic_outputs
@@ -83,3 +85,28 @@ def test_concurrent_updates_of_different_videos_all_land(tmp_path):
     assert sorted(r["partition_key"] for r in counts) == sorted(f"w{w}-{r}.mp4" for w in range(3) for r in range(5))
     assert {r["n"] for r in counts} == {4}
     assert dataset.query("SELECT count(*) AS n FROM vectors").to_pylist() == [{"n": 60}]
+
+
+def test_unchanged_outputs_commit_nothing_and_many_fragments_are_compacted(tmp_path):
+    storage = LocalStorage(tmp_path)
+    rng = np.random.default_rng(5)
+    location = table_location(storage, "dataset/clip_index.lance")
+    videos = {}
+    compacted = []
+    for number in range(5):
+        key = f"v{number}.mp4"
+        videos[key] = ci.clip_rows(
+            synthetic_outputs(storage.root, key, rng.normal(size=(3, DIM)).astype(np.float32), first_clip=10 * number),
+            DIM,
+        )
+        update = replace_partitions(location, [key], videos[key], max_fragments=3)
+        compacted.append(update.compacted)
+    # The fourth video's fragment made four: compacted into one, which the fifth joined.
+    assert compacted == [False, False, False, True, False]
+    assert update.fragments == 2 and update.rows == 15
+    before = location.latest()
+    again = replace_partitions(location, ["v2.mp4"], videos["v2.mp4"], max_fragments=3)
+    assert (again.inserted, again.updated, again.deleted, again.version) == (0, 0, 0, before.version)
+    table = location.latest().to_table()
+    expected = pa.concat_tables(videos.values())
+    assert table.sort_by(ci.CLIP_ID).equals(expected.sort_by(ci.CLIP_ID))

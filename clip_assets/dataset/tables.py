@@ -186,6 +186,9 @@ def replace_partitions(
     if not partition_keys and not len(rows):
         return TableUpdate(table.count_rows(), 0, 0, 0, len(table.get_fragments()), table.version)
     rows = rows.select(table.schema.names).cast(table.schema)
+    if partition_keys and _same_rows(table, partition_keys, rows):
+        # A re-materialization of unchanged outputs commits nothing: no version, no fragment.
+        return TableUpdate(table.count_rows(), 0, 0, 0, len(table.get_fragments()), table.version)
     builder = table.merge_insert(ci.CLIP_ID).when_matched_update_all().when_not_matched_insert_all()
     if partition_keys:
         builder = builder.when_not_matched_by_source_delete(partitions_filter(partition_keys))
@@ -206,6 +209,14 @@ def replace_partitions(
         version=table.version,
         compacted=compacted,
     )
+
+
+def _same_rows(table: lance.LanceDataset, partition_keys: Sequence[str], rows: pa.Table) -> bool:
+    """Whether the table's rows of these partitions are exactly `rows` (in clip id order)."""
+    current = table.to_table(filter=partitions_filter(partition_keys))
+    if current.num_rows != rows.num_rows:
+        return False
+    return bool(current.sort_by(ci.CLIP_ID).equals(rows.sort_by(ci.CLIP_ID)))
 
 
 def vector_rows(index_rows: pa.Table) -> pa.Table:
