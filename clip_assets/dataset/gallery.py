@@ -25,10 +25,12 @@ import base64
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from clip_assets import layout
@@ -68,20 +70,14 @@ class GalleryError(ValueError):
     """Index rows the gallery cannot show; names the clip and the field."""
 
 
+# `\w` without `_`: in Python's `re`, `\w` is exactly `str.isalnum()` or `_`.
+_WORD = re.compile(r"[^\W_]+")
+
+
 def caption_words(text: str) -> list[str]:
     """Lowercase runs of letters and digits: what `gallery.js` splits a query into, character for character
     (`str.isalnum` and JavaScript's `[\\p{L}\\p{N}]` are the same Unicode categories)."""
-    words: list[str] = []
-    current: list[str] = []
-    for character in text.lower():
-        if character.isalnum():
-            current.append(character)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    return words
+    return _WORD.findall(text.lower())
 
 
 def _fnv1a(data: bytes, offset: int) -> int:
@@ -91,22 +87,31 @@ def _fnv1a(data: bytes, offset: int) -> int:
     return value
 
 
-def bloom_positions(word: str, bits: int) -> list[int]:
-    """The filter bits of a word: double hashing of two FNV-1a hashes of its UTF-8 bytes (as gallery.js)."""
+def word_hashes(word: str) -> tuple[int, int]:
+    """Two FNV-1a hashes of the word's UTF-8 bytes (the second odd), as gallery.js computes them."""
     data = word.encode("utf-8")
-    first, second = _fnv1a(data, _FNV_OFFSET), _fnv1a(data, _FNV_OFFSET_SECOND) | 1
+    return _fnv1a(data, _FNV_OFFSET), _fnv1a(data, _FNV_OFFSET_SECOND) | 1
+
+
+def bloom_positions(word: str, bits: int, hashes: tuple[int, int] | None = None) -> list[int]:
+    """The filter bits of a word: double hashing, `(first + i * second) % bits` for i < BLOOM_HASHES."""
+    first, second = hashes or word_hashes(word)
     return [(first + i * second) % bits for i in range(BLOOM_HASHES)]
 
 
-def bloom_filter(words: Iterable[str]) -> tuple[int, bytes]:
-    """A Bloom filter of `words`: its size in bits and its bytes (bit i is bit i % 8 of byte i // 8)."""
+def bloom_filter(words: Iterable[str], known: dict[str, tuple[int, int]] | None = None) -> tuple[int, bytes]:
+    """A Bloom filter of `words`: its size in bits and its bytes (bit i is bit i % 8 of byte i // 8).
+    `known` keeps each word's hashes across the pages of one build (captions share most of their words)."""
+    known = {} if known is None else known
     distinct = sorted(set(words))
     bits = max(_MIN_BLOOM_BITS, math.ceil(len(distinct) * BLOOM_BITS_PER_WORD / 8) * 8)
-    array = bytearray(bits // 8)
-    for word in distinct:
-        for position in bloom_positions(word, bits):
-            array[position // 8] |= 1 << (position % 8)
-    return bits, bytes(array)
+    pairs = [known.get(word) or known.setdefault(word, word_hashes(word)) for word in distinct]
+    hashes = np.array(pairs, dtype=np.int64).reshape(len(distinct), 2)
+    rounds = np.arange(BLOOM_HASHES, dtype=np.int64)
+    positions = (hashes[:, :1] + rounds * hashes[:, 1:]) % bits  # bloom_positions for every word at once
+    flags = np.zeros(bits, dtype=np.uint8)
+    flags[positions.ravel()] = 1
+    return bits, np.packbits(flags, bitorder="little").tobytes()
 
 
 def _rounded(value: float | None) -> float | None:
@@ -211,9 +216,9 @@ def _lowest(values: Iterable[float | None]) -> float | None:
     return min(present) if present else None
 
 
-def page_summary(clips: Sequence[GalleryClip]) -> dict[str, Any]:
+def page_summary(clips: Sequence[GalleryClip], known: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
     """A page's record in the filter index: what a filter needs to know whether to load the page."""
-    bits, bloom = bloom_filter(word for clip in clips for word in clip.words())
+    bits, bloom = bloom_filter((word for clip in clips for word in clip.words()), known)
     return {
         "videos": [min(c.video for c in clips), max(c.video for c in clips)],
         "maxAesthetic": _highest(c.aesthetic for c in clips),
@@ -261,13 +266,14 @@ def gallery_files(rows: pa.Table, page_size: int = PAGE_SIZE) -> tuple[dict[str,
         files[layout.gallery_file_key(page_file_name(number))] = _script(
             "page", number, [clip.to_json() for clip in page]
         )
+    known: dict[str, tuple[int, int]] = {}
     index = {
         "format": GALLERY_FORMAT,
         "clips": len(clips),
         "pageSize": page_size,
         "videos": videos,
         "bloomHashes": BLOOM_HASHES,
-        "pages": [page_summary(page) for page in pages],
+        "pages": [page_summary(page, known) for page in pages],
     }
     files[layout.gallery_file_key("filter.js")] = _script("index", index)
     return files, len(clips), len(videos)
