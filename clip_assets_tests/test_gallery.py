@@ -8,17 +8,22 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
+import random
 import re
+import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index
+from clip_assets.dataset.gallery import PAGE_SIZE as PAGE_SIZE_DEFAULT
 from clip_assets.dataset.gallery import bloom_positions, caption_words, gallery_files, page_file_name, write_gallery
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.browser import chromium_page, screenshot_folder
 from clip_assets_tests.support.curated import TOPICS, index_rows, passed_ids, write_videos
+from clip_assets_tests.support.factories import tiny_webp
 
 VIDEOS = ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
 PAGE_SIZE = 3  # 8 passed clips in 4 videos: 3 pages
@@ -218,3 +223,85 @@ def test_in_chromium_served_from_s3(s3, tmp_path, instance):
         browse(page, f"{s3.proxy.url}/{s3.bucket}/out/{layout.gallery_page_key()}", rows, screenshots, "s3")
         assert [(s, u) for s, u in responses if s not in (200, 304)] == []  # 304: the reload revalidates
         assert any(url.endswith(".webp") for _, url in responses)
+
+
+SCALE = 100_000
+RARE = {5: "zebra", 50_000: "zebra", SCALE - 10: "zebra"}  # a word three clips' captions have
+
+
+def synthetic_rows(count: int, output: Path) -> pa.Table:
+    """Index rows of `count` passed clips in videos of 20, captions from a 2,000-word vocabulary. The first
+    page's clips have previews of their own under `output`; all later ones share one (what is looked at
+    here is the gallery, not the tree)."""
+    shared = layout.preview_key("00000000-0000-4000-8000-000000000000", 0, 4)
+    rng = random.Random(7)
+    vocabulary = [f"word{n}" for n in range(2000)]
+    rows = []
+    for n in range(count):
+        clip_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        words = [rng.choice(vocabulary) for _ in range(10)] + ([RARE[n]] if n in RARE else [])
+        preview = layout.preview_key(clip_id, 0, 4) if n < PAGE_SIZE_DEFAULT else shared
+        if n <= PAGE_SIZE_DEFAULT:
+            (output / preview).parent.mkdir(parents=True, exist_ok=True)
+            (output / preview).write_bytes(tiny_webp(n % 7))
+        rows.append(
+            {
+                clip_index.CLIP_ID: clip_id,
+                clip_index.PARTITION_KEY: f"cam{n // 20 % 40}/video{n // 20:05d}.mp4",
+                clip_index.PASSED: True,
+                clip_index.SPAN_START: (n % 20) * 2.0,
+                clip_index.DURATION: 2.0,
+                clip_index.AESTHETIC_SCORE: round(rng.uniform(3, 6), 2),
+                clip_index.MOTION_SCORE: round(rng.uniform(0, 5), 2),
+                clip_index.CAPTIONS: [{"start_frame": 0, "end_frame": 48, "model": "qwen", "text": " ".join(words)}],
+                clip_index.ENHANCED_CAPTIONS: [],
+                clip_index.PREVIEW_KEYS: [preview],
+                clip_index.MP4_KEY: layout.clip_key(clip_id, filtered=False),
+                clip_index.METADATA_KEY: layout.clip_metadata_key(clip_id),
+            }
+        )
+    return pa.Table.from_pylist(rows)
+
+
+def test_in_chromium_at_a_hundred_thousand_clips_only_what_is_needed_loads(tmp_path):
+    output = tmp_path / "output"
+    rows = synthetic_rows(SCALE, output)
+    build = write_gallery(LocalStorage(output), rows)
+    pages = build.pages
+    assert build.clips == SCALE and pages == -(-SCALE // PAGE_SIZE_DEFAULT)
+    index_bytes = (output / layout.gallery_file_key("filter.js")).stat().st_size
+    assert index_bytes < 40 * SCALE  # a few dozen bytes a clip, far less than the pages (~400 bytes a clip)
+    screenshots = screenshot_folder(tmp_path)
+    # One column of tiles, so the page is far longer than Chromium's lazy-loading distance (up to 8000 px).
+    with chromium_page(tmp_path / "chromium-profile", {"width": 420, "height": 900}) as page:
+        page.goto((output / layout.gallery_page_key()).as_uri())
+        wait_ready(page)
+        assert page.locator("#status").text_content() == f"Page 1 of {pages} · clips 1-120 of {SCALE}"
+        assert page.evaluate("clipGallery.stats().pagesLoaded") == 1
+        images = page.locator("figure.clip img.preview")
+        assert images.count() == 120
+        page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=images.first.element_handle())
+        assert images.last.evaluate("image => image.naturalWidth") == 0  # far below the fold: not loaded (lazy)
+        images.last.scroll_into_view_if_needed()
+        page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=images.last.element_handle())
+        page.screenshot(path=screenshots / "scale-page-1.png")
+
+        for _ in range(2):  # paging reads one page file per screen
+            page.click("#next")
+            wait_ready(page)
+        assert page.evaluate("clipGallery.stats().pagesLoaded") == 3
+
+        zebras = apply(page, "zebra")
+        status = page.locator("#status").text_content()
+        read = int(re.search(r"· (\d+) of \d+ pages that may match", status).group(1))
+        assert len(zebras) == 3 and status.startswith("Matches 1-3 of 3 · ")
+        assert read < 20 and page.evaluate("clipGallery.stats().pagesLoaded") <= 3 + read  # not the 834 pages
+        page.screenshot(path=screenshots / "scale-filter-zebra.png")
+
+        page.click("#clear")
+        wait_ready(page)
+        before = page.evaluate("clipGallery.stats().pagesLoaded")
+        page.select_option("#video", label="cam1/video02001.mp4")
+        wait_ready(page)
+        assert len(visible_ids(page)) == 20
+        assert page.evaluate("clipGallery.stats().pagesLoaded") - before <= 2  # a video is a run of pages

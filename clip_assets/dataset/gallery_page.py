@@ -184,7 +184,7 @@ GALLERY_SCRIPT = r""""use strict";
       image.loading = "lazy";
       image.decoding = "async";
       image.alt = "animated preview of clip " + clip.id;
-      image.src = clip.p;
+      image.dataset.src = clip.p;  // set once in the page: an image outside a document loads at once
       link.appendChild(image);
     } else {
       link.appendChild(element("div", "no-preview", "no preview"));
@@ -216,6 +216,10 @@ GALLERY_SCRIPT = r""""use strict";
     const fragment = document.createDocumentFragment();
     for (const clip of clips) fragment.appendChild(tile(clip));
     grid.replaceChildren(fragment);
+    for (const image of grid.querySelectorAll("img[data-src]")) {
+      image.src = image.dataset.src;
+      delete image.dataset.src;
+    }
   }
 
   function setStatus(text, done) {
