@@ -268,7 +268,8 @@ def plan_shards(samples: Sequence[ShardSample], shard_bytes: int) -> list[Planne
         if first == end:
             continue
         if running[end] - running[first] <= shard_bytes or end - first == 1 or depth == _KEY_BITS:
-            shards.append(PlannedShard(depth, prefix, tuple(samples[first:end])))
+            members = sorted(samples[first:end], key=lambda sample: sample.clip_id)  # tar members sorted by name
+            shards.append(PlannedShard(depth, prefix, tuple(members)))
             continue
         upper_half = ((prefix << 1) | 1) << (_KEY_BITS - depth - 1)
         middle = bisect.bisect_left(keys, upper_half, first, end)
