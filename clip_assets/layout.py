@@ -263,6 +263,11 @@ def training_shards_lock_key() -> str:
     return f"{LOCKS}training_shards.lock"
 
 
+def gallery_lock_key() -> str:
+    """Held while the gallery is written, so two builds never delete each other's pages."""
+    return f"{LOCKS}clip_gallery.lock"
+
+
 def gallery_page_key() -> str:
     return f"{GALLERY}index.html"
 

@@ -305,3 +305,20 @@ def test_in_chromium_at_a_hundred_thousand_clips_only_what_is_needed_loads(tmp_p
         wait_ready(page)
         assert len(visible_ids(page)) == 20
         assert page.evaluate("clipGallery.stats().pagesLoaded") - before <= 2  # a video is a run of pages
+
+
+def test_before_any_clip_the_gallery_says_so(tmp_path):
+    storage = LocalStorage(tmp_path / "output")
+    build = write_gallery(storage, clip_index.clip_index_schema(1).empty_table())
+    assert (build.clips, build.pages) == (0, 0)
+    assert sorted(info.key for info in storage.list(layout.GALLERY)) == [
+        "gallery/filter.js",
+        "gallery/gallery.css",
+        "gallery/gallery.js",
+        "gallery/index.html",
+    ]
+    with chromium_page(tmp_path / "chromium-profile", {"width": 800, "height": 600}) as page:
+        page.goto((tmp_path / "output" / layout.gallery_page_key()).as_uri())
+        wait_ready(page)
+        assert page.locator("#status").text_content() == "No passed clips yet."
+        assert page.locator("#next").is_disabled() and visible_ids(page) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import shutil
 import tarfile
 from pathlib import Path
@@ -74,9 +75,10 @@ def check_samples(samples: list[dict[str, object]], rows: pa.Table, expected: se
 
 
 def shard_bytes_for(rows: pa.Table, samples_per_shard: float) -> int:
-    """A shard size that holds about `samples_per_shard` of these clips, so a few videos make several shards."""
-    sizes = [sample.size for sample in shard_samples(rows)]
-    return int(max(sizes) * samples_per_shard)
+    """A shard size that holds about `samples_per_shard` of these clips, so a few videos make several shards
+    (rounded up to tar's 10 KiB records, which a shard's size is a multiple of)."""
+    members = max(sample.size for sample in shard_samples(rows)) * samples_per_shard + 2 * tarfile.BLOCKSIZE
+    return math.ceil(members / tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
 @pytest.fixture
@@ -92,13 +94,14 @@ def test_every_passed_clip_once_read_back_with_webdataset(dataset, output):
 
     index = update.index
     assert len(index.shards) >= 3 and update.written == [entry.key for entry in index.shards]
+    assert max(entry.samples for entry in index.shards) > 1  # shards of several clips, not one a clip
     members = [clip_id for entry in index.shards for clip_id in entry.clip_ids]
     assert sorted(members) == sorted(passed_ids(rows)) and len(members) == 6
     for entry in index.shards:
         data = (output / entry.key).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (entry.bytes, entry.sha256)
         assert entry.samples == len(entry.clip_ids)
-        assert entry.bytes <= shard_bytes + 1024 * 10 or entry.samples == 1  # tar's end blocks and record padding
+        assert entry.bytes <= shard_bytes or entry.samples == 1
     assert load_shards_index(dataset) == index
     document = json.loads((output / layout.training_shards_index_key()).read_text())
     assert (document["samples"], document["shards_count"]) == (6, len(index.shards))
@@ -310,3 +313,12 @@ def test_on_s3_read_back_with_webdataset_through_a_pipe_url(s3, inbox, output, i
     write_videos(instance, inbox, str(output), names)
     local = update_shards(LocalStorage(output), index_rows(LocalStorage(output), names), shard_bytes=shard_bytes).index
     assert [(e.key, e.sha256) for e in local.shards] == [(e.key, e.sha256) for e in index.shards]
+
+
+def test_no_clips_no_shards_and_an_index_that_says_so(dataset, output):
+    rows = index_rows(dataset, ["a.mp4"])
+    assert update_shards(dataset, rows, shard_bytes=1 << 20).index.samples == 2
+    update = update_shards(dataset, clip_index.clip_index_schema(8).empty_table(), shard_bytes=1 << 20)
+    assert update.index.shards == () and len(update.removed) == 1
+    assert json.loads((output / layout.training_shards_index_key()).read_text())["shards"] == []
+    assert list((output / layout.TRAINING_SHARDS).glob("*.tar")) == []

@@ -289,9 +289,16 @@ def _same(storage: Storage, key: str, data: bytes, info_sha256: str | None, size
     return storage.read(key) == data
 
 
-def write_gallery(storage: Storage, rows: pa.Table, page_size: int = PAGE_SIZE) -> GalleryBuild:
+def write_gallery(
+    storage: Storage, rows: pa.Table, page_size: int = PAGE_SIZE, lock_timeout_s: float = 600.0
+) -> GalleryBuild:
     """Write the gallery of `rows` (clip index rows) under `gallery/`; unchanged files are not rewritten."""
     files, clips, videos = gallery_files(rows, page_size)
+    with storage.lock(layout.gallery_lock_key(), lock_timeout_s):
+        return _write_files(storage, files, clips, videos, page_size)
+
+
+def _write_files(storage: Storage, files: dict[str, bytes], clips: int, videos: int, page_size: int) -> GalleryBuild:
     build = GalleryBuild(clips=clips, videos=videos, pages=-(-clips // page_size))
     keys = sorted(files)
     # The page files first and the index last, so an open gallery never names a page not yet written.

@@ -191,6 +191,12 @@ def _tar_size(size: int) -> int:
     return _TAR_BLOCK + -(-size // _TAR_BLOCK) * _TAR_BLOCK
 
 
+def _archive_size(members: int) -> int:
+    """A tar's size from its members' (headers and padded data): two zero blocks end it, and tarfile
+    pads the whole to a multiple of its 10 KiB record."""
+    return -(-(members + 2 * _TAR_BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
 def _npy_size(dimensions: int) -> int:
     return len(ShardSample("", "", "", b"", bytes(4 * dimensions), 0, 0).npy())
 
@@ -267,7 +273,7 @@ def plan_shards(samples: Sequence[ShardSample], shard_bytes: int) -> list[Planne
         depth, prefix, first, end = pending.pop()
         if first == end:
             continue
-        if running[end] - running[first] <= shard_bytes or end - first == 1 or depth == _KEY_BITS:
+        if _archive_size(running[end] - running[first]) <= shard_bytes or end - first == 1 or depth == _KEY_BITS:
             members = sorted(samples[first:end], key=lambda sample: sample.clip_id)  # tar members sorted by name
             shards.append(PlannedShard(depth, prefix, tuple(members)))
             continue
