@@ -39,12 +39,18 @@ from clip_assets_tests.support.curated import (
     TWIN,
     TWIN_OF,
     curate,
+    curated_clips,
     index_rows,
     materialize_exports,
     passed_ids,
     write_videos,
 )
-from clip_assets_tests.support.dataset import materialization_metadata, materialize_dataset_tables
+from clip_assets_tests.support.dataset import (
+    materialization_metadata,
+    materialize_dataset_tables,
+    materialize_partition,
+)
+from clip_assets_tests.support.factories import write_video
 
 
 def read_back(urls: list[str]) -> list[dict[str, object]]:
@@ -322,3 +328,24 @@ def test_no_clips_no_shards_and_an_index_that_says_so(dataset, output):
     assert update.index.shards == () and len(update.removed) == 1
     assert json.loads((output / layout.training_shards_index_key()).read_text())["shards"] == []
     assert list((output / layout.TRAINING_SHARDS).glob("*.tar")) == []
+
+
+def test_a_changed_video_rewrites_only_its_own_shard(dataset, output, inbox, instance):
+    before_rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    shard_bytes = shard_bytes_for(before_rows, 2.5)
+    before = update_shards(dataset, before_rows, shard_bytes=shard_bytes).index
+    clips = curated_clips("b.mp4")
+    clips[0].windows[0].captions = {"qwen": "a red bus leaves the harbour, recaptioned"}
+    write_video(inbox / "b.mp4.parquet", clips, source_video="/videos/b.mp4")
+    assert materialize_partition(instance, "b.mp4", str(inbox), str(output)).success
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    update = update_shards(dataset, rows, shard_bytes=shard_bytes)
+
+    changed = clips[0].uuid
+    (rewritten,) = [e for e in update.index.shards if changed in e.clip_ids]
+    assert update.written == [rewritten.key] and update.removed == [
+        e.key for e in before.shards if changed in e.clip_ids
+    ]
+    assert sorted(update.kept) == sorted(e.key for e in before.shards if changed not in e.clip_ids)
+    (sample,) = [s for s in read_back([str(output / rewritten.key)]) if s["__key__"] == changed]
+    assert "recaptioned" in json.loads(sample["json"])[clip_index.CAPTION]
