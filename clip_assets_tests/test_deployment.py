@@ -535,17 +535,29 @@ def _fail_on_failed_run(instance: DagsterInstance, deployment: Deployment) -> bo
     return False
 
 
+def is_derived(key: str) -> bool:
+    """Whether a key is one of the dataset-level outputs derived from the tree (not a family's file)."""
+    derived_locks = {layout.dataset_lock_key(), layout.training_shards_lock_key()}
+    return (
+        key == layout.dataset_summary_key()
+        or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY))
+        or key in derived_locks
+    )
+
+
 def compare_with_clean_run(output: Path, reference: Path, source_digest: str) -> None:
     """NeMo's tree byte for byte; manifests equal but for the objects' mtimes; nothing else but scratch."""
     deployed, clean = tree_files(output), tree_files(reference)
-    # Not compared: the dataset summary (another job's, written whenever it runs) and temp files a killed
+    # Not compared: what the dataset's automation derives from the tree whenever it runs (the summary, the
+    # clip index and vectors, near-duplicates, shards, gallery, and their locks) and temp files a killed
     # writer may leave in staging (removed by a later writer once abandoned).
-    scratch = {k for k in deployed if k.startswith("_clip_assets/staging/") or k == layout.dataset_summary_key()}
+    derived = {k for k in {*deployed, *clean} if is_derived(k)}
+    scratch = {k for k in deployed if k.startswith("_clip_assets/staging/")} | derived
     assert not any(k.startswith("_clip_assets/staging/") for k in clean)
-    assert set(deployed) - scratch == set(clean) - {layout.dataset_summary_key()}
+    assert set(deployed) - scratch == set(clean) - derived
     differing = [
         key
-        for key in sorted(set(clean) - {layout.dataset_summary_key()})
+        for key in sorted(set(clean) - derived)
         if not key.startswith("_clip_assets/") and deployed[key].read_bytes() != clean[key].read_bytes()
     ]
     assert differing == []
@@ -555,4 +567,4 @@ def compare_with_clean_run(output: Path, reference: Path, source_digest: str) ->
     why = ": clip_assets/ was edited while the test ran, and output_version covers its source" if edited else ""
     for key in manifests:
         assert manifest_without_fingerprints(deployed[key]) == manifest_without_fingerprints(clean[key]), key + why
-    print(f"{len(set(clean)) - len(manifests)} files identical; scratch left by the kill: {sorted(scratch)}")
+    print(f"{len(set(clean)) - len(manifests)} files identical; scratch left by the kill: {sorted(scratch - derived)}")

@@ -162,11 +162,18 @@ def _captions(windows: Sequence[Mapping[str, Any]], enhanced: bool) -> list[dict
     return rows
 
 
-def _chunk_facts(chunks: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, str | None]]:
-    """Each clip's chunk, and for filtered clips the filter when the chunk's counters leave no doubt
-    (every filtered clip of the chunk by motion, or every one by aesthetics); NeMo writes no
-    per-clip reason, so a chunk that filtered by both leaves it unknown."""
-    facts: dict[str, tuple[int, str | None]] = {}
+@dataclass(frozen=True)
+class _ChunkFacts:
+    chunk_index: int
+    filtered: bool
+    filtered_by: str | None
+
+
+def _chunk_facts(chunks: Sequence[Mapping[str, Any]]) -> dict[str, _ChunkFacts]:
+    """Each clip's chunk and whether it passed, from the chunk stats that list it; for filtered clips the
+    filter when the chunk's counters leave no doubt (every filtered clip of the chunk by motion, or every
+    one by aesthetics): NeMo writes no per-clip reason, so a chunk that filtered by both leaves it unknown."""
+    facts: dict[str, _ChunkFacts] = {}
     for chunk in chunks:
         index = int(chunk.get("clip_chunk_index", 0))
         filtered = list(chunk.get("filtered_clips", []))
@@ -178,9 +185,9 @@ def _chunk_facts(chunks: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, st
         elif filtered and by_aesthetic == len(filtered) and by_motion == 0:
             reason = "aesthetic"
         for clip_id in chunk.get("clips", []):
-            facts[str(clip_id)] = (index, None)
+            facts[str(clip_id)] = _ChunkFacts(index, False, None)
         for clip_id in filtered:
-            facts[str(clip_id)] = (index, reason)
+            facts[str(clip_id)] = _ChunkFacts(index, True, reason)
     return facts
 
 
@@ -232,8 +239,10 @@ def clip_rows(outputs: PartitionOutputs, dim: int | None) -> pa.Table:
             raise ClipIndexError(
                 f"{layout.full_location(outputs.root, key)}: field 'span_uuid' {clip_id!r} does not name this file"
             )
+        chunk = chunk_facts.get(clip_id)
+        # The chunk stats say whether a clip passed; without them (never on a complete write), its location.
         location = str(doc.get(clip_metadata.CLIP_LOCATION, ""))
-        filtered = location.removeprefix(outputs.root.rstrip("/") + "/").startswith(layout.FILTERED_CLIPS)
+        filtered = chunk.filtered if chunk is not None else f"/{layout.FILTERED_CLIPS}" in location
         mp4_key = layout.clip_key(clip_id, filtered=filtered)
         mp4 = outputs.mp4s.get(mp4_key)
         span = doc.get("duration_span") or [None, None]
@@ -242,7 +251,6 @@ def clip_rows(outputs: PartitionOutputs, dim: int | None) -> pa.Table:
         captions = _captions(windows, enhanced=False)
         motion = _mapping(doc, "motion_score")
         pickle_key = pickles.get(clip_id)
-        chunk_index, filtered_by = chunk_facts.get(clip_id, (None, None))
         errors = _mapping(doc, "errors")
         preview_keys = previews_by_clip.get(clip_id, [])
         file = layout.full_location(outputs.root, key)
@@ -251,12 +259,12 @@ def clip_rows(outputs: PartitionOutputs, dim: int | None) -> pa.Table:
                 CLIP_ID: clip_id,
                 PARTITION_KEY: outputs.partition_key,
                 SOURCE_VIDEO: doc.get(clip_metadata.SOURCE_VIDEO),
-                CHUNK_INDEX: chunk_index,
+                CHUNK_INDEX: chunk.chunk_index if chunk is not None else None,
                 SPAN_START: start,
                 SPAN_END: end,
                 DURATION: None if start is None or end is None else end - start,
                 PASSED: not filtered,
-                FILTERED_BY: filtered_by if filtered else None,
+                FILTERED_BY: chunk.filtered_by if chunk is not None else None,
                 VALID: bool(doc.get("valid", False)),
                 ERRORS: [{"key": str(k), "message": str(v)} for k, v in sorted(errors.items())],
                 MOTION_SCORE: _number(motion, "global_mean", file),

@@ -45,13 +45,12 @@ def _vectors(storage: Storage, key: str) -> dict[str, tuple[np.ndarray, str]]:
     column = table.column("embedding").combine_chunks()
     if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
         raise ClipIndexError(f"{where}: field 'embedding' is {column.type}, expected a list of floats")
-    found = {}
-    for row, clip_id in enumerate(ids):
-        values = column[row].values
-        if values is None:
-            raise ClipIndexError(f"{where}: field 'embedding' is null in row {row} (clip {clip_id})")
-        found[str(clip_id)] = (values.to_numpy(zero_copy_only=False).astype(np.float32), key)
-    return found
+    if column.null_count:
+        row = column.is_null().to_pylist().index(True)
+        raise ClipIndexError(f"{where}: field 'embedding' is null in row {row} (clip {ids[row]})")
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return {str(clip_id): (values[offsets[row] : offsets[row + 1]], key) for row, clip_id in enumerate(ids)}
 
 
 def read_partition_outputs(storage: Storage, partition_key: str) -> PartitionOutputs | None:

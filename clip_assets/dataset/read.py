@@ -20,7 +20,7 @@ from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.tables import TableLocation, read_clip_index, table_location
-from clip_assets.storage import Storage, open_storage
+from clip_assets.storage import Storage, StorageError, open_storage
 
 if TYPE_CHECKING:
     import lance
@@ -34,7 +34,7 @@ def read_near_duplicates(storage: Storage) -> pa.Table | None:
     """The near-duplicate groups (one row per member), or None before the first grouping."""
     try:
         data = storage.read(layout.near_duplicates_key())
-    except OSError:
+    except StorageError:
         if storage.stat(layout.near_duplicates_key()) is None:
             return None
         raise

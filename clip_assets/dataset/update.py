@@ -1,9 +1,10 @@
 """Bringing the clip index and the vector table up to date with some partitions' outputs.
 
-Reads each partition's outputs first (no lock held while reading), then, under the dataset lock, one
-commit per table replaces exactly those partitions' rows. Partitions that are no longer live (a
-removed video: no outputs, or no longer a partition of the instance) lose their rows in the same
-commit, so a removed video leaves nothing behind whichever partition is materialized next.
+Reads each partition's outputs first (under that partition's lock, as its writer holds it: never a
+half-written partition), then, under the dataset lock, one commit per table replaces exactly those
+partitions' rows. Partitions that are no longer live (a removed video: no outputs, or no longer a
+partition of the instance) lose their rows in the same commit, so a removed video leaves nothing
+behind whichever partition is materialized next.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class DatasetUpdate:
     removed: tuple[str, ...]
     vector_index: str
     dim: int
+    # Rows the written partitions have now (the index's; the vector table has the passed ones).
+    partition_rows: int = 0
 
 
 def update_dataset_tables(
@@ -60,7 +63,11 @@ def update_dataset_tables(
     """Replace the rows of `partition_keys` in the clip index and the vector table with what their
     outputs hold now (none, for a partition without outputs). With `live_partitions`, rows of every
     partition outside it are removed as well."""
-    read = {key: read_partition_outputs(storage, key) for key in sorted(set(partition_keys))}
+    read = {}
+    for key in sorted(set(partition_keys)):
+        # Under the partition's lock: a run writing it now is waited for, so its outputs are read whole.
+        with storage.lock(layout.lock_key(key), LOCK_TIMEOUT_S):
+            read[key] = read_partition_outputs(storage, key)
     return commit_partitions(storage, read, live_partitions, min_indexed_rows=min_indexed_rows)
 
 
@@ -93,7 +100,7 @@ def commit_partitions(
         lease.check()
         vector_index = refresh_vector_index(vectors_location, min_rows=min_indexed_rows)
     written = tuple(key for key, found in outputs.items() if found is not None)
-    return DatasetUpdate(index_update, vectors_update, written, removed, vector_index, dim)
+    return DatasetUpdate(index_update, vectors_update, written, removed, vector_index, dim, rows.num_rows)
 
 
 @dataclass(frozen=True)

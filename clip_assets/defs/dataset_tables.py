@@ -94,6 +94,7 @@ def dataset_tables_asset(
             context.log.info(f"removed the rows of {len(update.removed)} partitions: {list(update.removed)[:5]}")
         common: dict[str, Any] = {
             "partitions_written": len(update.written),
+            "clips_of_partitions_written": update.partition_rows,
             "partitions_removed": MetadataValue.json(list(update.removed)[:_MAX_LISTED]),
             "embedding_dim": update.dim,
         }
