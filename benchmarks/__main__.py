@@ -9,6 +9,7 @@ first run), nemo (NeMo Curator 1.4.0's ClipWriterStage, in the tests' venv cache
 s3 (vs `aws s3 cp --recursive` to moto's server on loopback), scale (one video of 10 MB to 1 GB: time and
 peak RSS), overhead (Dagster per partition: batched vs one run each), discovery (sensor ticks over a big inbox),
 dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips; nearest at 100k).
+exports (training shards and gallery: one added video vs building them from scratch at 10k clips).
 
 Prints a Markdown table (medians with min-max over the repetitions, ratios per repetition against the
 floor measured in the same run) and writes the raw results as JSON and a PNG plot into --out.
@@ -35,6 +36,7 @@ warnings.filterwarnings("ignore", message=".*currently in (beta|preview).*")
 from benchmarks import (  # noqa: E402 - after the warning filters, which must precede clip_assets' import
     bench_dataset,
     bench_discovery,
+    bench_exports,
     bench_local,
     bench_nemo,
     bench_overhead,
@@ -56,11 +58,13 @@ from benchmarks.harness import (  # noqa: E402
 )
 from benchmarks.workloads import W1, W1_QUICK, W2, W2_QUICK, Workload  # noqa: E402
 
-BENCHMARKS = ("local", "rerun", "nemo", "s3", "scale", "overhead", "discovery", "dataset")
+BENCHMARKS = ("local", "rerun", "nemo", "s3", "scale", "overhead", "discovery", "dataset", "exports")
 FULL: dict[str, Any] = {"repeat": 3, "scale_mb": [10, 100, 1000], "discovery_files": 10_000, "overhead_partitions": 200}
 QUICK: dict[str, Any] = {"repeat": 2, "scale_mb": [10, 30], "discovery_files": 1_000, "overhead_partitions": 10}
 # Clips in the dataset tables' benchmark (synthetic embeddings), per size.
 FULL["dataset_clips"], QUICK["dataset_clips"] = [10_000, 100_000], [2_000, 10_000]
+# Clips in the training shards' and gallery's benchmark (16 KB clip files on disk), per size.
+FULL["exports_clips"], QUICK["exports_clips"] = [10_000], [2_000]
 # Free space a full run needs at its peak (the 1 GB scale input, its output and the floor's copy).
 FULL_RUN_DISK_GB = 6
 
@@ -118,6 +122,7 @@ def run_all(
         "overhead": lambda: bench_overhead.run(ctx, args.overhead_partitions or sizes["overhead_partitions"]),
         "discovery": lambda: bench_discovery.run(ctx, args.discovery_files or sizes["discovery_files"]),
         "dataset": lambda: bench_dataset.run(ctx, sizes["dataset_clips"]),
+        "exports": lambda: bench_exports.run(ctx, sizes["exports_clips"]),
     }
     rows: list[Row] = []
     status: dict[str, Any] = {}
