@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import math
+import random
 import shutil
 import tarfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from clip_assets import layout
 from clip_assets.dataset import clip_index
 from clip_assets.dataset.read import open_dataset
 from clip_assets.dataset.shards import (
+    DEFAULT_SHARD_BYTES,
     PlannedShard,
     ShardError,
     ShardSample,
@@ -349,3 +351,29 @@ def test_a_changed_video_rewrites_only_its_own_shard(dataset, output, inbox, ins
     assert sorted(update.kept) == sorted(e.key for e in before.shards if changed not in e.clip_ids)
     (sample,) = [s for s in read_back([str(output / rewritten.key)]) if s["__key__"] == changed]
     assert "recaptioned" in json.loads(sample["json"])[clip_index.CAPTION]
+
+
+def test_at_a_hundred_thousand_clips_one_video_changes_one_range():
+    """5,000 videos of 20 clips of 1-3 MB in 256 MiB shards (the default): adding a video replaces the one
+    shard whose range it falls in, removing one replaces one; the other ~1,200 shards stay as they were."""
+    rng = random.Random(1)
+
+    def video(number: int) -> list[ShardSample]:
+        name = f"video{number}.mp4"
+        return [sample(name, number * 100 + c, rng.randint(1_000_000, 3_000_000)) for c in range(20)]
+
+    videos = {number: video(number) for number in range(5001)}
+
+    def plan(numbers):
+        chosen = sorted((s for n in numbers for s in videos[n]), key=lambda s: s.sort_key)
+        return members(plan_shards(chosen, DEFAULT_SHARD_BYTES))
+
+    base = plan(range(5000))
+    assert len(base) > 1000
+    for other, changed_video in ((plan(range(5001)), 5000), (plan(n for n in range(5000) if n != 1234), 1234)):
+        clips = {s.clip_id for s in videos[changed_video]}
+        before = [ids for r, ids in base.items() if other.get(r) != ids]
+        after = [ids for r, ids in other.items() if base.get(r) != ids]
+        assert len(before) == 1 and len(after) <= 2  # one range replaced (split in two at most here)
+        assert set().union(*before) | clips == set().union(*after) | clips  # the same clips, the video aside
+        assert len(base) - len(before) == sum(1 for r, ids in other.items() if base.get(r) == ids)
