@@ -33,7 +33,7 @@ from pydantic import Field
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.near_duplicates import DEFAULT_MAX_COSINE_DISTANCE, DEFAULT_RATE_JUMP, rate_jumped
-from clip_assets.dataset.tables import read_clip_index, table_location
+from clip_assets.dataset.tables import VECTOR_COLUMNS, read_clip_index, table_location
 from clip_assets.dataset.update import read_near_duplicates_summary, update_dataset_tables, update_near_duplicates
 from clip_assets.defs.names import DATASET_GROUP, DatasetNames
 from clip_assets.defs.partitions import video_partitions
@@ -44,9 +44,10 @@ from clip_assets.families import OutputFamily, clip_metadata
 _MAX_LISTED = 20
 
 
-def _index_schema() -> TableSchema:
-    """The index's columns; the embedding's size is the dataset's (shown here as 1)."""
-    return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in ci.clip_index_schema(1)])
+def _index_schema(columns: Sequence[str] | None = None) -> TableSchema:
+    """The index's columns (or some of them); the embedding's size is the dataset's (shown here as 1)."""
+    fields = [f for f in ci.clip_index_schema(1) if columns is None or f.name in columns]
+    return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in fields])
 
 
 def dataset_tables_asset(
@@ -75,6 +76,7 @@ def dataset_tables_asset(
             deps=family_keys,
             owners=list(owners),
             automation_condition=AutomationCondition.eager(),
+            metadata={"dagster/column_schema": _index_schema(VECTOR_COLUMNS)},
         ),
     ]
 
