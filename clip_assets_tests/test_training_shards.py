@@ -377,3 +377,18 @@ def test_at_a_hundred_thousand_clips_one_video_changes_one_range():
         assert len(before) == 1 and len(after) <= 2  # one range replaced (split in two at most here)
         assert set().union(*before) | clips == set().union(*after) | clips  # the same clips, the video aside
         assert len(base) - len(before) == sum(1 for r, ids in other.items() if base.get(r) == ids)
+
+
+def test_a_clip_without_an_embedding_is_a_sample_without_npy(dataset, output):
+    rows = index_rows(dataset, ["a.mp4"])
+    position = rows.column(clip_index.PASSED).to_pylist().index(True)
+    clip_id = rows.column(clip_index.CLIP_ID)[position].as_py()
+    column = rows.column(clip_index.EMBEDDING).combine_chunks()
+    mask = pa.array([i == position or not column[i].is_valid for i in range(rows.num_rows)])
+    emptied = pa.FixedSizeListArray.from_arrays(column.values, column.type.list_size, mask=mask)
+    rows = rows.set_column(rows.schema.get_field_index(clip_index.EMBEDDING), clip_index.EMBEDDING, emptied)
+    index = update_shards(dataset, rows, shard_bytes=1 << 20).index
+    samples = {s["__key__"]: s for s in read_back([str(output / e.key) for e in index.shards])}
+    assert sorted(samples) == sorted(passed_ids(rows))
+    assert "npy" not in samples[clip_id] and all("npy" in s for key, s in samples.items() if key != clip_id)
+    assert decoded_frames(samples[clip_id]["mp4"]) == 8

@@ -1,14 +1,16 @@
 """WebDataset training shards of the passed, non-duplicate clips, kept in step with the clip index.
 
 Each sample is one clip: `<clip id>.mp4` (the clip file), `<clip id>.json` (its clip index row: captions
-and enhanced captions by model, scores, span and duration, probe facts, the URIs of its files in the
-tree) and `<clip id>.npy` (its embedding, float32). The tars are byte-for-byte
-reproducible: members sorted, mtime 0, uid/gid 0, no user or group names, mode 0644, ustar format.
+and enhanced captions by model, scores, span and duration, probe facts, the keys of its files in the
+tree) and `<clip id>.npy` (its embedding, float32; a clip without one has no `.npy`). The tars are
+byte-for-byte reproducible: members sorted by name, mtime 0, uid/gid 0, no user or group names, mode
+0644, ustar format.
 
 Membership is a binary trie over a 128-bit sort key per clip: the first 64 bits hash the clip's video,
-the last 64 its clip id. A range of keys (a trie node) is one shard when its samples' tar bytes fit in
-`shard_bytes`, or when it holds one sample; otherwise it is split in two by its next bit. Whether a node
-is a shard therefore depends only on the clips inside its range, so:
+the last 64 its clip id. A range of keys (a trie node) is one shard when its samples' tar bytes (end
+blocks and record padding included) fit in `shard_bytes`, or when it holds one sample; otherwise it
+is split in two by its next bit. Whether a node is a shard therefore depends only on the clips inside
+its range, so:
 
 - a video's clips share a shard unless the video alone is bigger than `shard_bytes` (then its clip-id
   bits split it), and adding a video rebuilds only the one shard whose range its key falls in (or
@@ -49,7 +51,7 @@ SHARDS_FORMAT = 1
 # WebDataset's advice is shards of a few hundred MB: big enough to stream at full speed, small enough
 # to shuffle at shard level and to rebuild one without rewriting much.
 DEFAULT_SHARD_BYTES = 256 * 2**20
-# Member reads in flight while a shard is written (each an MP4 or a JSON document).
+# MP4 reads in flight while a shard is written (at most twice as many held in memory).
 DEFAULT_READ_WORKERS = 8
 _TAR_BLOCK = 512
 _KEY_BITS = 128
@@ -116,7 +118,7 @@ class PlannedShard:
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever any byte of the shard would: the members' ids, content hashes and embeddings."""
+        """Changes whenever any byte of the shard would: the members' ids, MP4 hashes, documents, embeddings."""
         digest = hashlib.sha256(f"format {SHARDS_FORMAT}\n".encode())
         for sample in self.samples:
             digest.update(f"{sample.clip_id} {sample.mp4_sha256} {len(sample.document)}\n".encode())
@@ -210,13 +212,18 @@ def sort_key(partition_key: str, clip_id: str) -> int:
     return (_half_hash(partition_key) << _HALF_BITS) | _half_hash(clip_id)
 
 
-def _embeddings(rows: pa.Table) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """The embedding column as one (rows, dimensions) float32 array, without a Python object per value."""
+def _embeddings(rows: pa.Table) -> tuple[np.ndarray[Any, np.dtype[np.float32]], list[bool]]:
+    """The embedding column as one (rows, dimensions) float32 array, without a Python object per value,
+    and which rows have one (the others' rows are zeros)."""
     column = rows.column(clip_index.EMBEDDING).combine_chunks()
     if not pa.types.is_fixed_size_list(column.type):
         raise ShardError(f"clip index: column {clip_index.EMBEDDING!r} is {column.type}, not a fixed-size list")
-    values: np.ndarray[Any, np.dtype[np.float32]] = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(len(column), column.type.list_size)
+    valid = column.is_valid()
+    matrix = np.zeros((len(column), column.type.list_size), dtype=np.float32)
+    present = column.filter(valid)
+    positions = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+    matrix[positions] = present.flatten().to_numpy(zero_copy_only=False).reshape(len(present), matrix.shape[1])
+    return matrix, valid.to_pylist()
 
 
 def _document(row: dict[str, Any]) -> bytes:
@@ -237,22 +244,21 @@ def shard_samples(rows: pa.Table, excluded: Collection[str] = ()) -> list[ShardS
     passed = rows.column(clip_index.PASSED).to_pylist()
     selected = [i for i, (clip_id, ok) in enumerate(zip(ids, passed, strict=True)) if ok and clip_id not in excluded]
     rows = rows.take(pa.array(selected, type=pa.int64()))
-    embeddings = _embeddings(rows)
-    valid = rows.column(clip_index.EMBEDDING).is_valid().to_pylist()
+    embeddings, valid = _embeddings(rows)
     npy_size = _tar_size(_npy_size(embeddings.shape[1]))
     documents = rows.drop_columns([name for name in _NOT_IN_DOCUMENT if name in rows.column_names]).to_pylist()
     samples = []
     for row, embedding, has_embedding in zip(documents, embeddings, valid, strict=True):
         clip_id = row[clip_index.CLIP_ID]
         empty = [name for name in _REQUIRED if name != clip_index.EMBEDDING and row[name] is None]
-        if empty or not has_embedding:
-            field_name = empty[0] if empty else clip_index.EMBEDDING
-            raise ShardError(f"clip index: clip {clip_id}: field {field_name!r} is empty for a passed clip")
+        if empty:
+            raise ShardError(f"clip index: clip {clip_id}: field {empty[0]!r} is empty for a passed clip")
         document = _document(row)
-        size = _tar_size(len(document)) + _tar_size(row[clip_index.MP4_BYTES]) + npy_size
+        vector = embedding.tobytes() if has_embedding else b""
+        size = _tar_size(len(document)) + _tar_size(row[clip_index.MP4_BYTES]) + (npy_size if vector else 0)
         key = sort_key(row[clip_index.PARTITION_KEY], clip_id)
         mp4_key, mp4_sha256 = row[clip_index.MP4_KEY], row[clip_index.MP4_SHA256]
-        samples.append(ShardSample(clip_id, mp4_key, mp4_sha256, document, embedding.tobytes(), size, key))
+        samples.append(ShardSample(clip_id, mp4_key, mp4_sha256, document, vector, size, key))
     samples.sort(key=lambda sample: sample.sort_key)
     return samples
 
@@ -342,9 +348,11 @@ def write_tar(storage: Storage, shard: PlannedShard, target: IO[bytes], workers:
     mp4s = _bounded_map(read, len(shard.samples), workers)
     with tarfile.open(fileobj=hashing, mode="w", format=tarfile.USTAR_FORMAT) as archive:  # type: ignore[call-overload]
         for sample in shard.samples:
-            members = {"json": sample.document, "mp4": next(mp4s), "npy": sample.npy()}
+            members = {"json": sample.document, "mp4": next(mp4s), "npy": sample.npy() if sample.embedding else None}
             for extension in _MEMBERS:
                 data = members[extension]
+                if data is None:  # a clip without an embedding has no .npy
+                    continue
                 archive.addfile(_member(f"{sample.clip_id}.{extension}", len(data)), io.BytesIO(data))
     return hashing.digest.hexdigest(), hashing.size
 
