@@ -3,6 +3,7 @@
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
 from clip_assets.dataset.tables import table_location
+from clip_assets.storage.s3 import S3Connection, open_s3
 from clip_assets_tests.support.dataset import (
     materialization_metadata,
     materialize_dataset_tables,
@@ -47,3 +48,25 @@ def test_index_vectors_and_duplicates_on_s3(s3, inbox, instance):
     for run in [*runs, grouping]:
         for event in run.all_events:
             assert SECRET_KEY not in str(event)
+
+
+def test_lance_reaches_s3_the_way_the_client_does(monkeypatch):
+    """AWS itself: no endpoint, virtual-hosted by region; a custom endpoint: that endpoint, path-style,
+    plain HTTP allowed only for an http:// one; credentials from the client's own chain."""
+    for variable in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    aws = open_s3("s3://bucket/prefix", S3Connection(region_name="eu-west-1")).object_store_options()
+    assert aws == {
+        "aws_region": "eu-west-1",
+        "aws_virtual_hosted_style_request": "true",
+        "aws_access_key_id": "AKIAEXAMPLE",
+        "aws_secret_access_key": SECRET_KEY,
+    }
+    minio = open_s3("s3://bucket", S3Connection(endpoint_url="https://minio.internal:9000")).object_store_options()
+    assert (minio["aws_endpoint"], minio["allow_http"], minio["aws_virtual_hosted_style_request"]) == (
+        "https://minio.internal:9000",
+        "false",
+        "false",
+    )

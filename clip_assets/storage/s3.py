@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Literal
+from urllib.parse import urlsplit
 
 import boto3
 from botocore import UNSIGNED
@@ -213,12 +214,15 @@ class S3Storage:
         files are. The values include secrets: pass them on, never log them."""
         meta = self.client.meta
         options = {"aws_region": meta.region_name or "us-east-1"}
-        endpoint = meta.endpoint_url
-        if endpoint:
+        endpoint = meta.endpoint_url or ""
+        # botocore always resolves an endpoint; AWS's own is left to object_store (virtual-hosted, by region).
+        custom = bool(endpoint) and not (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
+        if custom:
             options["aws_endpoint"] = endpoint
             options["allow_http"] = str(endpoint.startswith("http://")).lower()
         style = (meta.config.s3 or {}).get("addressing_style", "auto")
-        options["aws_virtual_hosted_style_request"] = str(style == "virtual").lower()
+        virtual = style == "virtual" or (style == "auto" and not custom)
+        options["aws_virtual_hosted_style_request"] = str(virtual).lower()
         credentials = self.client._get_credentials()
         if credentials is None:
             options["aws_skip_signature"] = "true"
