@@ -15,7 +15,7 @@ from dagster import (
 
 from clip_assets import layout
 from clip_assets.dataset.summary import plot_png, summarize
-from clip_assets.defs.names import DATASET_GROUP, DatasetNames
+from clip_assets.defs.names import CLIP_INDEX, DATASET_GROUP, NEAR_DUPLICATES, DatasetNames
 from clip_assets.defs.resources import StorageResource
 from clip_assets.families import OutputFamily
 
@@ -27,8 +27,8 @@ def dataset_summary_asset(
         key=names.key("dataset_summary"),
         deps=[
             *(names.key(family.name) for family in families),
-            names.key("clip_index"),
-            names.key("near_duplicates"),
+            names.key(CLIP_INDEX),
+            names.key(NEAR_DUPLICATES),
             names.key("training_shards"),
         ],
         kinds={"json"},

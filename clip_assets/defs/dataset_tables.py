@@ -35,7 +35,7 @@ from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.near_duplicates import DEFAULT_MAX_COSINE_DISTANCE, DEFAULT_RATE_JUMP, rate_jumped
 from clip_assets.dataset.tables import VECTOR_COLUMNS, read_clip_index, table_location
 from clip_assets.dataset.update import read_near_duplicates_summary, update_dataset_tables, update_near_duplicates
-from clip_assets.defs.names import DATASET_GROUP, DatasetNames
+from clip_assets.defs.names import CLIP_INDEX, CLIP_VECTORS, DATASET_GROUP, NEAR_DUPLICATES, DatasetNames
 from clip_assets.defs.partitions import video_partitions
 from clip_assets.defs.resources import StorageResource
 from clip_assets.engine.manifest import load_manifest
@@ -57,7 +57,7 @@ def dataset_tables_asset(
     family_keys = [names.key(family.name) for family in families]
     specs = [
         AssetSpec(
-            names.key("clip_index"),
+            names.key(CLIP_INDEX),
             description="One row per clip of the whole dataset (Lance, dataset/clip_index.lance): span, passed or "
             "filtered, scores, captions by model, probe facts, file URIs, MP4 bytes and sha256, the embedding.",
             kinds={"lance"},
@@ -68,7 +68,7 @@ def dataset_tables_asset(
             metadata={"dagster/column_schema": _index_schema()},
         ),
         AssetSpec(
-            names.key("clip_vectors"),
+            names.key(CLIP_VECTORS),
             description="The passed clips' embeddings (Lance, dataset/clip_vectors.lance) with a cosine IVF index "
             "once there are enough of them, for nearest-neighbour search over the whole dataset.",
             kinds={"lance"},
@@ -101,8 +101,8 @@ def dataset_tables_asset(
             "embedding_dim": update.dim,
         }
         for name, table, key in (
-            ("clip_index", update.index, layout.clip_index_key()),
-            ("clip_vectors", update.vectors, layout.clip_vectors_key()),
+            (CLIP_INDEX, update.index, layout.clip_index_key()),
+            (CLIP_VECTORS, update.vectors, layout.clip_vectors_key()),
         ):
             metadata = {
                 **common,
@@ -115,7 +115,7 @@ def dataset_tables_asset(
                 "lance_version": table.version,
                 "compacted": table.compacted,
             }
-            if name == "clip_vectors":
+            if name == CLIP_VECTORS:
                 metadata["vector_index"] = update.vector_index
             yield MaterializeResult(asset_key=names.key(name), metadata=metadata)
 
@@ -133,8 +133,8 @@ class NearDuplicatesConfig(Config):
 
 def near_duplicates_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsDefinition:
     @asset(
-        key=names.key("near_duplicates"),
-        deps=[names.key("clip_vectors")],
+        key=names.key(NEAR_DUPLICATES),
+        deps=[names.key(CLIP_VECTORS)],
         kinds={"parquet"},
         group_name=names.group(DATASET_GROUP),
         owners=list(owners),
@@ -183,7 +183,7 @@ def dataset_table_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
     the duplicate rate did not jump."""
 
     @asset_check(
-        asset=names.key("clip_index"),
+        asset=names.key(CLIP_INDEX),
         name="matches_outputs",
         required_resource_keys={names.output},
         description="Every partition's clip metadata documents (per its manifest) are exactly its rows in the "
@@ -227,7 +227,7 @@ def dataset_table_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
         )
 
     @asset_check(
-        asset=names.key("clip_vectors"),
+        asset=names.key(CLIP_VECTORS),
         name="matches_index",
         required_resource_keys={names.output},
         description="The vector table holds exactly the index's passed clips that have an embedding, with the "
@@ -261,7 +261,7 @@ def dataset_table_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
         )
 
     @asset_check(
-        asset=names.key("near_duplicates"),
+        asset=names.key(NEAR_DUPLICATES),
         name="duplicate_rate_steady",
         required_resource_keys={names.output},
         description=f"Warns when the duplicate rate rose more than {DEFAULT_RATE_JUMP:.0%} (absolute) since the "

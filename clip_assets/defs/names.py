@@ -15,6 +15,10 @@ from dagster import AssetKey
 OUTPUT_GROUP = "clip_outputs"
 INBOX_GROUP = "inbox"
 DATASET_GROUP = "dataset"
+# The dataset tables' assets (clip_assets.defs.dataset_tables), which later assets depend on.
+CLIP_INDEX = "clip_index"
+CLIP_VECTORS = "clip_vectors"
+NEAR_DUPLICATES = "near_duplicates"
 # Every write step takes a slot of this pool, so a deployment can bound simultaneous writers to its
 # output storage (`dagster instance concurrency set clip_assets_writes N`); shared by all datasets.
 WRITE_POOL = "clip_assets_writes"
