@@ -201,6 +201,11 @@ def test_in_chromium_served_from_s3(s3, tmp_path, instance):
     storage = s3.storage("out")
     rows = index_rows(storage, VIDEOS)
     write_gallery(storage, rows, page_size=PAGE_SIZE)
+    s3.proxy.reset_counts()
+    assert write_gallery(storage, rows, page_size=PAGE_SIZE).written == []
+    # Compared by the sha256 each object carries (HEAD), never read or written again; the lock's object aside.
+    gallery_requests = [r.operation for r in s3.proxy.requests if "/gallery/" in r.path]
+    assert gallery_requests and set(gallery_requests) <= {"HeadObject", "ListObjects"}
     # What a static website bucket is given: anonymous reads of the output root.
     public_read = {
         "Version": "2012-10-17",

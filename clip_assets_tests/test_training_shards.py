@@ -311,6 +311,14 @@ def test_on_s3_read_back_with_webdataset_through_a_pipe_url(s3, inbox, output, i
         head = s3.client.head_object(Bucket=s3.bucket, Key=f"out/{entry.key}")
         assert head["ContentLength"] == entry.bytes and head["Metadata"]["sha256"] == entry.sha256
     assert verify_shards(storage, rows) == []
+    s3.proxy.reset_counts()
+    again = update_shards(storage, rows, shard_bytes=shard_bytes)
+    assert again.index == index and len(again.kept) == len(index.shards)
+    touched = [(r.operation, r.path.rsplit("/", 2)[-2:]) for r in s3.proxy.requests if r.operation.endswith("Object")]
+    # The lease's lock object comes and goes; of the shards' own objects only the index file is read.
+    assert [(op, name) for op, (folder, name) in touched if folder == "training_shards"] == [
+        ("GetObject", "index.json")
+    ]
 
     urls = [
         f"pipe:aws s3 cp --quiet --endpoint-url {s3.proxy.url} {layout.full_location(storage.root, e.key)} -"

@@ -454,8 +454,9 @@ def update_shards(
             else:
                 entries.append(_store(storage, shard, existing, workers, update))
         update.index = ShardsIndex(shard_bytes, tuple(entries))
-        document = json.dumps(update.index.to_json(), indent=1).encode()
-        storage.put(layout.training_shards_index_key(), document)
+        if update.index != previous:  # an unchanged dataset writes nothing at all
+            document = json.dumps(update.index.to_json(), indent=1).encode()
+            storage.put(layout.training_shards_index_key(), document)
         named = {entry.key for entry in entries}
         for key in sorted(existing.keys() - named):
             storage.delete(key)
