@@ -25,6 +25,7 @@ from pydantic import Field
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.gallery import COLUMNS as GALLERY_COLUMNS
 from clip_assets.dataset.gallery import PAGE_SIZE, verify_gallery, write_gallery
 from clip_assets.dataset.read import read_near_duplicates
 from clip_assets.dataset.shards import (
@@ -125,7 +126,7 @@ def clip_gallery_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsDefi
     def clip_gallery(context: AssetExecutionContext, config: ClipGalleryConfig) -> MaterializeResult:
         output: StorageResource = getattr(context.resources, names.output)
         storage = output.get_storage()
-        rows = read_clip_index(storage, filter=ci.PASSED)
+        rows = read_clip_index(storage, list(GALLERY_COLUMNS), filter=ci.PASSED)  # no embeddings
         build = write_gallery(storage, rows, page_size=config.page_size)
         page_uri = layout.full_location(storage.root, layout.gallery_page_key())
         return MaterializeResult(
