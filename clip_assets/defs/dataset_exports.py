@@ -36,7 +36,14 @@ from clip_assets.dataset.shards import (
     verify_shards,
 )
 from clip_assets.dataset.tables import read_clip_index
-from clip_assets.defs.names import DATASET_GROUP, DatasetNames
+from clip_assets.defs.names import (
+    CLIP_GALLERY,
+    CLIP_INDEX,
+    DATASET_GROUP,
+    NEAR_DUPLICATES,
+    TRAINING_SHARDS,
+    DatasetNames,
+)
 from clip_assets.defs.resources import StorageResource
 
 _MAX_LISTED = 20
@@ -67,8 +74,8 @@ def _shard_table(index: ShardsIndex) -> str:
 
 def training_shards_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsDefinition:
     @asset(
-        key=names.key("training_shards"),
-        deps=[names.key("clip_index"), names.key("near_duplicates")],
+        key=names.key(TRAINING_SHARDS),
+        deps=[names.key(CLIP_INDEX), names.key(NEAR_DUPLICATES)],
         kinds={"webdataset"},
         group_name=names.group(DATASET_GROUP),
         owners=list(owners),
@@ -112,8 +119,8 @@ def training_shards_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsD
 
 def clip_gallery_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsDefinition:
     @asset(
-        key=names.key("clip_gallery"),
-        deps=[names.key("clip_index")],
+        key=names.key(CLIP_GALLERY),
+        deps=[names.key(CLIP_INDEX)],
         kinds={"html"},
         group_name=names.group(DATASET_GROUP),
         owners=list(owners),
@@ -150,7 +157,7 @@ def dataset_export_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
     names; the gallery shows as many clips as the index has passed ones, and its pages exist."""
 
     @asset_check(
-        asset=names.key("training_shards"),
+        asset=names.key(TRAINING_SHARDS),
         name="every_clip_once",
         required_resource_keys={names.output},
         description="Every passed clip of the index that is not a dropped near-duplicate is in exactly one shard, "
@@ -169,7 +176,7 @@ def dataset_export_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
         )
 
     @asset_check(
-        asset=names.key("clip_gallery"),
+        asset=names.key(CLIP_GALLERY),
         name="shows_every_clip",
         required_resource_keys={names.output},
         description="The gallery counts as many clips as the index has passed clips, and its page files exist.",

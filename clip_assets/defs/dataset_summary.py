@@ -15,7 +15,7 @@ from dagster import (
 
 from clip_assets import layout
 from clip_assets.dataset.summary import plot_png, summarize
-from clip_assets.defs.names import CLIP_INDEX, DATASET_GROUP, NEAR_DUPLICATES, DatasetNames
+from clip_assets.defs.names import CLIP_INDEX, DATASET_GROUP, NEAR_DUPLICATES, TRAINING_SHARDS, DatasetNames
 from clip_assets.defs.resources import StorageResource
 from clip_assets.families import OutputFamily
 
@@ -29,7 +29,7 @@ def dataset_summary_asset(
             *(names.key(family.name) for family in families),
             names.key(CLIP_INDEX),
             names.key(NEAR_DUPLICATES),
-            names.key("training_shards"),
+            names.key(TRAINING_SHARDS),
         ],
         kinds={"json"},
         group_name=names.group(DATASET_GROUP),

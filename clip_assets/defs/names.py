@@ -19,6 +19,9 @@ DATASET_GROUP = "dataset"
 CLIP_INDEX = "clip_index"
 CLIP_VECTORS = "clip_vectors"
 NEAR_DUPLICATES = "near_duplicates"
+# What the dataset hands on (clip_assets.defs.dataset_exports); the summary depends on the shards.
+TRAINING_SHARDS = "training_shards"
+CLIP_GALLERY = "clip_gallery"
 # Every write step takes a slot of this pool, so a deployment can bound simultaneous writers to its
 # output storage (`dagster instance concurrency set clip_assets_writes N`); shared by all datasets.
 WRITE_POOL = "clip_assets_writes"
