@@ -1,11 +1,13 @@
 """The `intact` asset checks: they pass on fresh output, name each damaged artifact, and pass again after repair."""
 
 import hashlib
+import io
 import json
 import os
 import pickle
 
 from dagster import Definitions
+from PIL import Image
 
 from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import (
@@ -94,8 +96,18 @@ def test_same_size_corruption_and_missing_files_are_found(instance, inbox, outpu
     assert evaluations["clip_metadata"][1] == f"metas/v0/{clips[2].uuid}.json: missing"
 
 
+def replace_with_agreeing_manifest(output, family, key, data):
+    """Swap a stored file for `data` and make its manifest record exactly those bytes, as someone with
+    write access could: only the family's own decoding can tell then."""
+    (output / key).write_bytes(data)
+    (manifest_path,) = (output / "_clip_assets/manifests" / family).iterdir()
+    doc = json.loads(manifest_path.read_text())
+    doc["artifacts"][key].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    manifest_path.write_text(json.dumps(doc))
+
+
 def test_bytes_that_match_no_promise_are_reported_not_decoded_blindly(instance, inbox, output, run_partition):
-    """A replaced pickle that would run code when unpickled is refused; a WebP that is not one fails."""
+    """A replaced pickle that would run code when unpickled is refused."""
     clips = written(inbox, output, run_partition)
     marker = output.parent / "pwned"
 
@@ -104,16 +116,31 @@ def test_bytes_that_match_no_promise_are_reported_not_decoded_blindly(instance, 
             return (os.system, (f"touch {marker}",))
 
     evil = pickle.dumps(Exploit())
-    pickle_path = output / f"ce1_embd/{clips[0].uuid}.pickle"
-    pickle_path.write_bytes(evil)
-    manifest_path = next((output / "_clip_assets/manifests/clip_embeddings").iterdir())
-    doc = json.loads(manifest_path.read_text())  # make the manifest agree, as an attacker with write access could
-    doc["artifacts"][f"ce1_embd/{clips[0].uuid}.pickle"].update(sha256=hashlib.sha256(evil).hexdigest(), size=len(evil))
-    manifest_path.write_text(json.dumps(doc))
+    replace_with_agreeing_manifest(output, "clip_embeddings", f"ce1_embd/{clips[0].uuid}.pickle", evil)
     evaluations = run_checks(instance, inbox, output)
     passed, description, _ = evaluations["clip_embeddings"]
     assert not passed and "refusing to load posix.system" in description
     assert not marker.exists()
+
+
+def test_a_garbage_mp4_and_a_png_posing_as_webp_fail_their_checks_by_name(instance, inbox, output, run_partition):
+    """Size and sha256 agree with the manifest, so only decoding the MP4 and the WebP can find them."""
+    clips = written(inbox, output, run_partition)
+    mp4_key = f"clips/{clips[0].uuid}.mp4"
+    garbage = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40  # an MP4's first box, then noise
+    replace_with_agreeing_manifest(output, "clip_files", mp4_key, garbage)
+    webp_key = min(p.relative_to(output).as_posix() for p in (output / f"previews/{clips[0].uuid}").iterdir())
+    png = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(png, format="PNG")
+    replace_with_agreeing_manifest(output, "clip_previews", webp_key, png.getvalue())
+
+    evaluations = run_checks(instance, inbox, output)
+    passed, description, metadata = evaluations["clip_files"]
+    assert not passed and metadata["problems"] == 1
+    assert description.startswith(f"{mp4_key}: not a usable MP4"), description
+    passed, description, metadata = evaluations["clip_previews"]
+    assert not passed and metadata["problems"] == 1
+    assert description.startswith(f"{webp_key}: does not decode as WebP"), description
 
 
 def test_a_partition_never_materialized_fails_its_checks(instance, inbox, output):

@@ -8,9 +8,12 @@ import time
 
 import pytest
 
+from clip_assets import layout
 from clip_assets.contract import ProcessedVideoReader
 from clip_assets.contract import schema as contract_schema
 from clip_assets.engine.inspection import inspect_video
+from clip_assets.engine.writer import ArtifactWriter
+from clip_assets.families import Artifact
 from clip_assets.storage import StorageError
 from clip_assets.storage.lease import ExpiringLease
 from clip_assets.storage.s3 import S3Options, S3Storage, parse_s3_url
@@ -120,6 +123,32 @@ def test_throttling_and_server_errors_are_retried_within_bounds(s3, reliability)
         handled=2,
         nothing_lost="retried write stored exactly; the exhausted one failed naming the object, nothing stored",
     )
+
+
+# Four retries back off for at most 1 + 2 + 4 + 8 s; reading such a failure as "already exists" instead
+# waits on a lease nobody holds until the lock times out (an hour), which this timeout turns into a failure.
+@pytest.mark.timeout(120)
+def test_a_conditional_write_failing_beyond_the_retries_is_an_error_not_a_refusal(s3):
+    """503 on every attempt says nothing about whether the key exists: the write fails naming the object."""
+    storage = s3.storage("out")
+    s3.proxy.inject("PutObject", count=5, status=503, code="SlowDown")
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/out/a\.bin: SlowDown"):
+        storage.put_if_absent("a.bin", b"payload")
+    assert s3.proxy.injected["PutObject:503"] == 5 and storage.stat("a.bin") is None
+
+    storage.put("b.bin", b"old")
+    etag = storage.stat("b.bin").etag
+    s3.proxy.inject("PutObject", count=5, status=503, code="SlowDown")
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/out/b\.bin: SlowDown"):
+        storage.put_if_match("b.bin", b"new", etag)
+    assert storage.read("b.bin") == b"old"
+
+    s3.proxy.reset_counts()
+    s3.proxy.inject("PutObject", count=10_000, status=503, code="SlowDown")
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/out/_clip_assets/locks/.*: SlowDown"):
+        ArtifactWriter(storage).write("clip_files", "p", "s", [Artifact("clips/a.mp4", b"A")])
+    assert s3.proxy.injected["PutObject:503"] == 5  # one lease request, retried within bounds, then given up
+    assert storage.stat("clips/a.mp4") is None and storage.stat(layout.lock_key("p")) is None
 
 
 def test_connection_resets_while_reading_are_retried(s3):
