@@ -230,8 +230,10 @@ class S3Storage:
 
     def put_if_absent(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo | None:
         """A conditional PUT (`If-None-Match: *`): one request when the key is new, and None, with
-        nothing replaced, when something is there already. A large object asks with a HEAD first
-        instead, so no multipart upload is wasted. Stores that ignore the condition simply overwrite."""
+        nothing replaced, when something is there already. A large object carries the condition on its
+        `CompleteMultipartUpload`, so of two writers racing for one key exactly one completes; a HEAD
+        first spares the upload when the key is plainly taken. Stores that ignore the condition simply
+        overwrite."""
         return self._write(key, data, sha256, {"IfNoneMatch": "*"})
 
     def put_if_match(self, key: str, data: bytes | memoryview, etag: str) -> ObjectInfo | None:
@@ -246,7 +248,7 @@ class S3Storage:
             if len(data) >= self.options.multipart_threshold:
                 if condition and not self._condition_holds(key, condition):
                     return None
-                etag = self._put_multipart(key, data, digest)
+                etag = self._put_multipart(key, data, digest, condition)
             else:
                 response = self.client.put_object(
                     Bucket=self.bucket,
@@ -266,7 +268,9 @@ class S3Storage:
         return ObjectInfo(key, len(data), time.time_ns(), etag.strip('"'), digest.hex())
 
     def _condition_holds(self, key: str, condition: dict[str, str]) -> bool:
-        """A PUT condition checked with a HEAD, for multipart uploads (racy, but no upload is wasted)."""
+        """A PUT condition checked with a HEAD before a multipart upload: spares an upload that would be
+        refused. Only a hint (another writer may act between it and the complete, which carries the
+        condition itself and so decides)."""
         current = self.stat(key)
         if "IfNoneMatch" in condition:
             return current is None
@@ -279,7 +283,9 @@ class S3Storage:
             part_size *= 2
         return part_size
 
-    def _put_multipart(self, key: str, data: bytes | memoryview, digest: bytes) -> str:
+    def _put_multipart(self, key: str, data: bytes | memoryview, digest: bytes, condition: dict[str, str]) -> str:
+        """Parts on a bounded pool, then one `CompleteMultipartUpload` carrying the write's condition
+        (`If-None-Match` / `If-Match`), which the server checks atomically as the object appears."""
         full_key = self._key(key)
         view = memoryview(data)
         part_size = self._part_size(len(data))
@@ -310,7 +316,7 @@ class S3Storage:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-part") as pool:
                 parts = list(pool.map(upload_part, range(1, count + 1)))
             response = self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
             )
         except BaseException as failure:
             # An unfinished upload is invisible but billed; never leave one behind on purpose.

@@ -3,10 +3,13 @@
 The proxy sits between clients and the endpoint. It forwards every request unchanged, counts requests
 by S3 operation (so a test can say "a re-run issued no PUT"), and on demand answers the next requests
 itself with throttling (503 SlowDown) or server errors, resets connections, or plays dead for a while.
+Conditional writes (`If-None-Match` / `If-Match`) are forwarded one at a time: S3 checks the condition
+atomically with the write, while moto checks, then writes, so two racing completes could both pass it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -122,6 +125,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.down_until = 0.0
         self.lock = threading.Lock()
+        self.conditional_writes = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -157,9 +161,13 @@ class FaultProxy:
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive", "expect")
                 }
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
+                conditional = self.command in ("PUT", "POST") and any(
+                    name.lower() in ("if-none-match", "if-match") for name in headers
+                )
+                with proxy.conditional_writes if conditional else contextlib.nullcontext():
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
                 upstream.close()
                 record = Request(
                     operation,
