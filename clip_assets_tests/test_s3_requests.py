@@ -6,10 +6,12 @@ multipart complete, and takes any mix of checksums), so these tests look at the 
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 
 from clip_assets.storage.s3 import S3Storage
+from clip_assets_tests.support.s3_endpoint import S3Endpoint, s3_connection_via
 
 MiB = 1024 * 1024
 
@@ -62,3 +64,22 @@ def test_of_two_multipart_writers_racing_for_one_key_exactly_one_wins(s3, reliab
         handled=5,
         nothing_lost="exactly one created it, with its bytes; the other's upload aborted",
     )
+
+
+def test_md5_mode_sends_content_md5_and_no_flexible_checksum(s3):
+    """For stores without flexible checksums: every upload request carries Content-MD5 and nothing else
+    (botocore 1.36+ adds a CRC32 to every upload unless the client is told to checksum only when required)."""
+    s3_md5 = S3Endpoint(s3.proxy, s3.bucket, s3_connection_via(s3.proxy, checksum="md5"))
+    storage = s3_md5.storage("out")
+    storage.put("a.bin", b"abc")
+    storage.put_if_absent("big.bin", os.urandom(7 * MiB))
+    uploads = [r for r in s3_md5.proxy.requests if r.operation in ("PutObject", "UploadPart")]
+    assert len(uploads) == 3  # one PUT, two parts
+    for request in uploads:
+        assert request.headers["content-md5"] == base64.b64encode(bytes.fromhex(request.body_md5)).decode()
+        flexible = sorted(
+            name for name in request.headers if name.startswith(("x-amz-checksum-", "x-amz-sdk-checksum"))
+        )
+        assert flexible == [], f"{request.operation} sent {flexible}"
+    for request in s3_md5.proxy.requests:
+        assert "x-amz-sdk-checksum-algorithm" not in request.headers, request.operation

@@ -108,16 +108,22 @@ class S3Connection:
         if self.addressing_style not in ("auto", "path", "virtual"):
             raise ValueError(f"addressing_style must be auto, path or virtual, got {self.addressing_style!r}")
 
-    def client(self) -> Any:
-        """One client per distinct connection and AWS environment per process: clients are thread-safe
-        and slow to build. The AWS_* variables botocore reads (endpoint, region, profile, credentials)
-        are part of the cache key, so a changed environment gets a new client rather than a stale one."""
+    def client(self, checksum: Literal["sha256", "md5"] = "sha256") -> Any:
+        """One client per distinct connection, checksum mode and AWS environment per process: clients are
+        thread-safe and slow to build. The AWS_* variables botocore reads (endpoint, region, profile,
+        credentials) are part of the cache key, so a changed environment gets a new client rather than a
+        stale one.
+
+        In `md5` mode the client computes and asks for checksums only where S3 requires them: botocore
+        (1.36+) otherwise adds a CRC32 (`x-amz-checksum-crc32`, `x-amz-sdk-checksum-algorithm`) to every
+        upload, beside the Content-MD5, which a store without flexible checksums refuses."""
         aws_environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-        return _client(self, aws_environment)
+        return _client(self, checksum, aws_environment)
 
 
 @functools.lru_cache(maxsize=8)
-def _client(connection: S3Connection, aws_environment: tuple[tuple[str, str], ...]) -> Any:
+def _client(connection: S3Connection, checksum: str, aws_environment: tuple[tuple[str, str], ...]) -> Any:
+    flexible = "when_supported" if checksum == "sha256" else "when_required"
     session = boto3.session.Session(profile_name=connection.profile_name)
     return session.client(
         "s3",
@@ -132,6 +138,8 @@ def _client(connection: S3Connection, aws_environment: tuple[tuple[str, str], ..
             retries={"mode": "standard", "total_max_attempts": connection.max_attempts},
             s3={"addressing_style": connection.addressing_style},
             max_pool_connections=connection.max_pool_connections,
+            request_checksum_calculation=flexible,
+            response_checksum_validation=flexible,
             **({"signature_version": UNSIGNED} if connection.use_unsigned_session else {}),
         ),
     )
@@ -139,7 +147,8 @@ def _client(connection: S3Connection, aws_environment: tuple[tuple[str, str], ..
 
 def open_s3(url: str, connection: S3Connection | None = None, options: S3Options | None = None) -> S3Storage:
     """The backend behind `open_storage` for `s3://bucket/prefix` URLs."""
-    return S3Storage((connection or S3Connection()).client(), url, options)
+    options = options or S3Options()
+    return S3Storage((connection or S3Connection()).client(options.checksum), url, options)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

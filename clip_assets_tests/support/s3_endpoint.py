@@ -101,6 +101,7 @@ class Request:
     headers: dict[str, str]
     body_sha256: str
     bytes_returned: int
+    body_md5: str = ""
 
 
 @dataclass
@@ -175,6 +176,7 @@ class FaultProxy:
                     {k.lower(): v for k, v in self.headers.items()},
                     hashlib.sha256(body).hexdigest(),
                     len(data) if self.command != "HEAD" else 0,
+                    hashlib.md5(body, usedforsecurity=False).hexdigest(),
                 )
                 with proxy.lock:  # recorded before the client hears back, so a test never misses it
                     proxy.counts[operation] += 1
