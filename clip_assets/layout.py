@@ -209,5 +209,32 @@ def video_claim_key(relative_video: str) -> str:
     return f"{CLAIMS}{_partition_digest(relative_video)}.json"
 
 
+# The folders each family writes into, kept when their last file goes (as are the root and the folders
+# above them); the embedding folders (`{p}_embd/`) are top-level, which is kept anyway.
+_FAMILY_FOLDERS = (
+    CLIPS,
+    FILTERED_CLIPS,
+    PREVIEWS,
+    CLIP_METADATA,
+    VIDEO_METADATA,
+    CHUNK_STATS,
+    MANIFESTS,
+    STAGING,
+    LOCKS,
+    CLAIMS,
+)
+
+
+def folders_emptied_by(key: str) -> list[str]:
+    """The folders that go with `key` once it is removed and they are empty, deepest first: a clip's
+    `previews/<uuid>/`, the subfolders of a video's path under `processed_videos/`. Never the root, a
+    family's own folder or anything above one."""
+    kept = max((folder for folder in _FAMILY_FOLDERS if key.startswith(folder)), key=len, default="")
+    kept = kept or key.partition("/")[0] + "/"
+    parts = key.split("/")[:-1]
+    folders = ["/".join(parts[:depth]) + "/" for depth in range(len(parts), 0, -1)]
+    return [folder for folder in folders if len(folder) > len(kept)]
+
+
 def dataset_summary_key() -> str:
     return f"{INTERNAL_PREFIX}/dataset_summary.json"
