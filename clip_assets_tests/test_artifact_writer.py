@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,21 @@ def test_new_content_of_the_same_size_replaces_the_old_on_every_backend(storage)
     third = writer.write("clip_files", "p", "s", artifacts(a=b"CCCC"))
     assert storage.read("clips/a.mp4") == b"CCCC"
     assert (third.written, third.skipped) == (1, 0)
+
+
+def test_an_object_replaced_behind_the_manifest_is_rewritten_even_when_nothing_changed(storage):
+    """The unchanged-input shortcut trusts a stat, so it must compare fingerprints, not sizes alone."""
+    writer = ArtifactWriter(storage)
+    writer.write("clip_files", "p", "s", artifacts(a=b"AAAA"), output_version="v1")
+    recorded = writer.load_manifest("clip_files", "p").entries["clips/a.mp4"]
+    storage.put("clips/a.mp4", b"ZZZZ")  # a hand copy, or another tool, with the same size
+    if isinstance(storage, LocalStorage):  # a clock too coarse to tell the two writes apart is not the point
+        stat = (Path(storage.root) / "clips/a.mp4").stat()
+        os.utime(Path(storage.root) / "clips/a.mp4", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert storage.stat("clips/a.mp4").fingerprint != recorded.fingerprint
+    result = writer.write("clip_files", "p", "s", artifacts(a=b"AAAA"), output_version="v1")
+    assert not result.unchanged_input and result.written == 1
+    assert storage.read("clips/a.mp4") == b"AAAA"
 
 
 def test_the_manifest_digest_covers_every_key_and_its_content():

@@ -143,6 +143,18 @@ def test_a_garbage_mp4_and_a_png_posing_as_webp_fail_their_checks_by_name(instan
     assert description.startswith(f"{webp_key}: does not decode as WebP"), description
 
 
+def test_a_sound_document_that_contradicts_its_file_name_fails_the_cross_check(instance, inbox, output, run_partition):
+    """Valid JSON, recorded in the manifest: only the cross-check between name and content finds it."""
+    clips = written(inbox, output, run_partition)
+    key = f"metas/v0/{clips[0].uuid}.json"
+    doc = json.loads((output / key).read_bytes())
+    doc["span_uuid"] = clips[2].uuid
+    replace_with_agreeing_manifest(output, "clip_metadata", key, json.dumps(doc).encode())
+    passed, description, metadata = run_checks(instance, inbox, output)["clip_metadata"]
+    assert not passed and metadata["problems"] == 1
+    assert description == f"{key}: span_uuid {clips[2].uuid!r} does not match the file name"
+
+
 def test_a_partition_never_materialized_fails_its_checks(instance, inbox, output):
     write_video(inbox / f"{KEY}.parquet", make_clips(1))
     instance.add_dynamic_partitions("processed_videos", [KEY])
