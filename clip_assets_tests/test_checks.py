@@ -20,6 +20,8 @@ from clip_assets_tests.support.dataset import (
 from clip_assets_tests.support.factories import make_clips, write_video
 
 KEY = "cam1/street walk.mp4"
+# Every family has an `intact` check; a run that evaluated fewer is itself a failure.
+ALL_FAMILIES = ["clip_embeddings", "clip_files", "clip_metadata", "clip_previews", "video_summaries"]
 
 
 def run_checks(instance, inbox, output, partition_key=KEY):
@@ -50,7 +52,7 @@ def written(inbox, output, run_partition, **options):
 def test_fresh_output_passes_every_check(instance, inbox, output, run_partition):
     written(inbox, output, run_partition)
     evaluations = run_checks(instance, inbox, output)
-    assert sorted(evaluations) == ["clip_embeddings", "clip_files", "clip_metadata", "clip_previews", "video_summaries"]
+    assert sorted(evaluations) == ALL_FAMILIES
     for family, (passed, description, metadata) in evaluations.items():
         assert passed, (family, description)
         assert metadata["objects_verified"] > 0 and metadata["problems"] == 0
@@ -71,7 +73,9 @@ def test_a_truncated_clip_fails_its_check_by_name_and_rematerializing_repairs_it
 
     assert run_partition(KEY).success
     assert damaged.read_bytes() == clips[0].mp4
-    assert all(passed for passed, _, _ in run_checks(instance, inbox, output).values())
+    repaired = run_checks(instance, inbox, output)
+    assert sorted(repaired) == ALL_FAMILIES  # an empty result would make `all` pass vacuously
+    assert all(passed for passed, _, _ in repaired.values()), repaired
     reliability.record(
         "fault",
         "output truncated by hand after writing",
@@ -159,6 +163,7 @@ def test_a_partition_never_materialized_fails_its_checks(instance, inbox, output
     write_video(inbox / f"{KEY}.parquet", make_clips(1))
     instance.add_dynamic_partitions("processed_videos", [KEY])
     evaluations = run_checks(instance, inbox, output)
+    assert sorted(evaluations) == ALL_FAMILIES
     assert all(not passed and "never materialized" in description for passed, description, _ in evaluations.values())
 
 

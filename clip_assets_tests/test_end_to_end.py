@@ -12,7 +12,7 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
-from clip_assets_tests.support.dataset import materialization_metadata
+from clip_assets_tests.support.dataset import materialization_metadata, stored_output_digest
 from clip_assets_tests.support.factories import SOURCE_VIDEO, make_clips, video_info, write_video
 
 FAMILIES = ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries")
@@ -99,7 +99,7 @@ def test_one_video_produces_the_nemo_tree(inbox, output, run_partition):
             data = (output / key).read_bytes()
             assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry.sha256, entry.size)
         metadata = materialization_metadata(result, family)
-        assert metadata["manifest_sha256"] == manifest.digest
+        assert metadata["manifest_sha256"] == stored_output_digest(output, family, KEY)
         assert metadata["written"] == len(manifest.entries) and metadata["skipped_identical"] == 0
     assert "data:image/png;base64," in materialization_metadata(result, "clip_previews")["preview"]
 

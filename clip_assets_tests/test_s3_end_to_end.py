@@ -50,8 +50,11 @@ def same_modulo_root(s3_files, local_files, s3_root, local_root):
     for key, data in s3_files.items():
         if key.startswith("metas/"):
             s3_doc, local_doc = json.loads(data), json.loads(local_files[key])
-            assert s3_doc["clip_location"] == s3_doc["clip_location"].replace(local_root, s3_root)
-            assert s3_doc["clip_location"].startswith(s3_root + "/")
+            location, local_location = s3_doc["clip_location"], local_doc["clip_location"]
+            assert local_location.startswith(local_root + "/"), (key, local_location)
+            assert location == s3_root + local_location.removeprefix(local_root), (key, location)
+            assert location.removeprefix(s3_root + "/") in s3_files, (key, location)  # it names a stored clip
+            assert location.endswith(f"/{key.rsplit('/', 1)[1].removesuffix('.json')}.mp4"), (key, location)
             s3_doc["clip_location"] = local_doc["clip_location"] = key
             assert s3_doc == local_doc
         else:

@@ -3,6 +3,10 @@ their own folders, endpoint and settings."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from dagster import (
     AssetsDefinition,
     ConfigurableResource,
@@ -13,6 +17,7 @@ from dagster import (
     materialize,
 )
 
+from clip_assets import layout
 from clip_assets.defs.dataset import dataset_definitions, dataset_resources
 from clip_assets.defs.names import DatasetNames
 from clip_assets.defs.resources import (
@@ -84,3 +89,14 @@ def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) ->
         if event.asset_key.to_user_string() == asset_name:
             return {k: v.value for k, v in event.materialization.metadata.items()}
     raise AssertionError(f"no materialization of {asset_name}")
+
+
+def stored_output_digest(output: Path, family: str, partition_key: str) -> str:
+    """What a materialization's `manifest_sha256` must be, computed here from the stored files themselves:
+    the sha256 of each file the partition's manifest lists, keyed by path in path order. Comparing with
+    `PartitionManifest.digest` instead would check that code against itself."""
+    listed = json.loads((output / layout.manifest_key(family, partition_key)).read_bytes())["artifacts"]
+    hasher = hashlib.sha256()
+    for key in sorted(listed):
+        hasher.update(f"{key}\0{hashlib.sha256((output / key).read_bytes()).hexdigest()}\n".encode())
+    return hasher.hexdigest()
