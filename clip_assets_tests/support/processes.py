@@ -174,14 +174,19 @@ class ServerGroup:
         *,
         interval_s: float = 0.25,
         retry_on: tuple[type[Exception], ...] = (),
+        context: Callable[[], str] | None = None,
     ) -> T:
-        """`wait_for`, failing at once when a server has exited, with the servers' logs on a timeout."""
+        """`wait_for`, failing at once when a server has exited, with `context()` (what the caller waits
+        on: runs, say) and the servers' logs on a timeout."""
 
         def while_running() -> T | None:
             self.ensure_running()
             return probe()
 
-        return wait_for(while_running, timeout_s, what, interval_s=interval_s, retry_on=retry_on, context=self.logs)
+        def details() -> str:
+            return f"{context()}\n{self.logs()}" if context else self.logs()
+
+        return wait_for(while_running, timeout_s, what, interval_s=interval_s, retry_on=retry_on, context=details)
 
     def stop(self, timeout_s: float = 15) -> None:
         for process in reversed(self.processes):  # the last started first: a daemon launches nothing more
