@@ -38,6 +38,8 @@ MANIFESTS = f"{INTERNAL_PREFIX}/manifests/"
 STAGING = f"{INTERNAL_PREFIX}/staging/"
 LOCKS = f"{INTERNAL_PREFIX}/locks/"
 CLAIMS = f"{INTERNAL_PREFIX}/claims/"
+CLIP_CLAIMS = f"{CLAIMS}clips/"
+INTENTS = f"{INTERNAL_PREFIX}/intents/"
 
 
 class LayoutError(ValueError):
@@ -222,6 +224,8 @@ _FAMILY_FOLDERS = (
     STAGING,
     LOCKS,
     CLAIMS,
+    CLIP_CLAIMS,
+    INTENTS,
 )
 
 
@@ -234,6 +238,16 @@ def folders_emptied_by(key: str) -> list[str]:
     parts = key.split("/")[:-1]
     folders = ["/".join(parts[:depth]) + "/" for depth in range(len(parts), 0, -1)]
     return [folder for folder in folders if len(folder) > len(kept)]
+
+
+def clip_claim_key(clip_uuid: str) -> str:
+    """Names the partition that owns one clip id: created before any of the clip's files, atomically."""
+    return f"{CLIP_CLAIMS}{_clip(clip_uuid)}.json"
+
+
+def intent_key(partition_key: str) -> str:
+    """A partition's intent record: the clip ids it holds claims on (and, while it writes, what it may write)."""
+    return f"{INTENTS}{_partition_digest(partition_key)}.json"
 
 
 def dataset_summary_key() -> str:

@@ -6,11 +6,9 @@ the file and the reason, and the next run produces output identical to a clean r
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
+from clip_assets_tests.support.partition_process import spawn
 
 KEY = "v.mp4"
 
@@ -55,15 +54,7 @@ def heavy_inbox(tmp_path):
 
 
 def start(inbox: Path, output: str, home: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None):
-    home.mkdir(parents=True, exist_ok=True)
-    command = [*(prefix or []), sys.executable, "-m", "clip_assets_tests.support.partition_process"]
-    return subprocess.Popen(
-        [*command, str(inbox), output, str(home), KEY, "1"],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    return spawn(inbox, output, home, KEY, 1, env, prefix)
 
 
 def reached(output: Path, clips_written: int) -> bool:

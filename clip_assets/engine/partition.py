@@ -17,7 +17,7 @@ from clip_assets.contract.limits import ValidationLimits
 from clip_assets.engine.inbox import find_delivery
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.output_version import output_version
-from clip_assets.engine.partition_input import PartitionInput, open_partition_input
+from clip_assets.engine.partition_input import PartitionInput, open_partition_input, settle_claims
 from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.settings import WriterSettings
@@ -98,6 +98,10 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
             for family in pending:
                 if family.name not in outcome.errors:
                     outcome.settle(family, functools.partial(writes[family.name].finish, lease))
+            # 7. Every family written: claims of clips the input no longer has go.
+            if not any(family.name in outcome.errors for family in job.families):
+                lease.check()
+                settle_claims(video, job.output)
     except Exception as error:  # the input, the lock, the claims or the stream: every family not done fails
         outcome.fail_unsettled(job.families, error)
     return outcome

@@ -20,9 +20,10 @@ from clip_assets.contract import ClipRecord, ProcessedVideoError, ProcessedVideo
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.contract.partition_keys import parse_chunk_key
 from clip_assets.contract.validation import VideoChecks, merge_chunk_infos
-from clip_assets.engine.claims import check_clip_ids, claim_video
+from clip_assets.engine.claims import check_clip_ids, claim_clips, claim_video, release_clips
 from clip_assets.engine.inbox import InboxFile, VideoDelivery
 from clip_assets.engine.inspection import VideoInspection, inspect_video, merge_inspections
+from clip_assets.engine.intent import PartitionIntent, load_intent, save_intent
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, clip_metadata
 from clip_assets.families.base import VideoContext
@@ -39,6 +40,10 @@ class PartitionInput:
     inspection: VideoInspection
     settings: WriterSettings
     footers: tuple[pq.FileMetaData, ...]
+    partition_key: str = ""
+    # Clip ids the partition held claims on before this run (its intent record): those the input no
+    # longer has are released once the new version is written (`settle_claims`).
+    held_clips: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -121,13 +126,43 @@ def open_partition_input(
     families: Sequence[OutputFamily],
     log: logging.Logger,
 ) -> PartitionInput:
-    """Inspect the input, then check that its output paths are its own (claims.py); raises before any write."""
+    """Inspect the input, then make its output paths its own (claims.py); raises before any write.
+
+    The intent record names every clip id about to be claimed before the claims are taken, so a run
+    killed after claiming leaves nothing the next run does not know to release.
+    """
     info, inspection, footers = inspect_input(delivery, limits, families, log)
     try:
         relative_video = layout.video_relative_path(info.source_video, settings.input_path)
     except layout.LayoutError as exc:
         raise ProcessedVideoError(delivery.name, "clip_assets.source_video", str(exc)) from None
-    written = load_manifest(output, clip_metadata.FAMILY.name, partition_key)
-    check_clip_ids(output, delivery.name, info, inspection, set(written.entries) if written else set())
-    claim_video(output, partition_key, delivery.name, info, relative_video)  # last: a refused video claims nothing
-    return PartitionInput(delivery, info, inspection, settings, footers)
+    intent = load_intent(output, partition_key)
+    held = intent.clips if intent else frozenset()
+    clips = frozenset(inspection.facts)
+    if not clips <= held:
+        save_intent(output, PartitionIntent(partition_key, held | clips))
+    try:
+        claim_clips(output, partition_key, delivery.name, info, inspection)
+        try:
+            written = load_manifest(output, clip_metadata.FAMILY.name, partition_key)
+            check_clip_ids(output, delivery.name, info, inspection, set(written.entries) if written else set())
+            claim_video(output, partition_key, delivery.name, info, relative_video)
+        except ProcessedVideoError:
+            release_clips(output, partition_key, clips - held)
+            raise
+    except ProcessedVideoError:  # a refused video keeps no claim it took and leaves its record as it was
+        if intent is None:
+            output.delete(layout.intent_key(partition_key))
+        elif not clips <= held:
+            save_intent(output, intent)
+        raise
+    return PartitionInput(delivery, info, inspection, settings, footers, partition_key, held)
+
+
+def settle_claims(video: PartitionInput, output: Storage) -> None:
+    """Once every family of the partition is written: release the claims of clips the input no longer
+    has, and record that the partition holds exactly its clips' claims."""
+    clips = frozenset(video.inspection.facts)
+    release_clips(output, video.partition_key, video.held_clips - clips)
+    if video.held_clips != clips:
+        save_intent(output, PartitionIntent(video.partition_key, clips))
