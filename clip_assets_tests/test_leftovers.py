@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from clip_assets import layout
+from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.support.factories import make_clips, write_video
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
+from clip_assets_tests.support.partition_process import kill_when, spawn
 
 REL = "cam1/street walk.mp4"
 
@@ -44,3 +47,43 @@ def test_removing_a_clip_from_the_input_leaves_no_file_or_folder_of_it(inbox, ou
     assert run_partition(REL).success
     assert [path for path in everything(output) if gone in path] == []
     assert layout.preview_prefix(clips[0].uuid) in everything(output)
+
+
+def unrecorded(storage: LocalStorage) -> list[str]:
+    """Keys of the output that no manifest records, outside clip-assets' own bookkeeping."""
+    recorded = set()
+    for info in storage.list(layout.MANIFESTS):
+        recorded |= set(PartitionManifest.from_bytes(storage.read(info.key)).entries)
+    return sorted(
+        i.key for i in storage.list() if i.key not in recorded and not i.key.startswith(layout.INTERNAL_PREFIX)
+    )
+
+
+def test_a_run_killed_mid_write_then_a_changed_input_leaves_no_orphan(tmp_path, inbox, instance, reliability):
+    """The killed run wrote clips its manifest never recorded; the input then drops them. The next run
+    finds them in the partition's intent record and removes them, with their claims."""
+    clips = make_clips(10, source_video="/videos/v.mp4")
+    for index, clip in enumerate(clips):
+        clip.mp4 = noise_mp4(1_000_000, seed=index)
+    write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
+    output = tmp_path / "output"
+    run = spawn(inbox, str(output), tmp_path / "home", "v.mp4", 1)
+    kill_when(run, lambda: (output / "clips").is_dir() and len(list((output / "clips").iterdir())) >= 3)
+    storage = LocalStorage(output)
+    orphaned = unrecorded(storage)
+    assert any(key.startswith(layout.CLIPS) for key in orphaned), orphaned  # what the kill left behind
+
+    kept = clips[-2:]  # the input changes: the clips the killed run wrote are gone from it
+    write_video(inbox / "v.mp4.parquet", kept, source_video="/videos/v.mp4")
+    assert materialize_partition(instance, "v.mp4", str(inbox), str(output)).success
+    assert unrecorded(storage) == []
+    dropped = {clip.uuid for clip in clips[:-2]}
+    assert [path for path in everything(output) if any(uuid in path for uuid in dropped)] == []
+    assert {i.key for i in storage.list(layout.CLIP_CLAIMS)} == {layout.clip_claim_key(c.uuid) for c in kept}
+    reliability.record(
+        "fault",
+        "SIGKILL mid-write, then a changed input (local disk)",
+        tried=1,
+        handled=1,
+        nothing_lost="the re-run left no key that no manifest records, no file, folder or claim of a dropped clip",
+    )

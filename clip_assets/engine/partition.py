@@ -17,11 +17,11 @@ from clip_assets.contract.limits import ValidationLimits
 from clip_assets.engine.inbox import find_delivery
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.output_version import output_version
-from clip_assets.engine.partition_input import PartitionInput, open_partition_input, settle_claims
+from clip_assets.engine.partition_input import PartitionInput, open_partition_input, settle_intent
 from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import Storage
+from clip_assets.storage import Storage, StorageError
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,19 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
             for family in pending:
                 if family.name not in outcome.errors:
                     outcome.settle(family, functools.partial(writes[family.name].finish, lease))
-            # 7. Every family written: claims of clips the input no longer has go.
+            # 7. Every family written: what a killed run left unrecorded goes, and the claims of clips
+            # the input no longer has.
             if not any(family.name in outcome.errors for family in job.families):
                 lease.check()
-                settle_claims(video, job.output)
+                manifests = [writer.load_manifest(family.name, partition_key) for family in job.dataset_families]
+                recorded_keys = {key for manifest in manifests if manifest is not None for key in manifest.entries}
+                try:
+                    removed = settle_intent(video, job.output, recorded_keys)
+                except StorageError as exc:  # every family is written; the record stays, the next run settles it
+                    log.warning(f"{partition_key}: its intent record could not be settled: {exc}")
+                else:
+                    if removed:
+                        log.info(f"{partition_key}: removed {len(removed)} files a killed run left unrecorded")
     except Exception as error:  # the input, the lock, the claims or the stream: every family not done fails
         outcome.fail_unsettled(job.families, error)
     return outcome

@@ -23,7 +23,7 @@ from clip_assets.contract.validation import VideoChecks, merge_chunk_infos
 from clip_assets.engine.claims import check_clip_ids, claim_clips, claim_video, release_clips
 from clip_assets.engine.inbox import InboxFile, VideoDelivery
 from clip_assets.engine.inspection import VideoInspection, inspect_video, merge_inspections
-from clip_assets.engine.intent import PartitionIntent, load_intent, save_intent
+from clip_assets.engine.intent import PartitionIntent, load_intent, planned_keys, remove_unrecorded, save_intent
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, clip_metadata
 from clip_assets.families.base import VideoContext
@@ -42,8 +42,10 @@ class PartitionInput:
     footers: tuple[pq.FileMetaData, ...]
     partition_key: str = ""
     # Clip ids the partition held claims on before this run (its intent record): those the input no
-    # longer has are released once the new version is written (`settle_claims`).
+    # longer has are released once the new version is written (`settle_intent`).
     held_clips: frozenset[str] = frozenset()
+    # The intent record this run wrote before its first write.
+    intent: PartitionIntent | None = None
 
     @property
     def name(self) -> str:
@@ -128,8 +130,9 @@ def open_partition_input(
 ) -> PartitionInput:
     """Inspect the input, then make its output paths its own (claims.py); raises before any write.
 
-    The intent record names every clip id about to be claimed before the claims are taken, so a run
-    killed after claiming leaves nothing the next run does not know to release.
+    The intent record names every clip id about to be claimed and every key about to be written (with
+    those a killed run may have left) before the claims are taken, so a run killed after claiming or
+    mid-write leaves nothing the next run does not know to release or remove.
     """
     info, inspection, footers = inspect_input(delivery, limits, families, log)
     try:
@@ -139,8 +142,11 @@ def open_partition_input(
     intent = load_intent(output, partition_key)
     held = intent.clips if intent else frozenset()
     clips = frozenset(inspection.facts)
-    if not clips <= held:
-        save_intent(output, PartitionIntent(partition_key, held | clips))
+    leftover = intent.keys if intent else frozenset()
+    planned = planned_keys(families, VideoContext(info, settings, inspection.facts))
+    written_intent = PartitionIntent(partition_key, held | clips, leftover | planned)
+    if written_intent != intent:
+        save_intent(output, written_intent)
     try:
         claim_clips(output, partition_key, delivery.name, info, inspection)
         try:
@@ -153,16 +159,19 @@ def open_partition_input(
     except ProcessedVideoError:  # a refused video keeps no claim it took and leaves its record as it was
         if intent is None:
             output.delete(layout.intent_key(partition_key))
-        elif not clips <= held:
+        elif written_intent != intent:
             save_intent(output, intent)
         raise
-    return PartitionInput(delivery, info, inspection, settings, footers, partition_key, held)
+    return PartitionInput(delivery, info, inspection, settings, footers, partition_key, held, written_intent)
 
 
-def settle_claims(video: PartitionInput, output: Storage) -> None:
-    """Once every family of the partition is written: release the claims of clips the input no longer
-    has, and record that the partition holds exactly its clips' claims."""
+def settle_intent(video: PartitionInput, output: Storage, recorded: Iterable[str]) -> list[str]:
+    """Once every family of the partition is written: remove what the intent names but no manifest
+    records (`recorded`: what a killed run left), release the claims of clips the input no longer has,
+    and record that the partition holds exactly its clips' claims and nothing unrecorded. Returns the
+    keys removed."""
     clips = frozenset(video.inspection.facts)
+    removed = remove_unrecorded(output, video.intent, recorded) if video.intent else []
     release_clips(output, video.partition_key, video.held_clips - clips)
-    if video.held_clips != clips:
-        save_intent(output, PartitionIntent(video.partition_key, clips))
+    save_intent(output, PartitionIntent(video.partition_key, clips))
+    return removed

@@ -11,9 +11,11 @@ started together write together (`release_together`).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dagster import DagsterInstance, materialize
@@ -45,6 +47,17 @@ def spawn(
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+
+def kill_when(process: subprocess.Popen[str], condition: Callable[[], bool], timeout_s: float = 120) -> None:
+    """SIGKILL the run as soon as `condition()` holds (polled every 2 ms); fails if it ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, "the run never reached the kill point"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def release_together(barrier: Path, runs: list[subprocess.Popen[str]], timeout_s: float = 300) -> None:
