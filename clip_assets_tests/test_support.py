@@ -15,7 +15,7 @@ import pytest
 
 from clip_assets_tests.support.deployment import clean_environment, code_server_serving
 from clip_assets_tests.support.graphql import DagsterGraphQL, GraphQLError
-from clip_assets_tests.support.processes import ServerGroup, free_port, wait_for
+from clip_assets_tests.support.processes import ServerGroup, free_port, unavailable_here, wait_for
 
 PYTHON = Path(sys.executable).name  # ServerProcess.start finds it beside the interpreter
 
@@ -40,6 +40,23 @@ def test_an_assertion_in_the_probe_fails_the_wait_at_once():
     with pytest.raises(AssertionError, match="will not be retried"):
         wait_for(probe, 120, "a run that already failed", retry_on=(OSError,))
     assert probe.calls == 1
+
+
+@pytest.mark.parametrize("ci", ["1", "true", "True"])
+def test_a_missing_prerequisite_fails_under_ci_with_its_reason(monkeypatch, ci):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match="no tmpfs here; CI must provide it"):
+        unavailable_here("no tmpfs here")
+
+
+@pytest.mark.parametrize("ci", [None, "", "0", "false"])
+def test_a_missing_prerequisite_is_a_skip_on_a_workstation(monkeypatch, ci):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.skip.Exception, match="no tmpfs here"):
+        unavailable_here("no tmpfs here")
 
 
 def test_only_the_errors_named_are_retried():

@@ -41,7 +41,7 @@ from clip_assets_tests.support.graphql import (
     run_failures,
     stop_all_sensors,
 )
-from clip_assets_tests.support.processes import ServerGroup, free_port, script_path, wait_for
+from clip_assets_tests.support.processes import ServerGroup, free_port, script_path, unavailable_here, wait_for
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page, ViewportSize
@@ -80,10 +80,7 @@ def _require_browser() -> None:
     if not Path(CHROMIUM).exists():
         missing.append(f"Chromium at {CHROMIUM} (apt-get install -y chromium, or set CLIP_ASSETS_CHROMIUM)")
     if missing:
-        message = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable_here("browser test needs " + " and ".join(missing))
 
 
 @dataclass
@@ -221,6 +218,8 @@ def _manifest(output: Path, family: str, partition: str) -> PartitionManifest:
     return PartitionManifest.from_bytes((output / layout.manifest_key(family, partition)).read_bytes())
 
 
+# Servers up (2 min bound), a backfill through the daemon (4 min bound), then the browser.
+@pytest.mark.timeout(900)
 def test_backfill_through_the_daemon_and_what_the_ui_shows(
     dagster_stack: DagsterStack, browser_page: Page, screenshots: Path
 ) -> None:
