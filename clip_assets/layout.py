@@ -40,6 +40,8 @@ LOCKS = f"{INTERNAL_PREFIX}/locks/"
 CLAIMS = f"{INTERNAL_PREFIX}/claims/"
 CLIP_CLAIMS = f"{CLAIMS}clips/"
 INTENTS = f"{INTERNAL_PREFIX}/intents/"
+# One record per failed partition (Cosmos Curator keeps `video_errors/`), removed when it succeeds.
+VIDEO_ERRORS = f"{INTERNAL_PREFIX}/video_errors/"
 
 
 class LayoutError(ValueError):
@@ -226,6 +228,7 @@ _FAMILY_FOLDERS = (
     CLAIMS,
     CLIP_CLAIMS,
     INTENTS,
+    VIDEO_ERRORS,
 )
 
 
@@ -248,6 +251,11 @@ def clip_claim_key(clip_uuid: str) -> str:
 def intent_key(partition_key: str) -> str:
     """A partition's intent record: the clip ids it holds claims on (and, while it writes, what it may write)."""
     return f"{INTENTS}{_partition_digest(partition_key)}.json"
+
+
+def video_error_key(partition_key: str) -> str:
+    """The record of why a partition failed, kept until it is written successfully."""
+    return f"{VIDEO_ERRORS}{_partition_digest(partition_key)}.json"
 
 
 def dataset_summary_key() -> str:

@@ -115,6 +115,36 @@ def discover(inbox: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--output", default=None, help=f"Output folder or s3:// URL (default: ${OUTPUT_VAR} or {configured(OUTPUT_VAR)})."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document: a list of failed partitions and their errors."
+)
+def failures(output: str | None, as_json: bool) -> None:
+    """List the partitions whose last run failed, and why: file, row, field, message, time and run id.
+
+    Read from the output's failure records (_clip_assets/video_errors/), not from run logs; a partition
+    leaves the list once it is written successfully. Exits 1 when any partition failed.
+    """
+    import json
+
+    from clip_assets.cli.failures import failure_table
+    from clip_assets.defs.resources import s3_connection
+    from clip_assets.engine.failures import load_failures
+    from clip_assets.storage import open_storage
+
+    storage = open_storage(output or configured(OUTPUT_VAR), s3=s3_connection(configured).storage_options())
+    found = list(load_failures(storage))
+    if as_json:
+        click.echo(json.dumps([json.loads(failure.to_bytes()) for failure in found], indent=2))
+    else:
+        click.echo(failure_table(found))
+        click.echo(f"{len(found)} failed partitions in {storage.root}", err=True)
+    sys.exit(1 if found else 0)
+
+
+@main.command()
 @click.argument("partitions", nargs=-1)
 @click.option("--all", "all_partitions", is_flag=True, help="Every registered partition.")
 @click.option(

@@ -57,6 +57,8 @@ def dataset_summary_asset(
                 "preview_coverage": MetadataValue.float(round(stats.coverage(stats.clips_with_webp), 4)),
                 "total_bytes": MetadataValue.int(sum(stats.bytes_by_family.values())),
                 "bytes_by_family": MetadataValue.json(document["bytes_by_family"]),
+                "failed_partitions": stats.failed_partitions,
+                "top_failure_reasons": MetadataValue.json(document["top_failure_reasons"]),
                 "summary_file": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
                 "dagster/uri": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
                 "plot": MetadataValue.md(f"![dataset summary](data:image/png;base64,{plot})")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from clip_assets import layout
 from clip_assets.contract.limits import ValidationLimits
+from clip_assets.engine.failures import record_failures
 from clip_assets.engine.inbox import find_delivery
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.output_version import output_version
@@ -38,6 +39,8 @@ class WriteJob:
     settings: WriterSettings
     limits: ValidationLimits
     dataset_families: tuple[OutputFamily, ...] = FAMILIES
+    # Named in the failure records (Dagster's run id).
+    run_id: str = ""
 
 
 @dataclass
@@ -67,7 +70,20 @@ class PartitionOutcome:
 
 
 def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> PartitionOutcome:
-    """Write the job's families of one partition; never raises: failures are in the outcome."""
+    """Write the job's families of one partition; never raises: failures are in the outcome, and in the
+    partition's failure record (`clip_assets.engine.failures`), which a success clears."""
+    outcome = _write(job, partition_key, writer, log)
+    if all(result.unchanged_input for result in outcome.results.values()) and not outcome.errors:
+        return outcome  # up to date: written successfully before, so nothing is recorded as failed
+    try:
+        families = [family.name for family in job.families]
+        record_failures(job.output, partition_key, outcome.source, outcome.errors, families, job.run_id)
+    except (OSError, ValueError) as exc:  # the outcome itself is what the run reports
+        log.warning(f"{partition_key}: its failure record could not be updated: {exc}")
+    return outcome
+
+
+def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> PartitionOutcome:
     outcome = PartitionOutcome(partition_key, source=f"{job.inbox.root}/{partition_key}")
     try:
         delivery = find_delivery(job.inbox, partition_key)  # one file, or every chunk file of the video

@@ -10,7 +10,14 @@ from clip_assets.contract import ProcessedVideoError, VideoInfo
 from clip_assets.engine.claims import claim_video
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.hostile_corpus import SOURCE, Case, clips_for, key_case, publish
-from clip_assets_tests.support.hostile_runs import LOCKS, difference, manifests_of, single_run_problems, tree_state
+from clip_assets_tests.support.hostile_runs import (
+    FAILURE_RECORDS,
+    LOCKS,
+    difference,
+    manifests_of,
+    single_run_problems,
+    tree_state,
+)
 
 
 def run_second(
@@ -18,11 +25,11 @@ def run_second(
 ) -> tuple[ExecuteInProcessResult, list[str]]:
     """Materialize `first` cleanly, then `second`; problems: anything of `second` written, anything else touched."""
     assert run_partition(first).success
-    output_before = tree_state(output, skip=(output / LOCKS,))
+    output_before = tree_state(output, skip=(output / LOCKS, output / FAILURE_RECORDS))
     outside_before = tree_state(tmp_path, skip=(output,))
     result = run_partition(second)
     problems = []
-    output_after = tree_state(output, skip=(output / LOCKS,))
+    output_after = tree_state(output, skip=(output / LOCKS, output / FAILURE_RECORDS))
     if output_after != output_before:
         problems.append(f"the output changed: {difference(output_before, output_after)}")
     written = manifests_of(output, second)
