@@ -295,7 +295,9 @@ def seed_named_on_failure(seed: int) -> Iterator[None]:
 # The test
 
 
-@pytest.mark.timeout(780)
+# Inputs, the clean run and the deployment's start take about 2 minutes; the soak phase and the backfill
+# have bounds of their own, so a wait that runs out explains itself before the timeout cuts it short.
+@pytest.mark.timeout(120 + SOAK_PHASE_S + BACKFILL_S)
 def test_soak_random_faults_lose_nothing(
     tmp_path: Path,
     s3: S3Endpoint,
