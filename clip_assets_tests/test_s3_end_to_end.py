@@ -123,7 +123,8 @@ def test_s3_inbox_and_output_end_to_end(s3, instance, tmp_path):
     assert sensor_tick(instance, s3, inbox, changed.cursor).run_requests == []
 
 
-def test_local_inbox_s3_output_with_a_multipart_clip(s3, instance, inbox):
+def test_local_inbox_s3_output_with_a_multipart_clip(s3_implementation, instance, inbox):
+    s3 = s3_implementation  # moto, then LocalStack
     clips = make_clips(2)
     clips[0].mp4 = noise_mp4(6 * 1024 * 1024)  # above the 6 MiB multipart threshold
     write_video(inbox / "cam1/street walk.mp4.parquet", clips)
@@ -138,7 +139,10 @@ def test_local_inbox_s3_output_with_a_multipart_clip(s3, instance, inbox):
     assert meta["num_bytes"] == len(clips[0].mp4)
 
 
-def test_a_burst_of_5xx_and_resets_during_a_run_gives_identical_output(s3, instance, tmp_path, inbox, reliability):
+def test_a_burst_of_5xx_and_resets_during_a_run_gives_identical_output(
+    s3_implementation, instance, tmp_path, inbox, reliability
+):
+    s3 = s3_implementation  # moto, then LocalStack
     write_video(inbox / "v.mp4.parquet", make_clips(4, filtered=[2]), source_video="/videos/v.mp4")
     clean = s3.url("clean")
     assert materialize_partition(instance, "v.mp4", str(inbox), clean, s3=s3.connection).success
@@ -184,7 +188,8 @@ def test_an_endpoint_down_for_too_long_fails_clearly_and_keeps_previous_outputs(
     )
 
 
-def test_credentials_never_reach_logs_metadata_or_errors(s3, instance, inbox, capfd):
+def test_credentials_never_reach_logs_metadata_or_errors(s3_implementation, instance, inbox, capfd):
+    s3 = s3_implementation  # moto, then LocalStack
     write_video(inbox / "v.mp4.parquet", make_clips(2), source_video="/videos/v.mp4")
     good = materialize_partition(instance, "v.mp4", str(inbox), s3.url("out"), s3=s3.connection)
     assert good.success

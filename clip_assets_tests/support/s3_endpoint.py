@@ -2,7 +2,8 @@
 
 The proxy sits between clients and the endpoint. It forwards every request unchanged, counts requests
 by S3 operation (so a test can say "a re-run issued no PUT"), and on demand answers the next requests
-itself with throttling (503 SlowDown) or server errors, resets connections, or plays dead for a while.
+itself with throttling (503 SlowDown) or server errors, resets connections, plays dead for a while, or
+flips a byte of a request body on its way (what a checksum the server verifies must catch).
 Conditional writes (`If-None-Match` / `If-Match`) are forwarded one at a time: S3 checks the condition
 atomically with the write, while moto checks, then writes, so two racing completes could both pass it.
 """
@@ -106,13 +107,15 @@ class Request:
 
 @dataclass
 class Fault:
-    """Answer the next `count` matching requests with `status`/`code`, or reset the connection."""
+    """Answer the next `count` matching requests with `status`/`code`, reset the connection, or forward
+    them with one byte of the body flipped (`corrupt`)."""
 
     operations: frozenset[str]
     count: int
     status: int = 503
     code: str = "SlowDown"
     reset: bool = False
+    corrupt: bool = False
 
 
 class FaultProxy:
@@ -141,6 +144,8 @@ class FaultProxy:
                 path, _, query = self.path.partition("?")
                 operation = s3_operation(self.command, path, query)
                 fault = proxy._take_fault(operation)
+                if fault is not None and fault.corrupt and body:
+                    body, fault = bytes([body[0] ^ 0xFF]) + body[1:], None  # headers (checksums) unchanged
                 if fault is not None and fault.reset:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                     self.connection.close()
@@ -208,15 +213,22 @@ class FaultProxy:
             for fault in self.faults:
                 if fault.count > 0 and (not fault.operations or operation in fault.operations):
                     fault.count -= 1
-                    self.injected[f"{operation}:{'reset' if fault.reset else fault.status}"] += 1
+                    kind = "reset" if fault.reset else "corrupt" if fault.corrupt else fault.status
+                    self.injected[f"{operation}:{kind}"] += 1
                     return fault
         return None
 
     def inject(
-        self, *operations: str, count: int, status: int = 503, code: str = "SlowDown", reset: bool = False
+        self,
+        *operations: str,
+        count: int,
+        status: int = 503,
+        code: str = "SlowDown",
+        reset: bool = False,
+        corrupt: bool = False,
     ) -> None:
         with self.lock:
-            self.faults.append(Fault(frozenset(operations), count, status, code, reset))
+            self.faults.append(Fault(frozenset(operations), count, status, code, reset, corrupt))
 
     def go_down(self, seconds: float) -> None:
         """Reset every connection for `seconds`, as an endpoint that disappears for a while."""
