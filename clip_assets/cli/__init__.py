@@ -53,6 +53,14 @@ def sample(directory: Path) -> None:
 @click.option("--stride", type=float, default=2.0, show_default=True, help="Seconds between clip starts.")
 @click.option("--min-clip-len", type=float, default=1.0, show_default=True, help="Shorter last clips are dropped.")
 @click.option("--clips-per-chunk", type=int, default=0, show_default=True, help="Clips per chunk (0: no chunks).")
+@click.option(
+    "--min-frame-difference",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Clips whose mean frame difference (grey levels, 0-255) is below this are filtered as still. "
+    "Not NeMo's motion-vector threshold: that scale is about 0.001-0.02.",
+)
 @click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
 @click.option("--skip-up-to-date", is_flag=True, help="Skip videos whose processed file is newer than the video.")
 def ingest(
@@ -63,6 +71,7 @@ def ingest(
     stride: float,
     min_clip_len: float,
     clips_per_chunk: int,
+    min_frame_difference: float,
     no_progress: bool,
     skip_up_to_date: bool,
 ) -> None:
@@ -74,7 +83,11 @@ def ingest(
     target = inbox or Path(configured(INBOX_VAR))
     try:
         settings = IngestSettings(
-            clip_len_s=clip_len, stride_s=stride, min_clip_len_s=min_clip_len, clips_per_chunk=clips_per_chunk
+            clip_len_s=clip_len,
+            stride_s=stride,
+            min_clip_len_s=min_clip_len,
+            clips_per_chunk=clips_per_chunk,
+            min_frame_difference=min_frame_difference,
         )
         written = ingest_paths(
             list(videos),
