@@ -16,6 +16,7 @@ import pytest
 from clip_assets_tests.support.deployment import clean_environment, code_server_serving
 from clip_assets_tests.support.graphql import DagsterGraphQL, GraphQLError
 from clip_assets_tests.support.processes import ServerGroup, free_port, unavailable_here, wait_for
+from clip_assets_tests.support.reliability import HAND_WRITTEN, Ledger
 
 PYTHON = Path(sys.executable).name  # ServerProcess.start finds it beside the interpreter
 
@@ -147,3 +148,14 @@ def test_a_graphql_answer_with_errors_is_refused(errors):
         DagsterGraphQL(url)("{ nope }")
     with answering({"data": {"ok": True}}) as url:
         assert DagsterGraphQL(url)("{ ok }") == {"ok": True}
+
+
+def test_regenerating_the_reliability_ledger_keeps_the_hand_written_part():
+    ledger = Ledger()
+    ledger.for_test("test_x").record("fault", "disk full", tried=1, handled=1, nothing_lost="checked")
+    hand = f"{HAND_WRITTEN}\n\n## Deliberate bugs\n\n| bug | test |\n|---|---|\n| a | b |\n"
+    once = ledger.markdown("# old ledger\n" + hand)
+    twice = ledger.markdown(once)
+    assert once == twice and once.count(HAND_WRITTEN) == 1
+    assert once.endswith(hand) and "| disk full | 1 | 1 | checked | `test_x` |" in once
+    assert "# old ledger" not in once

@@ -51,6 +51,9 @@ class Row:
 
 AREAS = (("bad input", "Bad and hostile inputs"), ("fault", "Faults injected"))
 SOAK_HEADING = "## Soak test: random faults, then everything re-run"
+# The line after which docs/reliability.md is written by hand (deliberate bugs and the tests that kill
+# them, the second S3 implementation, NeMo's writer side by side): regenerating the ledger keeps it.
+HAND_WRITTEN = "<!-- Written by hand from here on; regenerating the ledger above keeps it. -->"
 
 
 def parse_rows(document: str) -> list[Row]:
@@ -117,6 +120,7 @@ class Ledger:
         return [*kept, *self.rows()]
 
     def markdown(self, previous: str = "") -> str:
+        previous, marker, hand_written = previous.partition(HAND_WRITTEN)
         rows = self.merged_rows(parse_rows(previous))
         lines = [
             "# Reliability: what was tried, and what held",
@@ -153,6 +157,8 @@ class Ledger:
             ]
         else:
             lines.append(soak_section(previous))
+        if marker:
+            lines += ["", marker + hand_written.rstrip("\n")]
         return "\n".join(lines).rstrip("\n") + "\n"
 
     def write_if_requested(self) -> None:
