@@ -34,6 +34,7 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from dagster_postgres.utils import DagsterPostgresException  # not exported by the package itself
 
 from clip_assets import layout
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
@@ -97,8 +98,9 @@ BACKFILL_S = 240
 # skipped, whether the input was unchanged, and what only a run that read the input reports (the
 # builders' counts, row counts, descriptions): a retry finds a partition its killed run wrote unchanged.
 STABLE_METADATA = ("source", "artifacts", "bytes", "manifest", "manifest_sha256", "warnings")
-# Errors the test's own instance calls meet while PostgreSQL restarts: the next poll tries again.
-DATABASE_DOWN = (sqlalchemy.exc.DBAPIError,)
+# Errors the test's own instance calls meet while PostgreSQL restarts (dagster-postgres gives up on a
+# connection after a few quick retries): the next poll tries again.
+DATABASE_DOWN = (sqlalchemy.exc.DBAPIError, DagsterPostgresException)
 
 
 def source_video(key: str) -> str:
@@ -489,3 +491,28 @@ def verify(
             assert values == reference_metadata[(family, key)], (family, key, why)
             assert values["manifest_sha256"] == manifests[(family, key)].digest, (family, key)
     print(f"{len(tree)} objects identical to the clean run's, {len(manifests)} manifests, {len(recorded)} artifacts")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The harness itself (quick)
+
+
+def test_the_fault_plan_is_fixed_by_its_seed_and_has_every_kind() -> None:
+    plan = plan_faults(random.Random(DEFAULT_SEED), 800)
+    assert plan == plan_faults(random.Random(DEFAULT_SEED), 800)
+    assert plan != plan_faults(random.Random(DEFAULT_SEED + 1), 800)
+    kinds = [fault.kind for fault in plan]
+    assert set(kinds) == {S3_5XX, S3_RESETS, S3_OUTAGE, RUN_KILL, PG_RESTART}
+    assert kinds.count(RUN_KILL) == kinds.count(PG_RESTART) == kinds.count(S3_OUTAGE) == 1
+    assert [fault.at_puts for fault in plan] == sorted(fault.at_puts for fault in plan)
+    assert all(40 <= fault.at_puts <= 640 for fault in plan), plan  # within 5 % to 80 % of the work
+    assert all(fault.count <= 6 for fault in plan)
+
+
+def test_a_failed_runs_messages_name_the_fault_that_failed_it() -> None:
+    assert failure_cause(["Run execution terminated by signal 9 (SIGKILL)."]) == RUN_KILL
+    assert failure_cause(["psycopg2.OperationalError: server closed the connection unexpectedly"]) == PG_RESTART
+    s3_error = "soak03.mp4: clip_files: StorageError: cannot write s3://b/soak/clips/x.mp4: SlowDown: injected"
+    assert failure_cause(["PartitionsFailed: 1 of 5 partitions failed", s3_error]) is not None
+    assert failure_cause(["OutputConflictError: s3://b/soak/clips/x.mp4 already holds other content"]) is None
+    assert failure_cause(["KeyError: 'uuid'"]) is None

@@ -80,13 +80,14 @@ def plan_faults(rng: random.Random, expected_puts: int) -> list[PlannedFault]:
 CAUSES = {
     RUN_KILL: re.compile(r"signal 9|SIGKILL"),
     PG_RESTART: re.compile(
-        r"psycopg2|OperationalError|server closed the connection|database system is (shutting down|starting up)"
+        r"psycopg2|OperationalError|DagsterPostgresException|too many retries for DB"
+        r"|server closed the connection|database system is (shutting down|starting up)"
         r"|terminating connection due to administrator command|connection to server .* failed"
     ),
     "S3 request failed beyond its retries": re.compile(
         r"s3://\S+.*(SlowDown|InternalError|ServiceUnavailable|Connection was closed|Connection reset"
-        r"|Could not connect|EndpointConnectionError|ConnectionClosedError|Max retries|reached max retries"
-        r"|lease lost|held by)",
+        r"|Could not connect|EndpointConnectionError|ConnectionClosedError|IncompleteRead|ResponseStreamingError"
+        r"|Read timeout|Max retries|reached max retries|lease lost|held by)",
         re.DOTALL,
     ),
 }
