@@ -8,6 +8,7 @@ import io
 import json
 
 import av
+import pytest
 from PIL import Image
 
 from clip_assets.contract.partition_keys import decode_partition_key
@@ -123,6 +124,7 @@ def test_s3_inbox_and_output_end_to_end(s3, instance, tmp_path):
     assert sensor_tick(instance, s3, inbox, changed.cursor).run_requests == []
 
 
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
 def test_local_inbox_s3_output_with_a_multipart_clip(s3_implementation, instance, inbox):
     s3 = s3_implementation  # moto, then LocalStack
     clips = make_clips(2)
@@ -139,6 +141,7 @@ def test_local_inbox_s3_output_with_a_multipart_clip(s3_implementation, instance
     assert meta["num_bytes"] == len(clips[0].mp4)
 
 
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
 def test_a_burst_of_5xx_and_resets_during_a_run_gives_identical_output(
     s3_implementation, instance, tmp_path, inbox, reliability
 ):
@@ -188,6 +191,7 @@ def test_an_endpoint_down_for_too_long_fails_clearly_and_keeps_previous_outputs(
     )
 
 
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
 def test_credentials_never_reach_logs_metadata_or_errors(s3_implementation, instance, inbox, capfd):
     s3 = s3_implementation  # moto, then LocalStack
     write_video(inbox / "v.mp4.parquet", make_clips(2), source_video="/videos/v.mp4")

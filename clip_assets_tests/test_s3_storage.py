@@ -271,6 +271,7 @@ def test_a_lease_is_renewed_while_held_and_reports_when_lost(s3):
     assert b"usurper" in storage.read("_clip_assets/locks/f/p.lock")  # a lost lease deletes nothing
 
 
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
 @pytest.mark.parametrize("operation", ["PutObject", "UploadPart"])
 @pytest.mark.parametrize("checksum", ["sha256", "md5"])
 def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_stored(localstack_s3, operation, checksum):
@@ -288,6 +289,7 @@ def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_sto
     assert storage.read("clips/a.mp4") == data
 
 
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
 def test_a_released_lease_leaves_no_lock_object(s3_implementation, request):
     """Release is a conditional DELETE. LocalStack 4.13 answers it 501 NotImplemented, so the lease stays
     until it expires and the next writer of the partition waits TTL + clock skew (150 s)."""
