@@ -191,6 +191,20 @@ def test_an_endpoint_down_for_too_long_fails_clearly_and_keeps_previous_outputs(
     )
 
 
+# Three attempts back off for a few seconds; a 503 read as "someone else holds the lease" instead would
+# wait on it for an hour, which this timeout turns into a failure.
+@pytest.mark.timeout(120)
+def test_writes_answered_5xx_beyond_the_retries_fail_the_run_fast_naming_the_object(s3, instance, inbox):
+    write_video(inbox / "v.mp4.parquet", make_clips(2), source_video="/videos/v.mp4")
+    s3.proxy.inject("PutObject", count=10_000, status=503, code="SlowDown")
+    impatient = s3_connection_via(s3.proxy, max_attempts=3)
+    result = materialize_partition(instance, "v.mp4", str(inbox), s3.url("out"), s3=impatient)
+    assert not result.success
+    messages = failures(result)
+    assert messages and all(f"s3://{s3.bucket}/out/" in m and "SlowDown" in m for m in messages), messages
+    assert s3.keys("out") == []  # nothing half-written, not even a lease
+
+
 @pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
 def test_credentials_never_reach_logs_metadata_or_errors(s3_implementation, instance, inbox, capfd):
     s3 = s3_implementation  # moto, then LocalStack
