@@ -95,3 +95,17 @@ def test_a_claim_is_idempotent_for_its_partition_and_released_only_by_it(tmp_pat
     release_clips(storage, "first", ids[:1])
     assert storage.stat(layout.clip_claim_key(ids[0])) is None
     claim_clips(storage, "second", "second.parquet", info, _inspection(ids[0]))
+
+
+def test_claims_on_s3_are_conditional_creates_and_a_held_claim_costs_one_read(s3):
+    storage = s3.storage("out")
+    ids = [clip.uuid for clip in make_clips(2)]
+    info = video_info()
+    claim_clips(storage, "first", "first.parquet", info, _inspection(*ids))
+    creates = [r for r in s3.proxy.requests if r.operation == "PutObject"]
+    assert len(creates) == 2 and all(r.headers["if-none-match"] == "*" for r in creates)
+    s3.proxy.reset_counts()
+    claim_clips(storage, "first", "first.parquet", info, _inspection(*ids), held=frozenset(ids))
+    assert dict(s3.proxy.counts) == {"GetObject": 2}
+    with pytest.raises(ProcessedVideoError, match=rf"clip {ids[0]}\).*claimed by partition 'first'"):
+        claim_clips(storage, "second", "second.parquet", info, _inspection(ids[0]))

@@ -72,17 +72,30 @@ def check_clip_ids(
             )
 
 
-def claim_clips(output: Storage, partition_key: str, file: str, info: VideoInfo, inspection: VideoInspection) -> None:
+def claim_clips(
+    output: Storage,
+    partition_key: str,
+    file: str,
+    info: VideoInfo,
+    inspection: VideoInspection,
+    held: frozenset[str] = frozenset(),
+) -> None:
     """Claim every clip id of the input for this partition, before any of its files is written.
 
     A claim is created only if absent, so it is atomic: a clip id claimed by another partition fails
     this one, naming the clip and that partition; one claimed by this partition already is its own (a
-    re-run). When the partition is refused, the claims it created here are released again.
+    re-run). Clips the partition's intent record says it `held` are read first (one request, not a
+    refused create and a read). When the partition is refused, the claims it created here are
+    released again.
     """
     document = json.dumps({"partition": partition_key, "source_video": info.source_video}).encode()
 
     def claim(clip: str) -> tuple[str, bool, str | None]:
         key = layout.clip_claim_key(clip)
+        if clip in held:
+            owner = _claim_owner(output, key)
+            if owner is not None:
+                return clip, False, owner
         for _ in range(3):  # a claim released between the create and the read is taken again
             if output.put_if_absent(key, document) is not None:
                 return clip, True, partition_key

@@ -10,6 +10,7 @@ become, and claims of clips the input no longer has are released.
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from clip_assets import layout
 from clip_assets.families import OutputFamily
 from clip_assets.families.base import VideoContext
-from clip_assets.storage import Storage
+from clip_assets.storage import Storage, StorageError
 from clip_assets.storage.keys import check_key
 
 INTENT_FORMAT = 1
@@ -48,10 +49,14 @@ class PartitionIntent:
 def load_intent(storage: Storage, partition_key: str) -> PartitionIntent | None:
     """The partition's intent record, or None when it has none (never written, or written before records)."""
     key = layout.intent_key(partition_key)
-    if storage.stat(key) is None:
-        return None
     try:
-        document = json.loads(storage.read(key))
+        data = storage.read(key)
+    except StorageError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        document = json.loads(data)
         if document.get("partition") != partition_key:
             raise ValueError(f"it names partition {document.get('partition')!r}")
         clips = frozenset(str(clip) for clip in document["clips"])

@@ -148,7 +148,7 @@ def open_partition_input(
     if written_intent != intent:
         save_intent(output, written_intent)
     try:
-        claim_clips(output, partition_key, delivery.name, info, inspection)
+        claim_clips(output, partition_key, delivery.name, info, inspection, held)
         try:
             written = load_manifest(output, clip_metadata.FAMILY.name, partition_key)
             check_clip_ids(output, delivery.name, info, inspection, set(written.entries) if written else set())
