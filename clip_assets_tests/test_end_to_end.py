@@ -172,7 +172,9 @@ def test_failed_run_after_a_good_one_leaves_previous_outputs_untouched(inbox, ou
     clips[1].embeddings["cosmos-embed1"][0] = np.nan
     write_video(inbox / f"{REL}.parquet", clips)
     assert not run_partition(KEY).success
-    assert {k: (output / k).read_bytes() for k in tree(output)} == before
+    record = layout.video_error_key(KEY)  # why it failed, kept until it succeeds (test_failures.py)
+    assert "embeddings" in json.loads((output / record).read_text())["errors"][0]["field"]
+    assert {k: (output / k).read_bytes() for k in tree(output) if k != record} == before
     reliability.record(
         "bad input",
         "non-finite embedding in a new version of a good video",
