@@ -457,7 +457,14 @@ def verify(
 
     # Every key and its bytes: nothing lost, nothing stale, no orphan, no lease or temp left behind.
     differences = tree_differences(sha256s(tree), sha256s(expected))
-    assert differences == {"missing": [], "extra": [], "different bytes": []}, f"{differences}{why}"
+    # Bookkeeping (manifests, intents, leases, failure records) is small JSON: show both versions.
+    shown = [*differences["extra"], *differences["different bytes"]]
+    versions = "".join(
+        f"\n{key}:\n  soak:  {tree[key][:600]!r}\n  clean: {expected.get(key, b'(none)')[:600]!r}"
+        for key in shown
+        if key.startswith(layout.INTERNAL_PREFIX + "/")
+    )
+    assert differences == {"missing": [], "extra": [], "different bytes": []}, f"{differences}{why}{versions}"
     assert unfinished_uploads(direct, s3.bucket, f"{PREFIX}/") == []
 
     # The manifests record exactly the NeMo tree, each entry with the bytes stored.
