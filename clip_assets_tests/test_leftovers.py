@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
-from clip_assets.storage import LocalStorage
+from clip_assets.storage import LocalStorage, Storage
 from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
 from clip_assets_tests.support.partition_process import kill_when, spawn
@@ -49,7 +51,7 @@ def test_removing_a_clip_from_the_input_leaves_no_file_or_folder_of_it(inbox, ou
     assert layout.preview_prefix(clips[0].uuid) in everything(output)
 
 
-def unrecorded(storage: LocalStorage) -> list[str]:
+def unrecorded(storage: Storage) -> list[str]:
     """Keys of the output that no manifest records, outside clip-assets' own bookkeeping."""
     recorded = set()
     for info in storage.list(layout.MANIFESTS):
@@ -87,3 +89,24 @@ def test_a_run_killed_mid_write_then_a_changed_input_leaves_no_orphan(tmp_path, 
         handled=1,
         nothing_lost="the re-run left no key that no manifest records, no file, folder or claim of a dropped clip",
     )
+
+
+@pytest.mark.timeout(600)  # the re-run waits out the killed run's lease (lease.TTL_S + CLOCK_SKEW_S: 150 s)
+def test_on_s3_a_run_killed_mid_upload_then_a_changed_input_leaves_no_orphan(tmp_path, inbox, s3, instance):
+    clips = make_clips(6, source_video="/videos/v.mp4")
+    for index, clip in enumerate(clips):
+        clip.mp4 = noise_mp4(1_000_000, seed=index)
+    write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
+    env = {"AWS_ENDPOINT_URL_S3": s3.proxy.url, "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path"}
+    run = spawn(inbox, s3.url("out"), tmp_path / "home", "v.mp4", 1, env)
+    storage = s3.storage("out")
+    clip_puts = f"/out/{layout.CLIPS}"
+    kill_when(run, lambda: sum(r.operation == "PutObject" and clip_puts in r.path for r in s3.proxy.requests) >= 2)
+    assert any(key.startswith(layout.CLIPS) for key in unrecorded(storage))
+
+    kept = clips[-2:]
+    write_video(inbox / "v.mp4.parquet", kept, source_video="/videos/v.mp4")
+    assert materialize_partition(instance, "v.mp4", str(inbox), s3.url("out"), s3=s3.connection).success
+    assert unrecorded(storage) == []
+    dropped = {clip.uuid for clip in clips[:-2]}
+    assert [key for key in s3.keys("out/") if any(uuid in key for uuid in dropped)] == []

@@ -205,7 +205,7 @@ def _job(
         settings,
         limits.to_limits(),
         tuple(families),
-        run_id=context.run_id,
+        run_id=context.run.run_id,
     )
 
 
