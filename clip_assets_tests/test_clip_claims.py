@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,12 @@ from clip_assets.contract import ProcessedVideoError
 from clip_assets.engine.claims import claim_clips, release_clips
 from clip_assets.engine.inspection import VideoInspection
 from clip_assets.families.base import ClipFacts
-from clip_assets.storage import LocalStorage
+from clip_assets.storage import LocalStorage, Storage
 from clip_assets_tests.support.factories import make_clips, video_info, write_video
 from clip_assets_tests.support.partition_process import BARRIER_VAR, release_together, spawn
 
 ROUNDS = 10
+S3_ROUNDS = 3
 
 
 def two_videos_sharing_a_clip_id(inbox: Path) -> tuple[str, dict[str, list]]:
@@ -31,14 +33,29 @@ def two_videos_sharing_a_clip_id(inbox: Path) -> tuple[str, dict[str, list]]:
     return a[0].uuid, {"a.mp4": a, "b.mp4": b}
 
 
-def test_two_processes_claiming_one_clip_id_at_once_leave_exactly_one_owner(tmp_path, inbox, reliability):
+def race_for_one_clip_id(
+    tmp_path: Path,
+    inbox: Path,
+    rounds: int,
+    storage_of: Callable[[int], Storage],
+    env: dict[str, str] | None = None,
+) -> None:
+    """`rounds` times, `a.mp4` and `b.mp4` materialized by two processes released at one moment into a
+    fresh output (`storage_of(round)`): exactly one owns the shared clip id, the other wrote nothing."""
     shared, clips = two_videos_sharing_a_clip_id(inbox)
-    for round_number in range(ROUNDS):
-        output = tmp_path / f"out {round_number}"
+    for round_number in range(rounds):
+        storage = storage_of(round_number)
         barrier = tmp_path / f"barrier {round_number}"
         barrier.mkdir()
         runs = {
-            key: spawn(inbox, str(output), tmp_path / f"home {round_number} {key}", key, 2, {BARRIER_VAR: str(barrier)})
+            key: spawn(
+                inbox,
+                storage.root,
+                tmp_path / f"home {round_number} {key}",
+                key,
+                2,
+                {**(env or {}), BARRIER_VAR: str(barrier)},
+            )
             for key in ("a.mp4", "b.mp4")
         }
         release_together(barrier, list(runs.values()))  # both past their imports, then both write
@@ -51,14 +68,11 @@ def test_two_processes_claiming_one_clip_id_at_once_leave_exactly_one_owner(tmp_
         message = printed[other]
         assert shared in message and repr(owner) in message and f"{other}.parquet" in message, message
 
-        storage = LocalStorage(output)
         claim = json.loads(storage.read(layout.clip_claim_key(shared)))
         assert claim["partition"] == owner
-        by_id = {clip.uuid: clip for clip in clips[owner]}
         metadata = json.loads(storage.read(layout.clip_metadata_key(shared)))
         assert metadata["source_video"] == f"/videos/{owner}"
-        assert storage.read(layout.clip_key(shared, filtered=False)) == by_id[shared].mp4
-        for clip in clips[owner]:
+        for clip in clips[owner]:  # the shared clip id's MP4 is the owner's, byte for byte
             assert storage.read(layout.clip_key(clip.uuid, filtered=False)) == clip.mp4
         # Nothing of the refused partition: no file, no claim, no manifest.
         for clip in clips[other]:
@@ -66,6 +80,10 @@ def test_two_processes_claiming_one_clip_id_at_once_leave_exactly_one_owner(tmp_
                 assert [i.key for i in storage.list() if clip.uuid in i.key] == []
         assert storage.stat(layout.video_metadata_key(other)) is None
         assert storage.stat(layout.manifest_key("clip_files", other)) is None
+
+
+def test_two_processes_claiming_one_clip_id_at_once_leave_exactly_one_owner(tmp_path, inbox, reliability):
+    race_for_one_clip_id(tmp_path, inbox, ROUNDS, lambda round_number: LocalStorage(tmp_path / f"out {round_number}"))
     reliability.record(
         "fault",
         "two processes materializing two partitions that claim one clip id, started together",
@@ -73,6 +91,19 @@ def test_two_processes_claiming_one_clip_id_at_once_leave_exactly_one_owner(tmp_
         handled=ROUNDS,
         nothing_lost="exactly one owner, its files byte for byte; the other failed naming the clip id and "
         "the owner, with no file, claim or manifest",
+    )
+
+
+def test_on_s3_two_processes_claiming_one_clip_id_at_once_leave_exactly_one_owner(tmp_path, inbox, s3, reliability):
+    env = {"AWS_ENDPOINT_URL_S3": s3.proxy.url, "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path"}
+    race_for_one_clip_id(tmp_path, inbox, S3_ROUNDS, lambda round_number: s3.storage(f"out-{round_number}"), env)
+    reliability.record(
+        "fault",
+        "two processes materializing two partitions that claim one clip id, started together (S3)",
+        tried=S3_ROUNDS,
+        handled=S3_ROUNDS,
+        nothing_lost="exactly one owner, its objects byte for byte; the other failed naming the clip id and "
+        "the owner, with no object, claim or manifest",
     )
 
 
