@@ -41,6 +41,10 @@ CLAIMS = f"{INTERNAL_PREFIX}/claims/"
 # The curated dataset's derived outputs, rebuilt from the clip index: WebDataset shards and the gallery.
 TRAINING_SHARDS = "training_shards/"
 GALLERY = "gallery/"
+CLIP_CLAIMS = f"{CLAIMS}clips/"
+INTENTS = f"{INTERNAL_PREFIX}/intents/"
+# One record per failed partition (Cosmos Curator keeps `video_errors/`), removed when it succeeds.
+VIDEO_ERRORS = f"{INTERNAL_PREFIX}/video_errors/"
 
 
 class LayoutError(ValueError):
@@ -210,6 +214,51 @@ def video_claim_key(relative_video: str) -> str:
     """Names the partition that writes one video's outputs, so a second processed video of the same
     source video is refused before it writes anything."""
     return f"{CLAIMS}{_partition_digest(relative_video)}.json"
+
+
+# The folders each family writes into, kept when their last file goes (as are the root and the folders
+# above them); the embedding folders (`{p}_embd/`) are top-level, which is kept anyway.
+_FAMILY_FOLDERS = (
+    CLIPS,
+    FILTERED_CLIPS,
+    PREVIEWS,
+    CLIP_METADATA,
+    VIDEO_METADATA,
+    CHUNK_STATS,
+    MANIFESTS,
+    STAGING,
+    LOCKS,
+    CLAIMS,
+    CLIP_CLAIMS,
+    INTENTS,
+    VIDEO_ERRORS,
+)
+
+
+def folders_emptied_by(key: str) -> list[str]:
+    """The folders that go with `key` once it is removed and they are empty, deepest first: a clip's
+    `previews/<uuid>/`, the subfolders of a video's path under `processed_videos/`. Never the root, a
+    family's own folder or anything above one."""
+    kept = max((folder for folder in _FAMILY_FOLDERS if key.startswith(folder)), key=len, default="")
+    kept = kept or key.partition("/")[0] + "/"
+    parts = key.split("/")[:-1]
+    folders = ["/".join(parts[:depth]) + "/" for depth in range(len(parts), 0, -1)]
+    return [folder for folder in folders if len(folder) > len(kept)]
+
+
+def clip_claim_key(clip_uuid: str) -> str:
+    """Names the partition that owns one clip id: created before any of the clip's files, atomically."""
+    return f"{CLIP_CLAIMS}{_clip(clip_uuid)}.json"
+
+
+def intent_key(partition_key: str) -> str:
+    """A partition's intent record: the clip ids it holds claims on (and, while it writes, what it may write)."""
+    return f"{INTENTS}{_partition_digest(partition_key)}.json"
+
+
+def video_error_key(partition_key: str) -> str:
+    """The record of why a partition failed, kept until it is written successfully."""
+    return f"{VIDEO_ERRORS}{_partition_digest(partition_key)}.json"
 
 
 def dataset_summary_key() -> str:

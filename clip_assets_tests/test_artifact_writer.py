@@ -2,10 +2,12 @@ import hashlib
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
 from clip_assets import layout
+from clip_assets.engine.manifest import ManifestEntry, PartitionManifest
 from clip_assets.engine.writer import ArtifactWriter, DuplicateArtifactError, OutputConflictError
 from clip_assets.families import Artifact
 from clip_assets.storage import LocalStorage
@@ -13,6 +15,18 @@ from clip_assets.storage import LocalStorage
 
 def artifacts(**contents: bytes) -> list[Artifact]:
     return [Artifact(f"clips/{name}.mp4", data) for name, data in contents.items()]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request, tmp_path):
+    """The same writer test on local disk and on the S3 endpoint."""
+    if request.param == "local":
+        return LocalStorage(tmp_path / "out")
+    return request.getfixturevalue("s3").storage("out")
 
 
 def snapshot(root):
@@ -54,6 +68,50 @@ def test_changed_input_replaces_changed_and_removes_stale(tmp_path):
     assert (result.written, result.skipped, result.removed) == (1, 1, ["clips/c.mp4"])
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == ["a.mp4", "b.mp4"]
     assert (tmp_path / "clips/b.mp4").read_bytes() == b"B2"
+
+
+def test_new_content_of_the_same_size_replaces_the_old_on_every_backend(storage):
+    """Equal sizes prove nothing: only the recorded sha256 (or the one S3 keeps) may skip a write."""
+    writer = ArtifactWriter(storage)
+    writer.write("clip_files", "p", "s", artifacts(a=b"AAAA"))
+    second = writer.write("clip_files", "p", "s", artifacts(a=b"BBBB"))
+    assert storage.read("clips/a.mp4") == b"BBBB"
+    assert (second.written, second.skipped) == (1, 0)
+    assert writer.load_manifest("clip_files", "p").entries["clips/a.mp4"].sha256 == sha256(b"BBBB")
+
+    storage.delete(layout.manifest_key("clip_files", "p"))  # as after a run killed before its manifest
+    third = writer.write("clip_files", "p", "s", artifacts(a=b"CCCC"))
+    assert storage.read("clips/a.mp4") == b"CCCC"
+    assert (third.written, third.skipped) == (1, 0)
+
+
+def test_an_object_replaced_behind_the_manifest_is_rewritten_even_when_nothing_changed(storage):
+    """The unchanged-input shortcut trusts a stat, so it must compare fingerprints, not sizes alone."""
+    writer = ArtifactWriter(storage)
+    writer.write("clip_files", "p", "s", artifacts(a=b"AAAA"), output_version="v1")
+    recorded = writer.load_manifest("clip_files", "p").entries["clips/a.mp4"]
+    storage.put("clips/a.mp4", b"ZZZZ")  # a hand copy, or another tool, with the same size
+    if isinstance(storage, LocalStorage):  # a clock too coarse to tell the two writes apart is not the point
+        stat = (Path(storage.root) / "clips/a.mp4").stat()
+        os.utime(Path(storage.root) / "clips/a.mp4", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert storage.stat("clips/a.mp4").fingerprint != recorded.fingerprint
+    result = writer.write("clip_files", "p", "s", artifacts(a=b"AAAA"), output_version="v1")
+    assert not result.unchanged_input and result.written == 1
+    assert storage.read("clips/a.mp4") == b"AAAA"
+
+
+def test_the_manifest_digest_covers_every_key_and_its_content():
+    """The digest is the `manifest_sha256` users compare runs by: equal keys with other bytes must differ."""
+
+    def manifest(**contents: bytes) -> PartitionManifest:
+        entries = {key: ManifestEntry(sha256(data), len(data)) for key, data in contents.items()}
+        return PartitionManifest("clip_files", "p", entries=entries)
+
+    one = manifest(a=b"AAAA", b=b"B")
+    assert one.digest == sha256(f"a\0{sha256(b'AAAA')}\nb\0{sha256(b'B')}\n".encode())
+    assert manifest(a=b"BBBB", b=b"B").digest != one.digest
+    assert manifest(a=b"AAAA", c=b"B").digest != one.digest
+    assert manifest(b=b"B", a=b"AAAA").digest == one.digest  # order of insertion is not content
 
 
 def test_a_file_damaged_on_disk_is_rewritten(tmp_path):

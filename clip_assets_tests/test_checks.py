@@ -1,11 +1,13 @@
 """The `intact` asset checks: they pass on fresh output, name each damaged artifact, and pass again after repair."""
 
 import hashlib
+import io
 import json
 import os
 import pickle
 
 from dagster import Definitions
+from PIL import Image
 
 from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import (
@@ -18,6 +20,8 @@ from clip_assets_tests.support.dataset import (
 from clip_assets_tests.support.factories import make_clips, write_video
 
 KEY = "cam1/street walk.mp4"
+# Every family has an `intact` check; a run that evaluated fewer is itself a failure.
+ALL_FAMILIES = ["clip_embeddings", "clip_files", "clip_metadata", "clip_previews", "video_summaries"]
 
 
 def run_checks(instance, inbox, output, partition_key=KEY):
@@ -48,7 +52,7 @@ def written(inbox, output, run_partition, **options):
 def test_fresh_output_passes_every_check(instance, inbox, output, run_partition):
     written(inbox, output, run_partition)
     evaluations = run_checks(instance, inbox, output)
-    assert sorted(evaluations) == ["clip_embeddings", "clip_files", "clip_metadata", "clip_previews", "video_summaries"]
+    assert sorted(evaluations) == ALL_FAMILIES
     for family, (passed, description, metadata) in evaluations.items():
         assert passed, (family, description)
         assert metadata["objects_verified"] > 0 and metadata["problems"] == 0
@@ -69,7 +73,9 @@ def test_a_truncated_clip_fails_its_check_by_name_and_rematerializing_repairs_it
 
     assert run_partition(KEY).success
     assert damaged.read_bytes() == clips[0].mp4
-    assert all(passed for passed, _, _ in run_checks(instance, inbox, output).values())
+    repaired = run_checks(instance, inbox, output)
+    assert sorted(repaired) == ALL_FAMILIES  # an empty result would make `all` pass vacuously
+    assert all(passed for passed, _, _ in repaired.values()), repaired
     reliability.record(
         "fault",
         "output truncated by hand after writing",
@@ -94,8 +100,18 @@ def test_same_size_corruption_and_missing_files_are_found(instance, inbox, outpu
     assert evaluations["clip_metadata"][1] == f"metas/v0/{clips[2].uuid}.json: missing"
 
 
+def replace_with_agreeing_manifest(output, family, key, data):
+    """Swap a stored file for `data` and make its manifest record exactly those bytes, as someone with
+    write access could: only the family's own decoding can tell then."""
+    (output / key).write_bytes(data)
+    (manifest_path,) = (output / "_clip_assets/manifests" / family).iterdir()
+    doc = json.loads(manifest_path.read_text())
+    doc["artifacts"][key].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    manifest_path.write_text(json.dumps(doc))
+
+
 def test_bytes_that_match_no_promise_are_reported_not_decoded_blindly(instance, inbox, output, run_partition):
-    """A replaced pickle that would run code when unpickled is refused; a WebP that is not one fails."""
+    """A replaced pickle that would run code when unpickled is refused."""
     clips = written(inbox, output, run_partition)
     marker = output.parent / "pwned"
 
@@ -104,22 +120,50 @@ def test_bytes_that_match_no_promise_are_reported_not_decoded_blindly(instance, 
             return (os.system, (f"touch {marker}",))
 
     evil = pickle.dumps(Exploit())
-    pickle_path = output / f"ce1_embd/{clips[0].uuid}.pickle"
-    pickle_path.write_bytes(evil)
-    manifest_path = next((output / "_clip_assets/manifests/clip_embeddings").iterdir())
-    doc = json.loads(manifest_path.read_text())  # make the manifest agree, as an attacker with write access could
-    doc["artifacts"][f"ce1_embd/{clips[0].uuid}.pickle"].update(sha256=hashlib.sha256(evil).hexdigest(), size=len(evil))
-    manifest_path.write_text(json.dumps(doc))
+    replace_with_agreeing_manifest(output, "clip_embeddings", f"ce1_embd/{clips[0].uuid}.pickle", evil)
     evaluations = run_checks(instance, inbox, output)
     passed, description, _ = evaluations["clip_embeddings"]
     assert not passed and "refusing to load posix.system" in description
     assert not marker.exists()
 
 
+def test_a_garbage_mp4_and_a_png_posing_as_webp_fail_their_checks_by_name(instance, inbox, output, run_partition):
+    """Size and sha256 agree with the manifest, so only decoding the MP4 and the WebP can find them."""
+    clips = written(inbox, output, run_partition)
+    mp4_key = f"clips/{clips[0].uuid}.mp4"
+    garbage = b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 40  # an MP4's first box, then noise
+    replace_with_agreeing_manifest(output, "clip_files", mp4_key, garbage)
+    webp_key = min(p.relative_to(output).as_posix() for p in (output / f"previews/{clips[0].uuid}").iterdir())
+    png = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 30, 30)).save(png, format="PNG")
+    replace_with_agreeing_manifest(output, "clip_previews", webp_key, png.getvalue())
+
+    evaluations = run_checks(instance, inbox, output)
+    passed, description, metadata = evaluations["clip_files"]
+    assert not passed and metadata["problems"] == 1
+    assert description.startswith(f"{mp4_key}: not a usable MP4"), description
+    passed, description, metadata = evaluations["clip_previews"]
+    assert not passed and metadata["problems"] == 1
+    assert description.startswith(f"{webp_key}: does not decode as WebP"), description
+
+
+def test_a_sound_document_that_contradicts_its_file_name_fails_the_cross_check(instance, inbox, output, run_partition):
+    """Valid JSON, recorded in the manifest: only the cross-check between name and content finds it."""
+    clips = written(inbox, output, run_partition)
+    key = f"metas/v0/{clips[0].uuid}.json"
+    doc = json.loads((output / key).read_bytes())
+    doc["span_uuid"] = clips[2].uuid
+    replace_with_agreeing_manifest(output, "clip_metadata", key, json.dumps(doc).encode())
+    passed, description, metadata = run_checks(instance, inbox, output)["clip_metadata"]
+    assert not passed and metadata["problems"] == 1
+    assert description == f"{key}: span_uuid {clips[2].uuid!r} does not match the file name"
+
+
 def test_a_partition_never_materialized_fails_its_checks(instance, inbox, output):
     write_video(inbox / f"{KEY}.parquet", make_clips(1))
     instance.add_dynamic_partitions("processed_videos", [KEY])
     evaluations = run_checks(instance, inbox, output)
+    assert sorted(evaluations) == ALL_FAMILIES
     assert all(not passed and "never materialized" in description for passed, description, _ in evaluations.values())
 
 

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 from dagster import materialize
 
+from clip_assets import layout
 from clip_assets.cli import main
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
@@ -214,8 +215,10 @@ def test_a_removed_video_leaves_nothing(inbox, output, instance, run_partition, 
     assert outcome.exit_code == 0, outcome.output
     assert "removed      3 files of clip_files" in outcome.output
     assert "b.mp4" not in instance.get_dynamic_partitions("processed_videos")
-    on_disk = {p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(output).as_posix() for p in output.rglob("*")}  # files and folders
     assert not [key for key in on_disk if any(clip_id in key for clip_id in removed)]
+    # Its bookkeeping goes too: the clip claims (named by clip id, above), the intent and failure records.
+    assert not {layout.intent_key("b.mp4"), layout.video_error_key("b.mp4")} & on_disk
     assert not [key for key in on_disk if "/b.mp4" in key or key.startswith("processed_clip_chunks/b.mp4")]
 
     dataset = open_dataset(str(output))

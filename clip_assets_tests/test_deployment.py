@@ -328,6 +328,8 @@ query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename ... 
 """
 
 
+# A production instance on PostgreSQL with daemon, sensor, queue, a kill and a retry.
+@pytest.mark.timeout(900)
 # DagsterGraphQLClient's gql dependency warns about its own call style.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:gql.*")
 def test_production_instance_on_postgres_sensor_queue_kill_and_retry(

@@ -12,7 +12,7 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
-from clip_assets_tests.support.dataset import materialization_metadata
+from clip_assets_tests.support.dataset import materialization_metadata, stored_output_digest
 from clip_assets_tests.support.factories import SOURCE_VIDEO, make_clips, video_info, write_video
 
 FAMILIES = ("clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries")
@@ -99,7 +99,7 @@ def test_one_video_produces_the_nemo_tree(inbox, output, run_partition):
             data = (output / key).read_bytes()
             assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry.sha256, entry.size)
         metadata = materialization_metadata(result, family)
-        assert metadata["manifest_sha256"] == manifest.digest
+        assert metadata["manifest_sha256"] == stored_output_digest(output, family, KEY)
         assert metadata["written"] == len(manifest.entries) and metadata["skipped_identical"] == 0
     assert "data:image/png;base64," in materialization_metadata(result, "clip_previews")["preview"]
 
@@ -172,7 +172,9 @@ def test_failed_run_after_a_good_one_leaves_previous_outputs_untouched(inbox, ou
     clips[1].embeddings["cosmos-embed1"][0] = np.nan
     write_video(inbox / f"{REL}.parquet", clips)
     assert not run_partition(KEY).success
-    assert {k: (output / k).read_bytes() for k in tree(output)} == before
+    record = layout.video_error_key(KEY)  # why it failed, kept until it succeeds (test_failures.py)
+    assert "embeddings" in json.loads((output / record).read_text())["errors"][0]["field"]
+    assert {k: (output / k).read_bytes() for k in tree(output) if k != record} == before
     reliability.record(
         "bad input",
         "non-finite embedding in a new version of a good video",

@@ -6,13 +6,9 @@ the file and the reason, and the next run produces output identical to a clean r
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +17,8 @@ from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
+from clip_assets_tests.support.partition_process import kill_when, spawn
+from clip_assets_tests.support.processes import unavailable_here
 
 KEY = "v.mp4"
 
@@ -55,15 +53,7 @@ def heavy_inbox(tmp_path):
 
 
 def start(inbox: Path, output: str, home: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None):
-    home.mkdir(parents=True, exist_ok=True)
-    command = [*(prefix or []), sys.executable, "-m", "clip_assets_tests.support.partition_process"]
-    return subprocess.Popen(
-        [*command, str(inbox), output, str(home), KEY, "1"],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    return spawn(inbox, output, home, KEY, 1, env, prefix)
 
 
 def reached(output: Path, clips_written: int) -> bool:
@@ -72,16 +62,6 @@ def reached(output: Path, clips_written: int) -> bool:
         return (output / "_clip_assets").exists()
     folder = output / "clips"
     return folder.exists() and len(list(folder.iterdir())) >= clips_written
-
-
-def kill_when(process: subprocess.Popen, condition, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert process.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline, "the run never reached the kill point"
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
 
 
 def test_a_run_killed_mid_write_leaves_no_partial_file_and_the_rerun_is_identical(
@@ -143,7 +123,7 @@ def small_disk(tmp_path):
     mount_point.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+        unavailable_here(f"cannot mount a small tmpfs (run as root): {mounted.stderr.decode().strip()}")
     yield mount_point
     subprocess.run(["umount", str(mount_point)], check=True)
 
@@ -178,7 +158,7 @@ def test_a_full_disk_fails_clearly_with_no_partial_file(tmp_path, heavy_inbox, s
 def test_a_permission_error_fails_clearly_and_writes_nothing(tmp_path, heavy_inbox, reliability):
     """Root ignores file modes, so the run drops its DAC-override capabilities, as an unprivileged worker."""
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop capabilities")
+        unavailable_here("setpriv (util-linux) is needed to drop capabilities")
     output = Path(tempfile.mkdtemp(dir=tmp_path))
     output.chmod(0o555)
     caps = "-dac_override,-dac_read_search"

@@ -3,7 +3,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -75,11 +74,10 @@ def test_lock_excludes_other_holders_and_times_out_naming_the_key(tmp_path):
     with pytest.raises(StorageError, match=still_held), storage.lock("_clip_assets/locks/f/p.lock", timeout_s=0.2):
         pass
     release.set()
-    started = time.monotonic()
-    with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=5) as lease:
-        lease.check()
-    assert time.monotonic() - started < 2
     thread.join()
+    # Released means free at once: a single non-blocking attempt (no time to wait) takes it.
+    with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=0) as lease:
+        lease.check()
 
 
 def test_a_killed_holder_releases_the_lock(tmp_path):

@@ -26,6 +26,10 @@ from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import materialize_partition, sensor_tick
 from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_nemo_side
 
+# The first test builds NeMo's virtualenv when it is not cached (bounded by support/nemo.py), a real
+# NeMo pipeline runs up to 15 minutes (run_nemo_side's bound): each test gets room for both.
+pytestmark = pytest.mark.timeout(1800)
+
 VIDEOS = Path(__file__).parent / "videos"
 CHUNKED = "cam 1/straße café.mp4"
 OTHERS = ["empty.mp4", "short one.mp4"]

@@ -8,6 +8,7 @@ import io
 import json
 
 import av
+import pytest
 from PIL import Image
 
 from clip_assets.contract.partition_keys import decode_partition_key
@@ -50,8 +51,11 @@ def same_modulo_root(s3_files, local_files, s3_root, local_root):
     for key, data in s3_files.items():
         if key.startswith("metas/"):
             s3_doc, local_doc = json.loads(data), json.loads(local_files[key])
-            assert s3_doc["clip_location"] == s3_doc["clip_location"].replace(local_root, s3_root)
-            assert s3_doc["clip_location"].startswith(s3_root + "/")
+            location, local_location = s3_doc["clip_location"], local_doc["clip_location"]
+            assert local_location.startswith(local_root + "/"), (key, local_location)
+            assert location == s3_root + local_location.removeprefix(local_root), (key, location)
+            assert location.removeprefix(s3_root + "/") in s3_files, (key, location)  # it names a stored clip
+            assert location.endswith(f"/{key.rsplit('/', 1)[1].removesuffix('.json')}.mp4"), (key, location)
             s3_doc["clip_location"] = local_doc["clip_location"] = key
             assert s3_doc == local_doc
         else:
@@ -120,7 +124,9 @@ def test_s3_inbox_and_output_end_to_end(s3, instance, tmp_path):
     assert sensor_tick(instance, s3, inbox, changed.cursor).run_requests == []
 
 
-def test_local_inbox_s3_output_with_a_multipart_clip(s3, instance, inbox):
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
+def test_local_inbox_s3_output_with_a_multipart_clip(s3_implementation, instance, inbox):
+    s3 = s3_implementation  # moto, then LocalStack
     clips = make_clips(2)
     clips[0].mp4 = noise_mp4(6 * 1024 * 1024)  # above the 6 MiB multipart threshold
     write_video(inbox / "cam1/street walk.mp4.parquet", clips)
@@ -135,7 +141,11 @@ def test_local_inbox_s3_output_with_a_multipart_clip(s3, instance, inbox):
     assert meta["num_bytes"] == len(clips[0].mp4)
 
 
-def test_a_burst_of_5xx_and_resets_during_a_run_gives_identical_output(s3, instance, tmp_path, inbox, reliability):
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
+def test_a_burst_of_5xx_and_resets_during_a_run_gives_identical_output(
+    s3_implementation, instance, tmp_path, inbox, reliability
+):
+    s3 = s3_implementation  # moto, then LocalStack
     write_video(inbox / "v.mp4.parquet", make_clips(4, filtered=[2]), source_video="/videos/v.mp4")
     clean = s3.url("clean")
     assert materialize_partition(instance, "v.mp4", str(inbox), clean, s3=s3.connection).success
@@ -181,7 +191,23 @@ def test_an_endpoint_down_for_too_long_fails_clearly_and_keeps_previous_outputs(
     )
 
 
-def test_credentials_never_reach_logs_metadata_or_errors(s3, instance, inbox, capfd):
+# Three attempts back off for a few seconds; a 503 read as "someone else holds the lease" instead would
+# wait on it for an hour, which this timeout turns into a failure.
+@pytest.mark.timeout(120)
+def test_writes_answered_5xx_beyond_the_retries_fail_the_run_fast_naming_the_object(s3, instance, inbox):
+    write_video(inbox / "v.mp4.parquet", make_clips(2), source_video="/videos/v.mp4")
+    s3.proxy.inject("PutObject", count=10_000, status=503, code="SlowDown")
+    impatient = s3_connection_via(s3.proxy, max_attempts=3)
+    result = materialize_partition(instance, "v.mp4", str(inbox), s3.url("out"), s3=impatient)
+    assert not result.success
+    messages = failures(result)
+    assert messages and all(f"s3://{s3.bucket}/out/" in m and "SlowDown" in m for m in messages), messages
+    assert s3.keys("out") == []  # nothing half-written, not even a lease
+
+
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
+def test_credentials_never_reach_logs_metadata_or_errors(s3_implementation, instance, inbox, capfd):
+    s3 = s3_implementation  # moto, then LocalStack
     write_video(inbox / "v.mp4.parquet", make_clips(2), source_video="/videos/v.mp4")
     good = materialize_partition(instance, "v.mp4", str(inbox), s3.url("out"), s3=s3.connection)
     assert good.success

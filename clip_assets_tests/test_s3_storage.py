@@ -1,6 +1,7 @@
 """The S3 backend against a real S3 endpoint process (moto's server) behind a fault-injecting proxy."""
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -8,9 +9,12 @@ import time
 
 import pytest
 
+from clip_assets import layout
 from clip_assets.contract import ProcessedVideoReader
 from clip_assets.contract import schema as contract_schema
 from clip_assets.engine.inspection import inspect_video
+from clip_assets.engine.writer import ArtifactWriter
+from clip_assets.families import Artifact
 from clip_assets.storage import StorageError
 from clip_assets.storage.lease import ExpiringLease
 from clip_assets.storage.s3 import S3Options, S3Storage, parse_s3_url
@@ -122,6 +126,32 @@ def test_throttling_and_server_errors_are_retried_within_bounds(s3, reliability)
     )
 
 
+# Four retries back off for at most 1 + 2 + 4 + 8 s; reading such a failure as "already exists" instead
+# waits on a lease nobody holds until the lock times out (an hour), which this timeout turns into a failure.
+@pytest.mark.timeout(120)
+def test_a_conditional_write_failing_beyond_the_retries_is_an_error_not_a_refusal(s3):
+    """503 on every attempt says nothing about whether the key exists: the write fails naming the object."""
+    storage = s3.storage("out")
+    s3.proxy.inject("PutObject", count=5, status=503, code="SlowDown")
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/out/a\.bin: SlowDown"):
+        storage.put_if_absent("a.bin", b"payload")
+    assert s3.proxy.injected["PutObject:503"] == 5 and storage.stat("a.bin") is None
+
+    storage.put("b.bin", b"old")
+    etag = storage.stat("b.bin").etag
+    s3.proxy.inject("PutObject", count=5, status=503, code="SlowDown")
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/out/b\.bin: SlowDown"):
+        storage.put_if_match("b.bin", b"new", etag)
+    assert storage.read("b.bin") == b"old"
+
+    s3.proxy.reset_counts()
+    s3.proxy.inject("PutObject", count=10_000, status=503, code="SlowDown")
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/out/_clip_assets/locks/.*: SlowDown"):
+        ArtifactWriter(storage).write("clip_files", "p", "s", [Artifact("clips/a.mp4", b"A")])
+    assert s3.proxy.injected["PutObject:503"] == 5  # one lease request, retried within bounds, then given up
+    assert storage.stat("clips/a.mp4") is None and storage.stat(layout.lock_key("p")) is None
+
+
 def test_connection_resets_while_reading_are_retried(s3):
     storage = s3.storage("out")
     storage.put("a.bin", b"x" * 10_000)
@@ -217,10 +247,12 @@ def test_an_expired_lease_is_taken_over(s3):
     storage = s3.storage("out")
     dead = json.dumps({"holder": "killed-host:123:abc", "expires_at": time.time() - 3600}).encode()
     storage.put("_clip_assets/locks/f/p.lock", dead)
-    started = time.monotonic()
+    s3.proxy.reset_counts()
     with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=5):
+        # Taken over at the first look, without waiting rounds: a refused create, one read, one
+        # conditional replace.
+        assert (s3.proxy.counts["PutObject"], s3.proxy.counts["GetObject"]) == (2, 1)
         assert b"killed-host" not in storage.read("_clip_assets/locks/f/p.lock")
-    assert time.monotonic() - started < 3
 
 
 def test_a_lease_is_renewed_while_held_and_reports_when_lost(s3):
@@ -237,3 +269,34 @@ def test_a_lease_is_renewed_while_held_and_reports_when_lost(s3):
         lease.check()
     lease.release()
     assert b"usurper" in storage.read("_clip_assets/locks/f/p.lock")  # a lost lease deletes nothing
+
+
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
+@pytest.mark.parametrize("operation", ["PutObject", "UploadPart"])
+@pytest.mark.parametrize("checksum", ["sha256", "md5"])
+def test_a_body_corrupted_in_transit_is_refused_by_the_server_and_nothing_is_stored(localstack_s3, operation, checksum):
+    """The checksum each request carries is what makes the server refuse a damaged body (moto stores it)."""
+    options = dataclasses.replace(localstack_s3.connection.write_options(), checksum=checksum)  # 6 MiB multipart
+    storage = S3Storage(localstack_s3.client, localstack_s3.url("out"), options)
+    data = os.urandom(11 * MiB if operation == "UploadPart" else 3000)
+    localstack_s3.proxy.inject(operation, count=1, corrupt=True)
+    with pytest.raises(StorageError, match=r"cannot write s3://.*/out/clips/a\.mp4: BadDigest"):
+        storage.put("clips/a.mp4", data)
+    assert localstack_s3.proxy.injected == {f"{operation}:corrupt": 1}
+    assert storage.stat("clips/a.mp4") is None
+    assert localstack_s3.client.list_multipart_uploads(Bucket=localstack_s3.bucket).get("Uploads", []) == []
+    storage.put("clips/a.mp4", data)  # the same bytes, undamaged, are accepted
+    assert storage.read("clips/a.mp4") == data
+
+
+@pytest.mark.timeout(900)  # the first LocalStack test may build its virtualenv (support/localstack.py)
+def test_a_released_lease_leaves_no_lock_object(s3_implementation, request):
+    """Release is a conditional DELETE. LocalStack 4.13 answers it 501 NotImplemented; then the lease is
+    deleted by a HEAD and a plain DELETE, or it would stay until it expires and the next writer of the
+    partition would wait TTL + clock skew (150 s)."""
+    storage = s3_implementation.storage("out")
+    with storage.lock("_clip_assets/locks/f/p.lock", timeout_s=5):
+        assert storage.stat("_clip_assets/locks/f/p.lock") is not None
+    refused_conditional = request.node.callspec.params["s3_implementation"] == "localstack"
+    assert s3_implementation.proxy.counts["DeleteObject"] == (2 if refused_conditional else 1)
+    assert storage.stat("_clip_assets/locks/f/p.lock") is None

@@ -15,7 +15,8 @@ import pytest
 
 from clip_assets_tests.support.deployment import clean_environment, code_server_serving
 from clip_assets_tests.support.graphql import DagsterGraphQL, GraphQLError
-from clip_assets_tests.support.processes import ServerGroup, free_port, wait_for
+from clip_assets_tests.support.processes import ServerGroup, free_port, unavailable_here, wait_for
+from clip_assets_tests.support.reliability import HAND_WRITTEN, Ledger
 
 PYTHON = Path(sys.executable).name  # ServerProcess.start finds it beside the interpreter
 
@@ -40,6 +41,23 @@ def test_an_assertion_in_the_probe_fails_the_wait_at_once():
     with pytest.raises(AssertionError, match="will not be retried"):
         wait_for(probe, 120, "a run that already failed", retry_on=(OSError,))
     assert probe.calls == 1
+
+
+@pytest.mark.parametrize("ci", ["1", "true", "True"])
+def test_a_missing_prerequisite_fails_under_ci_with_its_reason(monkeypatch, ci):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match="no tmpfs here; CI must provide it"):
+        unavailable_here("no tmpfs here")
+
+
+@pytest.mark.parametrize("ci", [None, "", "0", "false"])
+def test_a_missing_prerequisite_is_a_skip_on_a_workstation(monkeypatch, ci):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.skip.Exception, match="no tmpfs here"):
+        unavailable_here("no tmpfs here")
 
 
 def test_only_the_errors_named_are_retried():
@@ -130,3 +148,14 @@ def test_a_graphql_answer_with_errors_is_refused(errors):
         DagsterGraphQL(url)("{ nope }")
     with answering({"data": {"ok": True}}) as url:
         assert DagsterGraphQL(url)("{ ok }") == {"ok": True}
+
+
+def test_regenerating_the_reliability_ledger_keeps_the_hand_written_part():
+    ledger = Ledger()
+    ledger.for_test("test_x").record("fault", "disk full", tried=1, handled=1, nothing_lost="checked")
+    hand = f"{HAND_WRITTEN}\n\n## Deliberate bugs\n\n| bug | test |\n|---|---|\n| a | b |\n"
+    once = ledger.markdown("# old ledger\n" + hand)
+    twice = ledger.markdown(once)
+    assert once == twice and once.count(HAND_WRITTEN) == 1
+    assert once.endswith(hand) and "| disk full | 1 | 1 | checked | `test_x` |" in once
+    assert "# old ledger" not in once

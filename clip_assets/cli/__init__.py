@@ -53,6 +53,14 @@ def sample(directory: Path) -> None:
 @click.option("--stride", type=float, default=2.0, show_default=True, help="Seconds between clip starts.")
 @click.option("--min-clip-len", type=float, default=1.0, show_default=True, help="Shorter last clips are dropped.")
 @click.option("--clips-per-chunk", type=int, default=0, show_default=True, help="Clips per chunk (0: no chunks).")
+@click.option(
+    "--min-frame-difference",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Clips whose mean frame difference (grey levels, 0-255) is below this are filtered as still. "
+    "Not NeMo's motion-vector threshold: that scale is about 0.001-0.02.",
+)
 @click.option("--no-progress", is_flag=True, help="Do not show progress bars.")
 @click.option("--skip-up-to-date", is_flag=True, help="Skip videos whose processed file is newer than the video.")
 def ingest(
@@ -63,6 +71,7 @@ def ingest(
     stride: float,
     min_clip_len: float,
     clips_per_chunk: int,
+    min_frame_difference: float,
     no_progress: bool,
     skip_up_to_date: bool,
 ) -> None:
@@ -74,7 +83,11 @@ def ingest(
     target = inbox or Path(configured(INBOX_VAR))
     try:
         settings = IngestSettings(
-            clip_len_s=clip_len, stride_s=stride, min_clip_len_s=min_clip_len, clips_per_chunk=clips_per_chunk
+            clip_len_s=clip_len,
+            stride_s=stride,
+            min_clip_len_s=min_clip_len,
+            clips_per_chunk=clips_per_chunk,
+            min_frame_difference=min_frame_difference,
         )
         written = ingest_paths(
             list(videos),
@@ -112,6 +125,36 @@ def discover(inbox: str | None) -> None:
     for waiting in result.waiting:
         click.echo(f"waiting {waiting}", err=True)
     click.echo(f"{len(result.videos)} processed videos in {storage.root}, {len(new_keys)} new partitions", err=True)
+
+
+@main.command()
+@click.option(
+    "--output", default=None, help=f"Output folder or s3:// URL (default: ${OUTPUT_VAR} or {configured(OUTPUT_VAR)})."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON document: a list of failed partitions and their errors."
+)
+def failures(output: str | None, as_json: bool) -> None:
+    """List the partitions whose last run failed, and why: file, row, field, message, time and run id.
+
+    Read from the output's failure records (_clip_assets/video_errors/), not from run logs; a partition
+    leaves the list once it is written successfully. Exits 1 when any partition failed.
+    """
+    import json
+
+    from clip_assets.cli.failures import failure_table
+    from clip_assets.defs.resources import s3_connection
+    from clip_assets.engine.failures import load_failures
+    from clip_assets.storage import open_storage
+
+    storage = open_storage(output or configured(OUTPUT_VAR), s3=s3_connection(configured).storage_options())
+    found = list(load_failures(storage))
+    if as_json:
+        click.echo(json.dumps([json.loads(failure.to_bytes()) for failure in found], indent=2))
+    else:
+        click.echo(failure_table(found))
+        click.echo(f"{len(found)} failed partitions in {storage.root}", err=True)
+    sys.exit(1 if found else 0)
 
 
 @main.command()

@@ -20,9 +20,13 @@ from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.tables import table_location
 from clip_assets.dataset.update import read_near_duplicates_summary
+from clip_assets.engine.failures import PartitionFailure, load_failures
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, video_summaries
 from clip_assets.storage import Storage
+
+# Failure reasons the summary lists, most frequent first.
+TOP_FAILURE_REASONS = 5
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class DatasetStats:
     files_by_family: Counter[str] = field(default_factory=Counter)
     clips_by_video: dict[str, int] = field(default_factory=dict)
     tables: TableFigures = field(default_factory=TableFigures)
+    # From the failure records (clip_assets.engine.failures): partitions whose last run failed, and why.
+    failed_partitions: int = 0
+    failure_reasons: Counter[str] = field(default_factory=Counter)
 
     def add_video(self, partition_key: str, chunk_documents: list[dict[str, Any]]) -> None:
         """One video's `processed_clip_chunks` documents (NeMo's counters)."""
@@ -102,6 +109,11 @@ class DatasetStats:
         self.files_by_family[family] += files
         self.bytes_by_family[family] += size
 
+    def add_failure(self, failure: PartitionFailure) -> None:
+        """A failed partition, counted once per reason (one bad input fails every family with one error)."""
+        self.failed_partitions += 1
+        self.failure_reasons.update({detail.reason for detail in failure.errors})
+
     def coverage(self, count: int) -> float:
         return count / self.clips_passed if self.clips_passed else 0.0
 
@@ -118,6 +130,8 @@ class DatasetStats:
             "files_by_family": dict(sorted(self.files_by_family.items())),
             "clips_by_video": dict(sorted(self.clips_by_video.items())),
             "dataset_tables": self.tables.to_json(),
+            "failed_partitions": self.failed_partitions,
+            "top_failure_reasons": dict(self.failure_reasons.most_common(TOP_FAILURE_REASONS)),
         }
 
 
@@ -127,7 +141,8 @@ def summarize(
     """The roll-up of every partition in `partition_keys`, and how many of them have no outputs yet."""
     stats = DatasetStats()
     missing = 0
-    for key in sorted(partition_keys):
+    keys = sorted(partition_keys)
+    for key in keys:
         summary = load_manifest(storage, video_summaries.FAMILY.name, key)
         if summary is None:
             missing += 1
@@ -139,6 +154,10 @@ def summarize(
             if manifest is not None:
                 stats.add_family(family.name, len(manifest.entries), manifest.total_bytes)
     stats.tables = table_figures(storage)
+    registered = set(keys)
+    for failure in load_failures(storage):  # records of partitions no longer registered are not counted
+        if failure.partition_key in registered:
+            stats.add_failure(failure)
     return stats, missing
 
 

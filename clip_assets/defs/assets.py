@@ -198,7 +198,15 @@ def _job(
     output_storage = output.get_storage()
     settings = writer_settings.to_settings(output_storage.root)
     layout.embedding_prefix(settings.embedding_algorithm)  # a configuration error, not a file's
-    return WriteJob(tuple(selected), inbox.get_storage(), output_storage, settings, limits.to_limits(), tuple(families))
+    return WriteJob(
+        tuple(selected),
+        inbox.get_storage(),
+        output_storage,
+        settings,
+        limits.to_limits(),
+        tuple(families),
+        run_id=context.run.run_id,
+    )
 
 
 def _log_warnings(context: AssetExecutionContext, outcome: PartitionOutcome) -> None:

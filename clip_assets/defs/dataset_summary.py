@@ -74,6 +74,8 @@ def dataset_summary_asset(
                 "training_shard_samples": MetadataValue.int(stats.tables.shard_samples),
                 "training_shard_bytes": MetadataValue.int(stats.tables.shard_bytes),
                 "bytes_by_family": MetadataValue.json(document["bytes_by_family"]),
+                "failed_partitions": stats.failed_partitions,
+                "top_failure_reasons": MetadataValue.json(document["top_failure_reasons"]),
                 "summary_file": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
                 "dagster/uri": MetadataValue.path(layout.full_location(storage.root, layout.dataset_summary_key())),
                 "plot": MetadataValue.md(f"![dataset summary](data:image/png;base64,{plot})")

@@ -59,7 +59,8 @@ class S3ConnectionResource(S3Resource):
         )
 
     def get_client(self) -> Any:
-        return self.connection().client()
+        """A client for this connection's checksum mode (an `md5` client sends no flexible checksums)."""
+        return self.connection().client(self.write_options().checksum)
 
     def storage_options(self) -> dict[str, Any]:
         """What `open_storage` needs for an `s3://` URL: how to connect and how to write."""

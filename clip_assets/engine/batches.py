@@ -1,13 +1,11 @@
 """A run's partitions, one after another or a few at a time; each outcome as soon as it is known.
 
-Each partition is written on its own (its lock, its manifests, its failure). One at a time is the
-default because it is what keeps two inputs that claim the same clip id apart within a run: the
-second partition finds the first one's manifest and is refused, where two in flight at once would
-each see a file no manifest owns yet and the later would replace it as a killed run's leftover.
-More at once (`partitions_in_parallel`) pays off where that cannot happen (clip ids derived from the
-source path, as NeMo derives them): a partition's fixed cost is a sequence of round trips that on S3
-waits on latency, and locally one partition's reading overlaps another's writing (about 15% on W1,
-docs/performance.md).
+Each partition is written on its own (its lock, its manifests, its failure). Two inputs that claim
+the same clip id are kept apart however many are in flight: each clip id is claimed atomically before
+any of its files is written (clip_assets.engine.claims), so the second is refused naming the first.
+One at a time is the default, for memory (below); more at once (`partitions_in_parallel`) pays off
+because a partition's fixed cost is a sequence of round trips that on S3 waits on latency, and
+locally one partition's reading overlaps another's writing (about 15% on W1, docs/performance.md).
 """
 
 from __future__ import annotations

@@ -101,6 +101,8 @@ def clip_facts(file: str, clip: ClipRecord, framerate: float | None = None) -> C
         probe=probe,
         webp_windows=frozenset(webp_windows),
         embedding_algorithms=frozenset(clip.embeddings),
+        chunk_index=clip.chunk_index,
+        filtered=clip.filtered,
     )
 
 

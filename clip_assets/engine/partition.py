@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 
 from clip_assets import layout
 from clip_assets.contract.limits import ValidationLimits
+from clip_assets.engine.failures import record_failures
 from clip_assets.engine.inbox import find_delivery
+from clip_assets.engine.intent import load_intent
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.output_version import output_version
-from clip_assets.engine.partition_input import PartitionInput, open_partition_input
+from clip_assets.engine.partition_input import PartitionInput, open_partition_input, settle_intent
 from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import Storage
+from clip_assets.storage import Storage, StorageError
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class WriteJob:
     settings: WriterSettings
     limits: ValidationLimits
     dataset_families: tuple[OutputFamily, ...] = FAMILIES
+    # Named in the failure records (Dagster's run id).
+    run_id: str = ""
 
 
 @dataclass
@@ -67,7 +71,20 @@ class PartitionOutcome:
 
 
 def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> PartitionOutcome:
-    """Write the job's families of one partition; never raises: failures are in the outcome."""
+    """Write the job's families of one partition; never raises: failures are in the outcome, and in the
+    partition's failure record (`clip_assets.engine.failures`), which a success clears."""
+    outcome = _write(job, partition_key, writer, log)
+    if all(result.unchanged_input for result in outcome.results.values()) and not outcome.errors:
+        return outcome  # up to date: written successfully before, so nothing is recorded as failed
+    try:
+        families = [family.name for family in job.families]
+        record_failures(job.output, partition_key, outcome.source, outcome.errors, families, job.run_id)
+    except (OSError, ValueError) as exc:  # the outcome itself is what the run reports
+        log.warning(f"{partition_key}: its failure record could not be updated: {exc}")
+    return outcome
+
+
+def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> PartitionOutcome:
     outcome = PartitionOutcome(partition_key, source=f"{job.inbox.root}/{partition_key}")
     try:
         delivery = find_delivery(job.inbox, partition_key)  # one file, or every chunk file of the video
@@ -76,15 +93,23 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
         # 0. Unchanged? Then verify, don't read (and take no lock).
         recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in job.families}
         pending = _changed(job.families, recorded, version, writer, outcome)
+        # Every manifest current, but the intent still names keys: a run died after its last manifest and
+        # before settling (its lease is still there too). Written again (nothing is rewritten) to settle.
+        unsettled = False
         if not pending:
-            return outcome
+            intent = load_intent(job.output, partition_key)
+            if intent is None or not intent.keys:
+                return outcome
+            unsettled, pending = True, list(job.families)
+            outcome.results.clear()
         writer.sweep_abandoned()
         # 1. Lock the partition: two runs of it never interleave.
         with job.output.lock(layout.lock_key(partition_key), writer.lock_timeout_s) as lease:
             recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in pending}
-            pending = _changed(pending, recorded, version, writer, outcome)  # another run may just have written
-            if not pending:
-                return outcome
+            if not unsettled:
+                pending = _changed(pending, recorded, version, writer, outcome)  # another run may just have written
+                if not pending:
+                    return outcome
             # 2. Inspect all of the input, then check that its outputs are its own.
             video = open_partition_input(
                 delivery, partition_key, job.output, job.settings, job.limits, job.dataset_families, log
@@ -98,6 +123,19 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
             for family in pending:
                 if family.name not in outcome.errors:
                     outcome.settle(family, functools.partial(writes[family.name].finish, lease))
+            # 7. Every family written: what a killed run left unrecorded goes, and the claims of clips
+            # the input no longer has.
+            if not any(family.name in outcome.errors for family in job.families):
+                lease.check()
+                manifests = [writer.load_manifest(family.name, partition_key) for family in job.dataset_families]
+                recorded_keys = {key for manifest in manifests if manifest is not None for key in manifest.entries}
+                try:
+                    removed = settle_intent(video, job.output, recorded_keys)
+                except StorageError as exc:  # every family is written; the record stays, the next run settles it
+                    log.warning(f"{partition_key}: its intent record could not be settled: {exc}")
+                else:
+                    if removed:
+                        log.info(f"{partition_key}: removed {len(removed)} files a killed run left unrecorded")
     except Exception as error:  # the input, the lock, the claims or the stream: every family not done fails
         outcome.fail_unsettled(job.families, error)
     return outcome

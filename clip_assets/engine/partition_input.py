@@ -20,9 +20,10 @@ from clip_assets.contract import ClipRecord, ProcessedVideoError, ProcessedVideo
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.contract.partition_keys import parse_chunk_key
 from clip_assets.contract.validation import VideoChecks, merge_chunk_infos
-from clip_assets.engine.claims import check_clip_ids, claim_video
+from clip_assets.engine.claims import check_clip_ids, claim_clips, claim_video, release_clips
 from clip_assets.engine.inbox import InboxFile, VideoDelivery
 from clip_assets.engine.inspection import VideoInspection, inspect_video, merge_inspections
+from clip_assets.engine.intent import PartitionIntent, load_intent, planned_keys, remove_unrecorded, save_intent
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, clip_metadata
 from clip_assets.families.base import VideoContext
@@ -39,6 +40,12 @@ class PartitionInput:
     inspection: VideoInspection
     settings: WriterSettings
     footers: tuple[pq.FileMetaData, ...]
+    partition_key: str = ""
+    # Clip ids the partition held claims on before this run (its intent record): those the input no
+    # longer has are released once the new version is written (`settle_intent`).
+    held_clips: frozenset[str] = frozenset()
+    # The intent record this run wrote before its first write.
+    intent: PartitionIntent | None = None
 
     @property
     def name(self) -> str:
@@ -121,13 +128,50 @@ def open_partition_input(
     families: Sequence[OutputFamily],
     log: logging.Logger,
 ) -> PartitionInput:
-    """Inspect the input, then check that its output paths are its own (claims.py); raises before any write."""
+    """Inspect the input, then make its output paths its own (claims.py); raises before any write.
+
+    The intent record names every clip id about to be claimed and every key about to be written (with
+    those a killed run may have left) before the claims are taken, so a run killed after claiming or
+    mid-write leaves nothing the next run does not know to release or remove.
+    """
     info, inspection, footers = inspect_input(delivery, limits, families, log)
     try:
         relative_video = layout.video_relative_path(info.source_video, settings.input_path)
     except layout.LayoutError as exc:
         raise ProcessedVideoError(delivery.name, "clip_assets.source_video", str(exc)) from None
-    written = load_manifest(output, clip_metadata.FAMILY.name, partition_key)
-    check_clip_ids(output, delivery.name, info, inspection, set(written.entries) if written else set())
-    claim_video(output, partition_key, delivery.name, info, relative_video)  # last: a refused video claims nothing
-    return PartitionInput(delivery, info, inspection, settings, footers)
+    intent = load_intent(output, partition_key)
+    held = intent.clips if intent else frozenset()
+    clips = frozenset(inspection.facts)
+    leftover = intent.keys if intent else frozenset()
+    planned = planned_keys(families, VideoContext(info, settings, inspection.facts))
+    written_intent = PartitionIntent(partition_key, held | clips, leftover | planned)
+    if written_intent != intent:
+        save_intent(output, written_intent)
+    try:
+        claim_clips(output, partition_key, delivery.name, info, inspection, held)
+        try:
+            written = load_manifest(output, clip_metadata.FAMILY.name, partition_key)
+            check_clip_ids(output, delivery.name, info, inspection, set(written.entries) if written else set())
+            claim_video(output, partition_key, delivery.name, info, relative_video)
+        except ProcessedVideoError:
+            release_clips(output, partition_key, clips - held)
+            raise
+    except ProcessedVideoError:  # a refused video keeps no claim it took and leaves its record as it was
+        if intent is None:
+            output.delete(layout.intent_key(partition_key))
+        elif written_intent != intent:
+            save_intent(output, intent)
+        raise
+    return PartitionInput(delivery, info, inspection, settings, footers, partition_key, held, written_intent)
+
+
+def settle_intent(video: PartitionInput, output: Storage, recorded: Iterable[str]) -> list[str]:
+    """Once every family of the partition is written: remove what the intent names but no manifest
+    records (`recorded`: what a killed run left), release the claims of clips the input no longer has,
+    and record that the partition holds exactly its clips' claims and nothing unrecorded. Returns the
+    keys removed."""
+    clips = frozenset(video.inspection.facts)
+    removed = remove_unrecorded(output, video.intent, recorded) if video.intent else []
+    release_clips(output, video.partition_key, video.held_clips - clips)
+    save_intent(output, PartitionIntent(video.partition_key, clips))
+    return removed

@@ -1,9 +1,11 @@
 """Removing one partition's outputs: what a curator does when a video must leave the dataset.
 
 Under the partition's lock, every family's recorded files are deleted (except any key another
-partition's manifest also records), then the manifests, then the video's claim, so the same video
-can be curated again later. The derived tables follow on their next update (`clip_assets.dataset`),
-which drops the rows of partitions without outputs.
+partition's manifest also records), then the manifests; then whatever its intent record names that
+a killed run left unrecorded, its clip claims, the video's claim, the intent and its failure record,
+so the same video and clip ids can be curated again later and nothing of it is left. The derived
+tables follow on their next update (`clip_assets.dataset`), which drops the rows of partitions
+without outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from clip_assets import layout
+from clip_assets.engine.claims import release_clips
+from clip_assets.engine.intent import load_intent, remove_unrecorded
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.engine.writer import LOCK_TIMEOUT_S, ArtifactWriter
 from clip_assets.families import OutputFamily, video_summaries
@@ -21,12 +25,13 @@ from clip_assets.storage import Storage
 
 @dataclass
 class Removal:
-    """What a removal deleted: files by family, manifests, and the claim; shared keys it kept."""
+    """What a removal deleted: files by family, manifests, claims, a killed run's leftovers; shared keys it kept."""
 
     partition_key: str
     files: dict[str, int] = field(default_factory=dict)
     manifests: int = 0
     claims: int = 0
+    leftovers: int = 0
     kept_shared: list[str] = field(default_factory=list)
 
     @property
@@ -37,11 +42,13 @@ class Removal:
 def remove_partition(
     storage: Storage, partition_key: str, families: Sequence[OutputFamily], lock_timeout_s: float = LOCK_TIMEOUT_S
 ) -> Removal:
-    """Delete every output the partition's manifests record, the manifests, and the video's claim."""
+    """Delete every output the partition's manifests record, the manifests, and its bookkeeping."""
     removal = Removal(partition_key)
     writer = ArtifactWriter(storage, lock_timeout_s=lock_timeout_s)
     with storage.lock(layout.lock_key(partition_key), lock_timeout_s):
         summary = load_manifest(storage, video_summaries.FAMILY.name, partition_key)
+        intent = load_intent(storage, partition_key)
+        kept: set[str] = set()
         for family in families:
             manifest = load_manifest(storage, family.name, partition_key)
             if manifest is None:
@@ -51,6 +58,7 @@ def remove_partition(
             for key in sorted(manifest.entries):
                 if key in shared:
                     removal.kept_shared.append(key)
+                    kept.add(key)
                 else:
                     storage.delete(key)
                     deleted += 1
@@ -64,4 +72,9 @@ def remove_partition(
                 if info is not None and json.loads(storage.read(claim)).get("partition") == partition_key:
                     storage.delete(claim)
                     removal.claims += 1
+        if intent is not None:
+            removal.leftovers = len(remove_unrecorded(storage, intent, kept))
+            release_clips(storage, partition_key, intent.clips)
+            storage.delete(layout.intent_key(partition_key))
+        storage.delete(layout.video_error_key(partition_key))
     return removal

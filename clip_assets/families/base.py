@@ -64,6 +64,9 @@ class ClipFacts:
     probe: ClipProbe | None
     webp_windows: frozenset[tuple[int, int]]
     embedding_algorithms: frozenset[str]
+    # Where the clip's keys go: its chunk's files, and clips/ or filtered_clips/.
+    chunk_index: int = 0
+    filtered: bool = False
 
     @property
     def has_mp4(self) -> bool:
@@ -182,7 +185,10 @@ class OutputFamily:
     - `check_clip`: refuses a clip before anything of its video is written (raises
       `ProcessedVideoError` naming file, row and field);
     - `describe`: metadata for a materialization once the artifacts are written;
-    - `tables` / `row_count`: the columns of the tables it writes and how many rows it wrote.
+    - `tables` / `row_count`: the columns of the tables it writes and how many rows it wrote;
+    - `planned_keys`: every key its builder may write for a video, known before the first write (from
+      inspection's facts; a superset is fine), recorded in the partition's intent record so that what a
+      killed run wrote is found again.
     """
 
     name: str
@@ -196,3 +202,4 @@ class OutputFamily:
     describe: Callable[[BuildReport], Mapping[str, MetadataEntry]] | None = None
     tables: tuple[TableColumn, ...] = ()
     row_count: Callable[[BuildReport], int] | None = None
+    planned_keys: Callable[[VideoContext], Iterable[str]] | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,18 @@ class ClipEmbeddings:
                 layout.chunk_embedding_key(self.settings.embedding_algorithm, self.source_video, chunk_index),
                 chunk_embeddings_parquet(ids, vectors),
             )
+
+
+def planned_keys(video: VideoContext) -> Iterator[str]:
+    """A pickle per passed clip with the configured algorithm's vector, a Parquet file per chunk of those."""
+    algorithm = video.settings.embedding_algorithm
+    chunks = set()
+    for clip, facts in video.facts.items():
+        if algorithm in facts.embedding_algorithms and not facts.filtered:
+            chunks.add(facts.chunk_index)
+            yield layout.embedding_pickle_key(algorithm, clip)
+    for index in sorted(chunks):
+        yield layout.chunk_embedding_key(algorithm, video.info.source_video, index)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -173,4 +185,5 @@ FAMILY = OutputFamily(
         TableColumn("embedding", "list<float>", "the clip's vector, in the dtype it arrived in"),
     ),
     row_count=lambda report: report.counts["parquet_rows"],
+    planned_keys=planned_keys,
 )

@@ -48,4 +48,7 @@ FAMILY = OutputFamily(
     columns=frozenset({schema.MP4}),
     builder=ClipFiles,
     verify=verify,
+    planned_keys=lambda video: (
+        layout.clip_key(clip, filtered=facts.filtered) for clip, facts in video.facts.items() if facts.has_mp4
+    ),
 )

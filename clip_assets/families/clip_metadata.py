@@ -189,4 +189,5 @@ FAMILY = OutputFamily(
     verify=verify_json,
     cross_check=cross_check,
     check_clip=check_clip,
+    planned_keys=lambda video: (layout.clip_metadata_key(clip) for clip in video.facts),
 )

@@ -84,4 +84,7 @@ FAMILY = OutputFamily(
     builder=ClipPreviews,
     verify=verify,
     describe=thumbnail,
+    planned_keys=lambda video: (
+        layout.preview_key(clip, start, end) for clip, facts in video.facts.items() for start, end in facts.webp_windows
+    ),
 )

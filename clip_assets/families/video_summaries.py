@@ -11,7 +11,7 @@ Both files are written on a dry run too.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,17 @@ class VideoSummaries:
         return artifacts
 
 
+def planned_keys(video: VideoContext) -> Iterator[str]:
+    """The video's JSON and one per chunk: those of `num_clip_chunks`, of `chunks` and of its clips, or chunk 0."""
+    info = video.info
+    relative = layout.video_relative_path(info.source_video, video.settings.input_path)
+    chunks = set(range(info.num_clip_chunks)) | {c.index for c in info.chunks or ()}
+    chunks |= {facts.chunk_index for facts in video.facts.values()}
+    yield layout.video_metadata_key(relative)
+    for index in sorted(chunks or {0}):
+        yield layout.chunk_stats_key(relative, index)
+
+
 def video_document(video: VideoInfo) -> dict[str, Any]:
     return {
         "video": layout.nemo_video_path(video.source_video),
@@ -211,4 +222,5 @@ FAMILY = OutputFamily(
     builder=VideoSummaries,
     verify=verify_json,
     cross_check=cross_check,
+    planned_keys=planned_keys,
 )

@@ -19,6 +19,11 @@ COLOR_GRID_DIM = COLOR_GRID_SIZE * COLOR_GRID_SIZE * 3
 # 256 patches that NeMo's `motion_score_per_patch_min_256` is named after.
 MOTION_FRAME_SIZE = 128
 MOTION_GRID_SIZE = 16
+# Where an ingested clip keeps its `MotionScore` (in its `extra_metadata`, so in its metadata JSON):
+# grey levels 0..255 of frame differences, a scale of its own. NeMo's `motion_score_*` keys hold
+# motion-vector magnitudes (about 0.001 to 0.02) and are left empty rather than filled with another scale.
+FRAME_DIFFERENCE_MEAN = "frame_difference_motion_mean"
+FRAME_DIFFERENCE_PATCH_MIN = "frame_difference_motion_per_patch_min_256"
 
 
 def grid_means(image: np.ndarray, grid: int) -> np.ndarray:

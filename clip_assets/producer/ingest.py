@@ -2,10 +2,12 @@
 
 It plays the part of NeMo Curator's splitting pipeline (fixed-stride clipping, transcoding, motion
 filter, windowing, previews, embeddings) with cheap honest stand-ins for the models: clips get a
-colour-grid embedding and a frame-difference motion score, and never captions, because nothing here
-can caption. Each source is decoded once, front to back; frames are handed to every clip being built
-and dropped, so memory stays bounded by about one clip (its preview frames and its compressed MP4)
-whatever the video's length.
+colour-grid embedding and a frame-difference motion score (under names of its own, not NeMo's
+motion-vector keys), and never captions, because nothing here can caption. A clip keeps the source's
+first audio track, as NeMo's transcoding does: its packets in the clip's span, copied, not re-encoded.
+Each source is demuxed and decoded once, front to back; frames and audio packets are handed to every
+clip being built and dropped, so memory stays bounded by about one clip (its preview frames and its
+compressed MP4) whatever the video's length.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
+import av.audio.stream
 import av.container
 import av.video.stream
 import numpy as np
@@ -34,6 +38,8 @@ from clip_assets.contract.records import ChunkCounters, ClipRecord, VideoInfo, W
 from clip_assets.media.probe import MediaError, VideoProbe, probe_video_file, stream_framerate
 from clip_assets.producer.descriptor import (
     COLOR_GRID_ALGORITHM,
+    FRAME_DIFFERENCE_MEAN,
+    FRAME_DIFFERENCE_PATCH_MIN,
     MOTION_FRAME_SIZE,
     MotionScore,
     color_grid_embedding,
@@ -56,6 +62,9 @@ EMBEDDING_FRAMES = 8
 # fast as NeMo's compression level 6 for files about 7% larger.
 WEBP_QUALITY = 50
 WEBP_METHOD = 4
+# Audio packets kept back this long before the earliest clip still to come (muxers interleave the two
+# streams within about half a second).
+AUDIO_WAIT_S = 1.0
 
 
 def render_webp(frames: Sequence[np.ndarray], fps: float) -> bytes:
@@ -150,7 +159,14 @@ class _ClipPlan:
 class _ClipBuilder:
     """Builds one clip from the frames handed to it: MP4 encoder, motion score, preview frames."""
 
-    def __init__(self, plan: _ClipPlan, rate: Fraction, encode_size: tuple[int, int], settings: IngestSettings) -> None:
+    def __init__(
+        self,
+        plan: _ClipPlan,
+        rate: Fraction,
+        encode_size: tuple[int, int],
+        settings: IngestSettings,
+        audio: av.audio.stream.AudioStream | None = None,
+    ) -> None:
         self.plan = plan
         self._rate = rate
         self._settings = settings
@@ -160,6 +176,8 @@ class _ClipBuilder:
         self._stream.width, self._stream.height = encode_size
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(settings.crf)}
+        # The source's audio, copied: its codec parameters, and packets shifted to the clip's start.
+        self._audio = self._container.add_stream_from_template(audio) if audio is not None else None
         self._motion = MotionScore()
         self._previews: list[tuple[int, np.ndarray]] = []
         self._next_preview = 0
@@ -181,6 +199,18 @@ class _ClipBuilder:
         self._container.mux(self._stream.encode(source.for_encoder(index, 1 / self._rate)))
         self._num_frames += 1
 
+    def add_audio(self, packet: av.Packet[av.audio.stream.AudioStream]) -> None:
+        """Copy one source audio packet of the clip's span into the clip, its time counted from the clip's start."""
+        if self._audio is None or packet.pts is None or packet.time_base is None:
+            return
+        offset = round(self.plan.span[0] / packet.time_base)
+        copy = av.Packet(bytes(packet))
+        copy.pts = packet.pts - offset
+        copy.dts = (packet.dts if packet.dts is not None else packet.pts) - offset
+        copy.duration, copy.time_base, copy.stream = packet.duration, packet.time_base, self._audio
+        copy.is_keyframe = packet.is_keyframe
+        self._container.mux(copy)
+
     def finish(self) -> ClipRecord:
         """Flush the encoder and turn what was gathered into the clip's record."""
         if self._num_frames == 0:
@@ -190,9 +220,11 @@ class _ClipBuilder:
         self._container.close()
         record = _empty_record(self.plan)
         record.mp4 = self._buffer.getvalue()
-        record.motion_score_global_mean = self._motion.global_mean
-        record.motion_score_per_patch_min_256 = self._motion.per_patch_min
-        if self._motion.global_mean < self._settings.min_motion:
+        record.extra_metadata = {
+            FRAME_DIFFERENCE_MEAN: self._motion.global_mean,
+            FRAME_DIFFERENCE_PATCH_MIN: self._motion.per_patch_min,
+        }
+        if self._motion.global_mean < self._settings.min_frame_difference:
             record.filtered, record.filtered_by = True, MOTION_FILTER
             return record
         windows = plan_windows(self._num_frames, self._settings.window_frames)
@@ -254,25 +286,54 @@ def _build_clips(
         raise MediaError("the video stream has no frame rate")
     converter = _FrameConverter(*_sizes(probe, settings))
     ranges = [clip_frame_range(plan.span, float(rate)) for plan in plans]
+    audio = container.streams.audio[0] if container.streams.audio else None
+    # Audio packets demuxed ahead of the video frame that opens their clip wait here for it.
+    waiting_audio: deque[tuple[float, av.Packet[av.audio.stream.AudioStream]]] = deque()
     active: list[tuple[_ClipBuilder, range]] = []
     next_plan = 0
     previous_gray: np.ndarray | None = None
-    for index, frame in enumerate(container.decode(stream)):
-        source = _SourceFrame(frame, converter)
-        motion = patch_differences(previous_gray, source.gray) if previous_gray is not None else None
-        previous_gray = source.gray
-        while next_plan < len(plans) and ranges[next_plan].start <= index:
-            active.append((_ClipBuilder(plans[next_plan], rate, converter.encode_size, settings), ranges[next_plan]))
-            next_plan += 1
-        for builder, frames in active:
-            if index in frames:
-                builder.add(source, motion)
-        while active and active[0][1].stop <= index + 1:
-            yield active.pop(0)[0].finish()
+    index = 0
+    for packet in container.demux(*([stream, audio] if audio is not None else [stream])):
+        if packet.stream is audio:
+            sound = cast("av.Packet[av.audio.stream.AudioStream]", packet)
+            if sound.pts is not None and sound.time_base is not None and sound.size:
+                moment = float(sound.pts * sound.time_base)
+                waiting_audio.append((moment, sound))
+                for builder, _ in active:
+                    _hand_audio(builder, moment, sound)
+            continue
+        for frame in packet.decode():
+            if not isinstance(frame, av.VideoFrame):
+                continue
+            source = _SourceFrame(frame, converter)
+            motion = patch_differences(previous_gray, source.gray) if previous_gray is not None else None
+            previous_gray = source.gray
+            while next_plan < len(plans) and ranges[next_plan].start <= index:
+                builder = _ClipBuilder(plans[next_plan], rate, converter.encode_size, settings, audio)
+                for moment, waiting in waiting_audio:
+                    _hand_audio(builder, moment, waiting)
+                active.append((builder, ranges[next_plan]))
+                next_plan += 1
+            for builder, frames in active:
+                if index in frames:
+                    builder.add(source, motion)
+            while active and active[0][1].stop <= index + 1:
+                yield active.pop(0)[0].finish()
+            starts = [b.plan.span[0] for b, _ in active] + [p.span[0] for p in plans[next_plan : next_plan + 1]]
+            earliest = min(starts, default=math.inf)
+            while waiting_audio and waiting_audio[0][0] < earliest - AUDIO_WAIT_S:
+                waiting_audio.popleft()
+            index += 1
     for builder, _ in active:
         yield builder.finish()
     for plan in plans[next_plan:]:
         yield _missing_clip(plan)
+
+
+def _hand_audio(builder: _ClipBuilder, moment: float, packet: av.Packet[av.audio.stream.AudioStream]) -> None:
+    """An audio packet belongs to the clip whose span holds its start time."""
+    if builder.plan.span[0] <= moment < builder.plan.span[1]:
+        builder.add_audio(packet)
 
 
 def _plans(source_video: str, probe: VideoProbe, settings: IngestSettings) -> list[_ClipPlan]:

@@ -19,8 +19,9 @@ class IngestSettings:
 
     `clips_per_chunk` 0 keeps every clip in chunk 0; `crf` is libx264's constant rate factor (other
     encoder options stay at libx264's defaults, as in NeMo's transcoding). A clip is filtered when
-    its `MotionScore.global_mean` is below `min_motion` (grey levels); the per-patch minimum is
-    recorded but not used, since any still corner of the picture makes it zero.
+    its frame-difference `MotionScore.global_mean` is below `min_frame_difference` (grey levels,
+    0..255: not NeMo's motion-vector threshold, whose scores are about 0.001 to 0.02); the per-patch
+    minimum is recorded but not used, since any still corner of the picture makes it zero.
     """
 
     clip_len_s: float = 2.0
@@ -29,7 +30,7 @@ class IngestSettings:
     window_frames: int = 256
     preview_height: int = 240
     preview_fps: float = 4.0
-    min_motion: float = 0.5
+    min_frame_difference: float = 0.5
     clips_per_chunk: int = 0
     crf: int = 23
 
@@ -41,7 +42,7 @@ class IngestSettings:
             "window_frames": self.window_frames >= 1,
             "preview_height": self.preview_height >= 1,
             "preview_fps": self.preview_fps > 0,
-            "min_motion": self.min_motion >= 0,
+            "min_frame_difference": self.min_frame_difference >= 0,
             "clips_per_chunk": self.clips_per_chunk >= 0,
             "crf": 0 <= self.crf <= 51,
         }

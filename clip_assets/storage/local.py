@@ -133,10 +133,19 @@ class LocalStorage:
         return [self.stat(key) for key in keys]
 
     def delete(self, key: str) -> None:
+        """Remove the file, then the folders it leaves empty (`layout.folders_emptied_by`): removing a clip
+        leaves no `previews/<uuid>/` behind. A folder another writer has just put a file into stays."""
         try:
             self.path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(exc.errno, f"cannot delete {self.root}/{key}: {exc.strerror or exc}") from exc
+        for folder in layout.folders_emptied_by(key):
+            path = os.path.join(self._root_text, folder.rstrip("/"))
+            self._folders.discard(path)
+            try:
+                os.rmdir(path)
+            except OSError:  # not empty (or already gone): neither it nor the folders above it go
+                break
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._root / prefix if prefix else self._root

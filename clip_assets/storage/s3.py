@@ -121,16 +121,22 @@ class S3Connection:
         if self.addressing_style not in ("auto", "path", "virtual"):
             raise ValueError(f"addressing_style must be auto, path or virtual, got {self.addressing_style!r}")
 
-    def client(self) -> Any:
-        """One client per distinct connection and AWS environment per process: clients are thread-safe
-        and slow to build. The AWS_* variables botocore reads (endpoint, region, profile, credentials)
-        are part of the cache key, so a changed environment gets a new client rather than a stale one."""
+    def client(self, checksum: Literal["sha256", "md5"] = "sha256") -> Any:
+        """One client per distinct connection, checksum mode and AWS environment per process: clients are
+        thread-safe and slow to build. The AWS_* variables botocore reads (endpoint, region, profile,
+        credentials) are part of the cache key, so a changed environment gets a new client rather than a
+        stale one.
+
+        In `md5` mode the client computes and asks for checksums only where S3 requires them: botocore
+        (1.36+) otherwise adds a CRC32 (`x-amz-checksum-crc32`, `x-amz-sdk-checksum-algorithm`) to every
+        upload, beside the Content-MD5, which a store without flexible checksums refuses."""
         aws_environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-        return _client(self, aws_environment)
+        return _client(self, checksum, aws_environment)
 
 
 @functools.lru_cache(maxsize=8)
-def _client(connection: S3Connection, aws_environment: tuple[tuple[str, str], ...]) -> Any:
+def _client(connection: S3Connection, checksum: str, aws_environment: tuple[tuple[str, str], ...]) -> Any:
+    flexible = "when_supported" if checksum == "sha256" else "when_required"
     session = boto3.session.Session(profile_name=connection.profile_name)
     return session.client(
         "s3",
@@ -145,6 +151,8 @@ def _client(connection: S3Connection, aws_environment: tuple[tuple[str, str], ..
             retries={"mode": "standard", "total_max_attempts": connection.max_attempts},
             s3={"addressing_style": connection.addressing_style},
             max_pool_connections=connection.max_pool_connections,
+            request_checksum_calculation=flexible,
+            response_checksum_validation=flexible,
             **({"signature_version": UNSIGNED} if connection.use_unsigned_session else {}),
         ),
     )
@@ -152,7 +160,8 @@ def _client(connection: S3Connection, aws_environment: tuple[tuple[str, str], ..
 
 def open_s3(url: str, connection: S3Connection | None = None, options: S3Options | None = None) -> S3Storage:
     """The backend behind `open_storage` for `s3://bucket/prefix` URLs."""
-    return S3Storage((connection or S3Connection()).client(), url, options)
+    options = options or S3Options()
+    return S3Storage((connection or S3Connection()).client(options.checksum), url, options)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -272,8 +281,10 @@ class S3Storage:
 
     def put_if_absent(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo | None:
         """A conditional PUT (`If-None-Match: *`): one request when the key is new, and None, with
-        nothing replaced, when something is there already. A large object asks with a HEAD first
-        instead, so no multipart upload is wasted. Stores that ignore the condition simply overwrite."""
+        nothing replaced, when something is there already. A large object carries the condition on its
+        `CompleteMultipartUpload`, so of two writers racing for one key exactly one completes; a HEAD
+        first spares the upload when the key is plainly taken. Stores that ignore the condition simply
+        overwrite."""
         return self._write(key, data, sha256, {"IfNoneMatch": "*"})
 
     def put_if_match(self, key: str, data: bytes | memoryview, etag: str) -> ObjectInfo | None:
@@ -288,7 +299,7 @@ class S3Storage:
             if len(data) >= self.options.multipart_threshold:
                 if condition and not self._condition_holds(key, condition):
                     return None
-                etag = self._put_multipart(key, data, digest)
+                etag = self._put_multipart(key, data, digest, condition)
             else:
                 response = self.client.put_object(
                     Bucket=self.bucket,
@@ -308,7 +319,9 @@ class S3Storage:
         return ObjectInfo(key, len(data), time.time_ns(), etag.strip('"'), digest.hex())
 
     def _condition_holds(self, key: str, condition: dict[str, str]) -> bool:
-        """A PUT condition checked with a HEAD, for multipart uploads (racy, but no upload is wasted)."""
+        """A PUT condition checked with a HEAD before a multipart upload: spares an upload that would be
+        refused. Only a hint (another writer may act between it and the complete, which carries the
+        condition itself and so decides)."""
         current = self.stat(key)
         if "IfNoneMatch" in condition:
             return current is None
@@ -321,7 +334,9 @@ class S3Storage:
             part_size *= 2
         return part_size
 
-    def _put_multipart(self, key: str, data: bytes | memoryview, digest: bytes) -> str:
+    def _put_multipart(self, key: str, data: bytes | memoryview, digest: bytes, condition: dict[str, str]) -> str:
+        """Parts on a bounded pool, then one `CompleteMultipartUpload` carrying the write's condition
+        (`If-None-Match` / `If-Match`), which the server checks atomically as the object appears."""
         full_key = self._key(key)
         view = memoryview(data)
         part_size = self._part_size(len(data))
@@ -352,7 +367,7 @@ class S3Storage:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-part") as pool:
                 parts = list(pool.map(upload_part, range(1, count + 1)))
             response = self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
             )
         except BaseException as failure:
             # An unfinished upload is invisible but billed; never leave one behind on purpose.
@@ -433,11 +448,20 @@ class S3Storage:
         return self._get(key)
 
     def delete_if_match(self, key: str, etag: str) -> None:
-        """Delete the object only if it is still the version `etag` names (conditional DELETE)."""
+        """Delete the object only if it is still the version `etag` names (conditional DELETE).
+
+        A store without conditional deletes (LocalStack 4.13 answers 501 NotImplemented) gets a HEAD and a
+        plain DELETE when the ETag still matches: the only caller releases a lease it holds, which nobody
+        else may take before it expires, so the gap between the two requests is harmless there, while
+        leaving the lease would make the partition's next writer wait for it to expire."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=f'"{etag}"')
         except ClientError as exc:
-            if _error_code(exc) not in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
+            if _error_code(exc) in {"NotImplemented", "501"}:
+                found = self.stat(key)
+                if found is not None and found.etag == etag:
+                    self.delete(key)
+            elif _error_code(exc) not in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
                 raise self._fail("delete", key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail("delete", key, exc) from exc

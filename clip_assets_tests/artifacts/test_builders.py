@@ -152,8 +152,10 @@ def test_total_duration_is_summed_in_nemos_order_passed_then_filtered():
     (_, chunk) = [
         json.loads(a.data) for a in built(video_summaries.FAMILY, clips, WriterSettings(), BuildReport(), video_info())
     ]
-    assert chunk["total_clip_duration"] == (0.0 + 0.1 + 0.7) + 0.3 == 1.0999999999999999
-    assert (0.0 + 0.1 + 0.3) + 0.7 != 1.0999999999999999  # file order would differ in the last bit
+    passed, filtered = [clips[0].duration, clips[2].duration], clips[1].duration
+    file_order = sum(clip.duration for clip in clips)
+    assert chunk["total_clip_duration"] == sum(passed) + filtered
+    assert chunk["total_clip_duration"] != file_order  # these durations tell the two orders apart in the last bit
     assert chunk["max_clip_duration"] == 0.7
 
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 import pytest
 from dagster import ExecuteInProcessResult
 
+from clip_assets import layout
+from clip_assets.contract import ProcessedVideoError, VideoInfo
+from clip_assets.engine.claims import claim_video
+from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.hostile_corpus import SOURCE, Case, clips_for, key_case, publish
-from clip_assets_tests.support.hostile_runs import LOCKS, difference, manifests_of, single_run_problems, tree_state
+from clip_assets_tests.support.hostile_runs import (
+    FAILURE_RECORDS,
+    LOCKS,
+    difference,
+    manifests_of,
+    single_run_problems,
+    tree_state,
+)
 
 
 def run_second(
@@ -14,11 +25,11 @@ def run_second(
 ) -> tuple[ExecuteInProcessResult, list[str]]:
     """Materialize `first` cleanly, then `second`; problems: anything of `second` written, anything else touched."""
     assert run_partition(first).success
-    output_before = tree_state(output, skip=(output / LOCKS,))
+    output_before = tree_state(output, skip=(output / LOCKS, output / FAILURE_RECORDS))
     outside_before = tree_state(tmp_path, skip=(output,))
     result = run_partition(second)
     problems = []
-    output_after = tree_state(output, skip=(output / LOCKS,))
+    output_after = tree_state(output, skip=(output / LOCKS, output / FAILURE_RECORDS))
     if output_after != output_before:
         problems.append(f"the output changed: {difference(output_before, output_after)}")
     written = manifests_of(output, second)
@@ -88,3 +99,17 @@ def test_a_video_whose_output_path_nests_under_another_videos_file_fails_before_
         handled=1,
         nothing_lost="first partition's files byte-identical; no manifest or file of the second",
     )
+
+
+def test_a_source_video_is_claimed_by_its_first_partition_only(tmp_path):
+    """The claim alone, without the writer's later defences: its own re-run passes, another partition is refused."""
+    storage = LocalStorage(tmp_path)
+    info = VideoInfo("/videos/same.mp4")
+    claim_video(storage, "first.mp4", "first.mp4.parquet", info, "same.mp4")
+    claim_video(storage, "first.mp4", "first.mp4.parquet", info, "same.mp4")  # a re-run of the owner
+    with pytest.raises(ProcessedVideoError) as caught:
+        claim_video(storage, "second.mp4", "second.mp4.parquet", info, "same.mp4")
+    message = str(caught.value)
+    assert message.startswith("second.mp4.parquet, field 'clip_assets.source_video': /videos/same.mp4"), message
+    assert "already curated by partition 'first.mp4'" in message
+    assert str(tmp_path / layout.video_claim_key("same.mp4")) in message

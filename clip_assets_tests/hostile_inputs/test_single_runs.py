@@ -6,6 +6,7 @@ import json
 
 from clip_assets_tests.support.hostile_corpus import CASE_BY_KIND, GOODS, publish
 from clip_assets_tests.support.hostile_runs import (
+    FAILURE_RECORDS,
     LOCKS,
     NOTHING_LOST,
     difference,
@@ -43,7 +44,7 @@ def test_representative_bad_inputs_fail_alone_in_single_partition_runs(
     cases = [CASE_BY_KIND[kind] for kind in REPRESENTATIVES]
     clip_ids = {case.name: case.build(inbox, case.name) for case in cases}
     assert run_partition(GOODS[0]).success
-    output_before = tree_state(output, skip=(output / LOCKS,))
+    output_before = tree_state(output, skip=(output / LOCKS, output / FAILURE_RECORDS))
     outside_before = tree_state(tmp_path, skip=(output,))
 
     failed = {}
@@ -52,7 +53,7 @@ def test_representative_bad_inputs_fail_alone_in_single_partition_runs(
         problems = single_run_problems(result, case, inbox, clip_ids[case.name])
         if any(e.event_type_value == "ASSET_MATERIALIZATION" for e in result.all_events):
             problems.append("a materialization was recorded")
-        output_after = tree_state(output, skip=(output / LOCKS,))
+        output_after = tree_state(output, skip=(output / LOCKS, output / FAILURE_RECORDS))
         if output_after != output_before:
             problems.append(f"the output changed: {difference(output_before, output_after)}")
         outside_after = tree_state(tmp_path, skip=(output,))

@@ -20,7 +20,7 @@ from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.contract.records import ChunkCounters
 from clip_assets.engine.inspection import inspect_video
 from clip_assets.media.probe import MediaError, probe_mp4
-from clip_assets.producer.descriptor import COLOR_GRID_ALGORITHM
+from clip_assets.producer.descriptor import COLOR_GRID_ALGORITHM, FRAME_DIFFERENCE_MEAN
 from clip_assets.producer.ingest import (
     IngestSettings,
     chunk_count,
@@ -205,7 +205,8 @@ def test_moving_clips_pass_with_animated_previews_and_an_embedding(ingested: dic
     for key in MOVING:
         for clip in read_clips(ingested[key]):
             assert not clip.filtered
-            assert clip.motion_score_global_mean is not None and clip.motion_score_global_mean > 0.5
+            assert clip.extra_metadata is not None and clip.extra_metadata[FRAME_DIFFERENCE_MEAN] > 0.5
+            assert clip.motion_score_global_mean is None  # NeMo's motion-vector key: another scale
             assert [(w.start_frame, w.end_frame) for w in clip.windows] == [(0, round(clip.duration * 24) - 1)]
             for window in clip.windows:
                 assert window.captions == {} and window.enhanced_captions == {}
@@ -223,7 +224,8 @@ def test_moving_clips_pass_with_animated_previews_and_an_embedding(ingested: dic
 def test_still_clips_are_filtered_by_motion_and_keep_their_mp4(ingested: dict[str, Path]) -> None:
     for clip in read_clips(ingested[STILL]):
         assert (clip.filtered, clip.filtered_by) == (True, "motion")
-        assert clip.motion_score_global_mean is not None and clip.motion_score_global_mean < 0.5
+        assert clip.extra_metadata is not None and clip.extra_metadata[FRAME_DIFFERENCE_MEAN] < 0.5
+        assert clip.motion_score_global_mean is None
         assert clip.mp4 is not None
         assert clip.windows == [] and clip.embeddings == {}
 

@@ -8,5 +8,6 @@
 - `deployment`: the shipped instance files, a throwaway PostgreSQL database, a running deployment;
 - `hostile_corpus`, `hostile_runs`: the malformed and hostile inputs, and what a run of them left;
 - `reliability`: the ledger behind docs/reliability.md;
+- `soak`: the soak test's seeded plan of faults, what S3 holds, and the figures it records;
 - `partition_process`: one partition materialized in a process of its own (`python -m`).
 """

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
+from clip_assets_tests.support.processes import unavailable_here
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, ViewportSize
@@ -30,10 +30,7 @@ def require_browser() -> None:
     if not Path(CHROMIUM).exists():
         missing.append(f"Chromium at {CHROMIUM} (apt-get install -y chromium, or set CLIP_ASSETS_CHROMIUM)")
     if missing:
-        message = "browser test needs " + " and ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable_here("browser test needs " + " and ".join(missing))
 
 
 def screenshot_folder(tmp_path: Path) -> Path:

@@ -4,7 +4,9 @@ their own folders, endpoint and settings."""
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from pathlib import Path
 
 import numpy as np
 from dagster import (
@@ -169,3 +171,14 @@ def synthetic_outputs(
         if not filtered:
             found[clip_id] = (vector, parquet_key)
     return PartitionOutputs(partition_key, root, documents, mp4s, vectors=found)
+
+
+def stored_output_digest(output: Path, family: str, partition_key: str) -> str:
+    """What a materialization's `manifest_sha256` must be, computed here from the stored files themselves:
+    the sha256 of each file the partition's manifest lists, keyed by path in path order. Comparing with
+    `PartitionManifest.digest` instead would check that code against itself."""
+    listed = json.loads((output / layout.manifest_key(family, partition_key)).read_bytes())["artifacts"]
+    hasher = hashlib.sha256()
+    for key in sorted(listed):
+        hasher.update(f"{key}\0{hashlib.sha256((output / key).read_bytes()).hexdigest()}\n".encode())
+    return hasher.hexdigest()

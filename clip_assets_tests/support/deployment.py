@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -74,16 +75,40 @@ def postgres_ready() -> bool:
     return subprocess.run(["pg_isready", "-h", PG_HOST, "-p", str(PG_PORT)], capture_output=True).returncode == 0
 
 
+def _cluster(action: str) -> subprocess.CompletedProcess[str]:
+    """`pg_ctlcluster <version> main <action>` on the machine's (newest) cluster."""
+    versions = sorted(Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
+    assert versions, f"no PostgreSQL at {PG_HOST}:{PG_PORT} and no cluster in /etc/postgresql to {action}"
+    return subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", action],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def ensure_postgres() -> None:
     """Start the machine's cluster if it is down (as CI must); fail clearly when there is none."""
     if postgres_ready():
         return
-    versions = sorted(Path("/etc/postgresql").iterdir()) if Path("/etc/postgresql").is_dir() else []
-    assert versions, f"no PostgreSQL at {PG_HOST}:{PG_PORT} and no cluster in /etc/postgresql to start"
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].name, "main", "start"], capture_output=True
-    )
+    _cluster("start")
     wait_for(postgres_ready, 30, f"PostgreSQL at {PG_HOST}:{PG_PORT} to accept connections")
+
+
+def restart_postgres() -> float:
+    """Restart the machine's cluster, as a database failover looks to its clients; the seconds it took.
+
+    Every connection of every client is cut, the test's own included. The cluster is shared by
+    everything on the machine: restart it once, briefly. Whatever the restart does, the cluster is
+    started again before this returns or raises.
+    """
+    started = time.monotonic()
+    try:
+        restarted = _cluster("restart")
+        assert restarted.returncode == 0, f"pg_ctlcluster restart failed: {restarted.stderr.strip()}"
+    finally:
+        ensure_postgres()
+    return time.monotonic() - started
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, bu
 from clip_assets_tests.support.hostile_corpus import INPUT_PATH, MARKER, Case
 
 FAMILIES = tuple(family.name for family in OUTPUT_FAMILIES)
-# What is not part of a partition's output: lock files are taken before the input is inspected.
+# What is not part of a partition's output: lock files are taken before the input is inspected, and a
+# refused partition's failure record is what says why (test_failures.py).
 LOCKS = Path(layout.INTERNAL_PREFIX) / "locks"
+FAILURE_RECORDS = Path(layout.VIDEO_ERRORS)
 NOTHING_LOST = (
     "no manifest, file or materialization of the partition; good partitions byte-identical to a clean run; "
     "nothing outside the output root changed"

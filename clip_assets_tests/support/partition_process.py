@@ -3,21 +3,83 @@
     python -m clip_assets_tests.support.partition_process INBOX OUTPUT DAGSTER_HOME PARTITION_KEY [MAX_WORKERS]
 
 Prints each step failure's message and exits 1 when the run fails. S3 is reached through the standard
-AWS variables and CLIP_ASSETS_S3_*, as in a deployment.
+AWS variables and CLIP_ASSETS_S3_*, as in a deployment. With BARRIER_VAR set to a folder, the run says
+it is ready there once its imports are done (`<pid>.ready`) and waits for a `go` file, so that processes
+started together write together (`release_together`).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
 from clip_assets.defs.environment import configured
 from clip_assets.defs.resources import WriterSettingsResource, s3_connection
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
+from clip_assets_tests.support.processes import wait_for
+
+BARRIER_VAR = "CLIP_ASSETS_TEST_BARRIER"
+
+
+def spawn(
+    inbox: Path,
+    output: str,
+    home: Path,
+    partition_key: str,
+    max_workers: int = 1,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+) -> subprocess.Popen[str]:
+    """This module in a child process (its stdout piped, as text); `prefix` runs it as another user."""
+    home.mkdir(parents=True, exist_ok=True)
+    command = [*(prefix or []), sys.executable, "-m", "clip_assets_tests.support.partition_process"]
+    return subprocess.Popen(
+        [*command, str(inbox), output, str(home), partition_key, str(max_workers)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def kill_when(process: subprocess.Popen[str], condition: Callable[[], bool], timeout_s: float = 120) -> None:
+    """SIGKILL the run as soon as `condition()` holds (polled every 2 ms); fails if it ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, "the run never reached the kill point"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def release_together(barrier: Path, runs: list[subprocess.Popen[str]], timeout_s: float = 300) -> None:
+    """Wait until every run (spawned with BARRIER_VAR=barrier) is ready, then let them all go at once."""
+    wait_for(
+        lambda: all((barrier / f"{run.pid}.ready").exists() or run.poll() is not None for run in runs),
+        timeout_s,
+        "every run to be ready",
+        interval_s=0.05,
+    )
+    (barrier / "go").touch()
+
+
+def _wait_at_barrier(barrier: Path) -> None:
+    (barrier / f"{os.getpid()}.ready").touch()
+    while not (barrier / "go").exists():
+        time.sleep(0.005)
 
 
 def main(inbox: str, output: str, home: str, partition_key: str, max_workers: str = "2") -> int:
+    if BARRIER_VAR in os.environ:
+        _wait_at_barrier(Path(os.environ[BARRIER_VAR]))
     instance = DagsterInstance.from_config(home)
     if partition_key not in instance.get_dynamic_partitions(PARTITIONS_NAME):
         instance.add_dynamic_partitions(PARTITIONS_NAME, [partition_key])

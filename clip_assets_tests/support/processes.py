@@ -13,9 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
+
+import pytest
 
 T = TypeVar("T")
+
+
+def unavailable_here(reason: str) -> NoReturn:
+    """A test whose prerequisite this machine lacks: skipped on a workstation, failed under CI (the `CI`
+    variable set, as `.ci/run` and CI systems do), where a silent skip would hide a test that never ran."""
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason}; CI must provide it, so this is a failure, not a skip", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -174,14 +184,19 @@ class ServerGroup:
         *,
         interval_s: float = 0.25,
         retry_on: tuple[type[Exception], ...] = (),
+        context: Callable[[], str] | None = None,
     ) -> T:
-        """`wait_for`, failing at once when a server has exited, with the servers' logs on a timeout."""
+        """`wait_for`, failing at once when a server has exited, with `context()` (what the caller waits
+        on: runs, say) and the servers' logs on a timeout."""
 
         def while_running() -> T | None:
             self.ensure_running()
             return probe()
 
-        return wait_for(while_running, timeout_s, what, interval_s=interval_s, retry_on=retry_on, context=self.logs)
+        def details() -> str:
+            return f"{context()}\n{self.logs()}" if context else self.logs()
+
+        return wait_for(while_running, timeout_s, what, interval_s=interval_s, retry_on=retry_on, context=details)
 
     def stop(self, timeout_s: float = 15) -> None:
         for process in reversed(self.processes):  # the last started first: a daemon launches nothing more

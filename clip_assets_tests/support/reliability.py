@@ -1,15 +1,20 @@
 """The ledger behind docs/reliability.md: tests record the bad inputs and faults they tried, and the outcome.
 
 A test asks for the `reliability` fixture and calls `record(...)` after its assertions held, so an entry
-only exists for what was actually checked. With CLIP_ASSETS_RELIABILITY_REPORT=path set, the session
-writes the table there:
+only exists for what was actually checked (the soak test adds its figures with `record_soak`). With
+CLIP_ASSETS_RELIABILITY_REPORT=path set, the session writes the table there:
 
     CLIP_ASSETS_RELIABILITY_REPORT=docs/reliability.md python -m pytest
+
+A session that runs only some tests (one heavy test, say) replaces their rows and keeps the other tests'
+rows from the file as it was; a row that mixes tests that ran with tests that did not cannot be split,
+and needs the whole suite (remove the file first to drop the rows of tests that no longer exist).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,16 +34,94 @@ class Entry:
 
 
 @dataclass
+class Row:
+    """One line of a table: every entry of one kind, or that line as an earlier session wrote it."""
+
+    area: str
+    kind: str
+    tried: int
+    handled: int
+    checks: set[str]
+    tests: set[str]
+
+    def markdown(self) -> str:
+        tests = ", ".join(f"`{test}`" for test in sorted(self.tests))
+        return f"| {self.kind} | {self.tried} | {self.handled} | {'; '.join(sorted(self.checks))} | {tests} |"
+
+
+AREAS = (("bad input", "Bad and hostile inputs"), ("fault", "Faults injected"))
+SOAK_HEADING = "## Soak test: random faults, then everything re-run"
+# The line after which docs/reliability.md is written by hand (deliberate bugs and the tests that kill
+# them, the second S3 implementation, NeMo's writer side by side): regenerating the ledger keeps it.
+HAND_WRITTEN = "<!-- Written by hand from here on; regenerating the ledger above keeps it. -->"
+
+
+def parse_rows(document: str) -> list[Row]:
+    """The rows of a report this module wrote (the inverse of `Row.markdown` under its area's heading)."""
+    titles = {title: area for area, title in AREAS}
+    rows: list[Row] = []
+    area = None
+    for line in document.splitlines():
+        if line.startswith("## "):
+            area = titles.get(line[3:].split(":")[0])
+        elif area and line.startswith("| ") and not line.startswith(("| kind |", "|---")):
+            kind, tried, handled, checks, tests = (cell.strip() for cell in line.strip("|").split(" | "))
+            found = set(re.findall(r"`([^`]+)`", tests))
+            rows.append(Row(area, kind, int(tried), int(handled), {checks}, found))  # the cell as it was
+    return rows
+
+
+def soak_section(document: str) -> str:
+    """The soak section of a report as written (empty when it has none)."""
+    start = document.find(SOAK_HEADING)
+    if start < 0:
+        return ""
+    end = document.find("\n## ", start + len(SOAK_HEADING))
+    return document[start:] if end < 0 else document[start : end + 1]
+
+
+@dataclass
 class Ledger:
     entries: list[Entry] = field(default_factory=list)
+    soak: list[tuple[str, str]] = field(default_factory=list)  # (figure, value) of the soak test
+    soak_test: str = ""
 
     def for_test(self, test: str) -> Recorder:
         return Recorder(self, test)
 
-    def markdown(self) -> str:
-        rows: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+    def rows(self) -> list[Row]:
+        grouped: dict[tuple[str, str], list[Entry]] = defaultdict(list)
         for entry in self.entries:
-            rows[(entry.area, entry.kind)].append(entry)
+            grouped[(entry.area, entry.kind)].append(entry)
+        return [
+            Row(
+                area,
+                kind,
+                sum(e.tried for e in entries),
+                sum(e.handled for e in entries),
+                {e.nothing_lost for e in entries},
+                {e.test for e in entries},
+            )
+            for (area, kind), entries in grouped.items()
+        ]
+
+    def merged_rows(self, previous: list[Row]) -> list[Row]:
+        """This session's rows, plus the previous report's rows of tests that did not run in it."""
+        ran = {entry.test for entry in self.entries}
+        kept = []
+        for row in previous:
+            if row.tests & ran and not row.tests <= ran:
+                raise ValueError(
+                    f"the row {row.kind!r} combines tests that ran ({sorted(row.tests & ran)}) with tests that did "
+                    f"not ({sorted(row.tests - ran)}): regenerate the report with the whole suite"
+                )
+            if not row.tests & ran:
+                kept.append(row)
+        return [*kept, *self.rows()]
+
+    def markdown(self, previous: str = "") -> str:
+        previous, marker, hand_written = previous.partition(HAND_WRITTEN)
+        rows = self.merged_rows(parse_rows(previous))
         lines = [
             "# Reliability: what was tried, and what held",
             "",
@@ -48,28 +131,42 @@ class Ledger:
             'survived / failed cleanly within bounds (faults); "nothing lost" says how that was checked.',
             "",
         ]
-        for area, title in (("bad input", "Bad and hostile inputs"), ("fault", "Faults injected")):
-            selected = {kind: entries for (entry_area, kind), entries in sorted(rows.items()) if entry_area == area}
-            tried = sum(e.tried for entries in selected.values() for e in entries)
-            handled = sum(e.handled for entries in selected.values() for e in entries)
+        for area, title in AREAS:
+            selected = sorted((row for row in rows if row.area == area), key=lambda row: row.kind)
             lines += [
-                f"## {title}: {handled} of {tried} handled",
+                f"## {title}: {sum(r.handled for r in selected)} of {sum(r.tried for r in selected)} handled",
                 "",
                 "| kind | tried | handled | nothing lost: how checked | tests |",
                 "|---|---:|---:|---|---|",
+                *(row.markdown() for row in selected),
+                "",
             ]
-            for kind, entries in selected.items():
-                checks = "; ".join(sorted({e.nothing_lost for e in entries}))
-                tests = ", ".join(sorted({f"`{e.test}`" for e in entries}))
-                counts = f"{sum(e.tried for e in entries)} | {sum(e.handled for e in entries)}"
-                lines.append(f"| {kind} | {counts} | {checks} | {tests} |")
-            lines.append("")
-        return "\n".join(lines)
+        if self.soak:
+            lines += [
+                SOAK_HEADING,
+                "",
+                f"Recorded by `{self.soak_test}` (clip_assets_tests/test_soak.py): a deployment on PostgreSQL "
+                "(deploy/dagster.yaml, smaller queue) writes every partition to S3 through a fault-injecting proxy "
+                "while seeded random faults hit it; the daemon retries what died, a backfill re-runs what failed, "
+                "and the result must equal a clean run's.",
+                "",
+                "| figure | value |",
+                "|---|---|",
+                *(f"| {name} | {value} |" for name, value in self.soak),
+                "",
+            ]
+        else:
+            lines.append(soak_section(previous))
+        if marker:
+            lines += ["", marker + hand_written.rstrip("\n")]
+        return "\n".join(lines).rstrip("\n") + "\n"
 
     def write_if_requested(self) -> None:
         target = os.environ.get(REPORT_VAR)
-        if target and self.entries:
-            Path(target).write_text(self.markdown(), encoding="utf-8")
+        if target and (self.entries or self.soak):
+            path = Path(target)
+            previous = path.read_text(encoding="utf-8") if path.exists() else ""
+            path.write_text(self.markdown(previous), encoding="utf-8")
 
 
 @dataclass
@@ -81,3 +178,8 @@ class Recorder:
         if area not in ("bad input", "fault"):
             raise ValueError(f"unknown area {area!r}")
         self.ledger.entries.append(Entry(area, kind, tried, handled, nothing_lost, self.test))
+
+    def record_soak(self, figures: list[tuple[str, str]]) -> None:
+        """The soak test's figures (faults by kind, runs retried, partitions re-run, wall time)."""
+        self.ledger.soak = list(figures)
+        self.ledger.soak_test = self.test

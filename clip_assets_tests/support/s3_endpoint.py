@@ -2,11 +2,15 @@
 
 The proxy sits between clients and the endpoint. It forwards every request unchanged, counts requests
 by S3 operation (so a test can say "a re-run issued no PUT"), and on demand answers the next requests
-itself with throttling (503 SlowDown) or server errors, resets connections, or plays dead for a while.
+itself with throttling (503 SlowDown) or server errors, resets connections, plays dead for a while, or
+flips a byte of a request body on its way (what a checksum the server verifies must catch).
+Conditional writes (`If-None-Match` / `If-Match`) are forwarded one at a time: S3 checks the condition
+atomically with the write, while moto checks, then writes, so two racing completes could both pass it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -98,17 +102,20 @@ class Request:
     headers: dict[str, str]
     body_sha256: str
     bytes_returned: int
+    body_md5: str = ""
 
 
 @dataclass
 class Fault:
-    """Answer the next `count` matching requests with `status`/`code`, or reset the connection."""
+    """Answer the next `count` matching requests with `status`/`code`, reset the connection, or forward
+    them with one byte of the body flipped (`corrupt`)."""
 
     operations: frozenset[str]
     count: int
     status: int = 503
     code: str = "SlowDown"
     reset: bool = False
+    corrupt: bool = False
 
 
 class FaultProxy:
@@ -122,6 +129,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.down_until = 0.0
         self.lock = threading.Lock()
+        self.conditional_writes = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -136,6 +144,8 @@ class FaultProxy:
                 path, _, query = self.path.partition("?")
                 operation = s3_operation(self.command, path, query)
                 fault = proxy._take_fault(operation)
+                if fault is not None and fault.corrupt and body:
+                    body, fault = bytes([body[0] ^ 0xFF]) + body[1:], None  # headers (checksums) unchanged
                 if fault is not None and fault.reset:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                     self.connection.close()
@@ -157,9 +167,13 @@ class FaultProxy:
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive", "expect")
                 }
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
+                conditional = self.command in ("PUT", "POST") and any(
+                    name.lower() in ("if-none-match", "if-match") for name in headers
+                )
+                with proxy.conditional_writes if conditional else contextlib.nullcontext():
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
                 upstream.close()
                 record = Request(
                     operation,
@@ -167,6 +181,7 @@ class FaultProxy:
                     {k.lower(): v for k, v in self.headers.items()},
                     hashlib.sha256(body).hexdigest(),
                     len(data) if self.command != "HEAD" else 0,
+                    hashlib.md5(body, usedforsecurity=False).hexdigest(),
                 )
                 with proxy.lock:  # recorded before the client hears back, so a test never misses it
                     proxy.counts[operation] += 1
@@ -198,15 +213,22 @@ class FaultProxy:
             for fault in self.faults:
                 if fault.count > 0 and (not fault.operations or operation in fault.operations):
                     fault.count -= 1
-                    self.injected[f"{operation}:{'reset' if fault.reset else fault.status}"] += 1
+                    kind = "reset" if fault.reset else "corrupt" if fault.corrupt else fault.status
+                    self.injected[f"{operation}:{kind}"] += 1
                     return fault
         return None
 
     def inject(
-        self, *operations: str, count: int, status: int = 503, code: str = "SlowDown", reset: bool = False
+        self,
+        *operations: str,
+        count: int,
+        status: int = 503,
+        code: str = "SlowDown",
+        reset: bool = False,
+        corrupt: bool = False,
     ) -> None:
         with self.lock:
-            self.faults.append(Fault(frozenset(operations), count, status, code, reset))
+            self.faults.append(Fault(frozenset(operations), count, status, code, reset, corrupt))
 
     def go_down(self, seconds: float) -> None:
         """Reset every connection for `seconds`, as an endpoint that disappears for a while."""

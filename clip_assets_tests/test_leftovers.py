@@ -1,0 +1,119 @@
+"""Nothing of a clip is left behind: not when it is removed from the input, not after a killed run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clip_assets import layout
+from clip_assets.engine.manifest import PartitionManifest
+from clip_assets.storage import LocalStorage, Storage
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
+from clip_assets_tests.support.partition_process import kill_when, spawn
+
+REL = "cam1/street walk.mp4"
+
+
+def everything(root: Path) -> list[str]:
+    """Every file and folder under `root`, folders with a trailing '/'."""
+    return sorted(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.rglob("*"))
+
+
+def test_deleting_a_file_removes_the_folders_it_empties_and_no_more(tmp_path):
+    storage = LocalStorage(tmp_path / "out")
+    storage.put("previews/a/0_4.webp", b"x")
+    storage.put("previews/a/4_8.webp", b"x")
+    storage.put("processed_videos/cam1/day 2/a.mp4.json", b"{}")
+    storage.put("metas/v0/a.json", b"{}")
+    storage.delete("previews/a/0_4.webp")
+    assert "previews/a/" in everything(Path(storage.root))  # still holds a file
+    storage.delete("previews/a/4_8.webp")
+    storage.delete("processed_videos/cam1/day 2/a.mp4.json")
+    storage.delete("metas/v0/a.json")
+    # The families' own folders and the root stay: only what a video or a clip named is gone.
+    nemo_tree = [path for path in everything(Path(storage.root)) if not path.startswith(layout.INTERNAL_PREFIX)]
+    assert nemo_tree == ["metas/", "metas/v0/", "previews/", "processed_videos/"]
+    storage.put("previews/a/0_4.webp", b"y")  # a folder removed behind the instance's back is made again
+    assert storage.read("previews/a/0_4.webp") == b"y"
+
+
+def test_removing_a_clip_from_the_input_leaves_no_file_or_folder_of_it(inbox, output, run_partition):
+    clips = make_clips(3)
+    write_video(inbox / f"{REL}.parquet", clips)
+    assert run_partition(REL).success
+    gone = clips[1].uuid
+    assert f"{layout.preview_prefix(gone)}" in everything(output)
+    write_video(inbox / f"{REL}.parquet", [clips[0], clips[2]])
+    assert run_partition(REL).success
+    assert [path for path in everything(output) if gone in path] == []
+    assert layout.preview_prefix(clips[0].uuid) in everything(output)
+
+
+def unrecorded(storage: Storage) -> list[str]:
+    """Keys of the output that no manifest records, outside clip-assets' own bookkeeping."""
+    recorded = set()
+    for info in storage.list(layout.MANIFESTS):
+        recorded |= set(PartitionManifest.from_bytes(storage.read(info.key)).entries)
+    return sorted(
+        i.key for i in storage.list() if i.key not in recorded and not i.key.startswith(layout.INTERNAL_PREFIX)
+    )
+
+
+def test_a_run_killed_mid_write_then_a_changed_input_leaves_no_orphan(tmp_path, inbox, instance, reliability):
+    """The killed run wrote clips its manifest never recorded; the input then drops them. The next run
+    finds them in the partition's intent record and removes them, with their claims."""
+    clips = make_clips(10, source_video="/videos/v.mp4")
+    for index, clip in enumerate(clips):
+        clip.mp4 = noise_mp4(1_000_000, seed=index)
+    write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
+    output = tmp_path / "output"
+    run = spawn(inbox, str(output), tmp_path / "home", "v.mp4", 1)
+    kill_when(run, lambda: (output / "clips").is_dir() and len(list((output / "clips").iterdir())) >= 3)
+    storage = LocalStorage(output)
+    orphaned = unrecorded(storage)
+    assert any(key.startswith(layout.CLIPS) for key in orphaned), orphaned  # what the kill left behind
+
+    kept = clips[-2:]  # the input changes: the clips the killed run wrote are gone from it
+    write_video(inbox / "v.mp4.parquet", kept, source_video="/videos/v.mp4")
+    assert materialize_partition(instance, "v.mp4", str(inbox), str(output)).success
+    assert unrecorded(storage) == []
+    dropped = {clip.uuid for clip in clips[:-2]}
+    assert [path for path in everything(output) if any(uuid in path for uuid in dropped)] == []
+    assert {i.key for i in storage.list(layout.CLIP_CLAIMS)} == {layout.clip_claim_key(c.uuid) for c in kept}
+    reliability.record(
+        "fault",
+        "SIGKILL mid-write, then a changed input (local disk)",
+        tried=1,
+        handled=1,
+        nothing_lost="the re-run left no key that no manifest records, no file, folder or claim of a dropped clip",
+    )
+
+
+@pytest.mark.timeout(600)  # the re-run waits out the killed run's lease (lease.TTL_S + CLOCK_SKEW_S: 150 s)
+def test_on_s3_a_killed_run_then_a_changed_input_leaves_no_orphan(tmp_path, inbox, s3, instance, reliability):
+    clips = make_clips(6, source_video="/videos/v.mp4")
+    for index, clip in enumerate(clips):
+        clip.mp4 = noise_mp4(1_000_000, seed=index)
+    write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
+    env = {"AWS_ENDPOINT_URL_S3": s3.proxy.url, "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path"}
+    run = spawn(inbox, s3.url("out"), tmp_path / "home", "v.mp4", 1, env)
+    storage = s3.storage("out")
+    clip_puts = f"/out/{layout.CLIPS}"
+    kill_when(run, lambda: sum(r.operation == "PutObject" and clip_puts in r.path for r in s3.proxy.requests) >= 2)
+    assert any(key.startswith(layout.CLIPS) for key in unrecorded(storage))
+
+    kept = clips[-2:]
+    write_video(inbox / "v.mp4.parquet", kept, source_video="/videos/v.mp4")
+    assert materialize_partition(instance, "v.mp4", str(inbox), s3.url("out"), s3=s3.connection).success
+    assert unrecorded(storage) == []
+    dropped = {clip.uuid for clip in clips[:-2]}
+    assert [key for key in s3.keys("out/") if any(uuid in key for uuid in dropped)] == []
+    reliability.record(
+        "fault",
+        "SIGKILL mid-upload, then a changed input (S3)",
+        tried=1,
+        handled=1,
+        nothing_lost="the re-run left no object that no manifest records, no object or claim of a dropped clip",
+    )
