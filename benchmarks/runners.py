@@ -4,21 +4,25 @@
 - engine: exactly the code the assets' step runs (`write_partitions` of every family over ranges of
   PARTITIONS_PER_RUN partitions, as one run of a batched backfill handles them), without Dagster's
   run machinery;
-- Dagster: in-process `materialize` of every family against an on-disk SQLite instance, one run per
-  range of PARTITIONS_PER_RUN partitions (Dagster's range tags), or one run per partition.
+- Dagster: in-process `materialize` of every family against the embedded instance (`clip-assets demo`'s:
+  on-disk SQLite with the batched event log of `clip_assets.defs.instance`), one run per range of
+  PARTITIONS_PER_RUN partitions (Dagster's range tags), or one run per partition.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
 from benchmarks.workloads import INPUT_PATH
 from clip_assets.defs.dataset import dataset_definitions, dataset_resources
+from clip_assets.defs.instance import use_embedded_instance
 from clip_assets.defs.names import DatasetNames
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.defs.resources import (
@@ -67,6 +71,16 @@ def engine_write(inbox: str, output: str, keys: Sequence[str], s3: S3ConnectionR
         for outcome in write_partitions(job, batch, LOG):
             for error in outcome.errors.values():
                 raise error
+
+
+@contextmanager
+def embedded_instance() -> Iterator[DagsterInstance]:
+    """A fresh embedded instance in a temporary Dagster home, removed afterwards."""
+    with (
+        tempfile.TemporaryDirectory(prefix="clip-assets-bench-home-") as home,
+        use_embedded_instance(Path(home)) as instance,
+    ):
+        yield instance
 
 
 def add_partitions(instance: DagsterInstance, keys: Sequence[str]) -> None:
