@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetMaterialization, DagsterInstance, RunsFilter
+from dagster import AssetMaterialization, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from benchmarks.bench_discovery import NEW_FILES, plain_listing, sensor_tick
 from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progress, stderr_to
@@ -60,7 +60,7 @@ REGISTER_CHUNK = 10_000
 EVENT_BATCH = 2_000
 # partitions_per_run choices for the backfill: the dataset's default, and two larger ones.
 PER_RUN_CHOICES = (25, 500, 5_000)
-ENQUEUE_BUDGET_S = 240.0
+ENQUEUE_BUDGET_S = 180.0
 # The UI's queries return every partition key (MBs at 100,000): the client waits longer than the tests'.
 UI_TIMEOUT_S = 300.0
 STATUS_FAMILY = "clip_files"
@@ -212,22 +212,20 @@ def enqueue_all(deployment: Deployment, instance: DagsterInstance, partitions: i
     launched = time.time()
     backfill_id = launch_asset_backfill(deployment.graphql, families, None, f"backfill all, {per_run} per run")
     launch_s = time.time() - launched
-    runs_filter = RunsFilter(tags={BACKFILL_TAG: backfill_id})
+    queued = RunsFilter(tags={BACKFILL_TAG: backfill_id}, statuses=[DagsterRunStatus.QUEUED])
     deadline = time.monotonic() + ENQUEUE_BUDGET_S
-    while instance.get_runs_count(runs_filter) < expected and time.monotonic() < deadline:
+    while instance.get_runs_count(queued) < expected and time.monotonic() < deadline:
         deployment.ensure_running()
         time.sleep(0.5)
     cancel_backfill(deployment.graphql, backfill_id)
-    records = list(instance.get_run_records(runs_filter))
+    records = list(instance.get_run_records(queued))
     if not records:
         raise RuntimeError(f"backfill {backfill_id}: no run queued in {ENQUEUE_BUDGET_S:.0f} s\n{deployment.logs()}")
-    statuses = {record.dagster_run.status.value for record in records}
-    if statuses != {"QUEUED"}:
-        raise RuntimeError(f"backfill {backfill_id}: runs in {statuses}, the held queue should keep them QUEUED")
-    created = sorted(record.create_timestamp.timestamp() - launched for record in records)
+    # A run is created NOT_STARTED, then submitted to the queue: its last update is the moment it was queued.
+    created = sorted(record.update_timestamp.timestamp() - launched for record in records)
     complete = len(records) >= expected
     seconds = created[-1] if complete else created[-1] * expected / len(records)
-    for record in records:
+    for record in instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id})):
         instance.delete_run(record.dagster_run.run_id)
     return {"backfill_id": backfill_id, "per_run": per_run, "runs_expected": expected, "runs_queued": len(records),
             "complete": complete, "seconds": seconds, "launch_mutation_s": launch_s,

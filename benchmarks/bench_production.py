@@ -19,21 +19,30 @@ with ours per repetition. Both trees are counted: a run that wrote less than NeM
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
 
 from benchmarks.bench_local import inbox_for
 from benchmarks.bench_nemo import Unavailable, ensure_ffprobe, nemo_once, nemo_python
 from benchmarks.harness import Context, Row, Target, paired_ratios, progress, settle
-from benchmarks.production import production_database, production_instance, quiet_deployment, write_home
-from benchmarks.runners import add_partitions, tree_size
+from benchmarks.production import (
+    production_database,
+    production_instance,
+    quiet_deployment,
+    start_sensor,
+    write_home,
+)
+from benchmarks.runners import NAMES, tree_size
 from benchmarks.workloads import INPUT_PATH, Workload
+from clip_assets.defs.environment import INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, SENSOR_INTERVAL_VAR
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.families import FAMILIES
 from clip_assets_tests.support.deployment import Deployment
 from clip_assets_tests.support.graphql import BACKFILL_DONE, backfill_state, launch_asset_backfill, run_failures
@@ -42,40 +51,20 @@ TARGET = Target(">=", 10.0, ">= 10x NeMo")
 BACKFILL_TAG = "dagster/backfill"
 INSTANCE = "deploy/dagster.yaml unchanged (PostgreSQL, QueuedRunCoordinator, DefaultRunLauncher)"
 # Generous: W2's 8 runs of 25 partitions on 2 cores take about a minute; a stuck queue must not hang the suite.
-BACKFILL_TIMEOUT_S = 900
+RUNS_TIMEOUT_S = 900
+SENSOR = NAMES.name("processed_video_sensor")
+# As the deployment test runs it; the shipped default is 30 s (CLIP_ASSETS_SENSOR_INTERVAL_S), which
+# adds up to 30 s to a first run's start.
+SENSOR_INTERVAL_S = 5
+SUCCESS = DagsterRunStatus.SUCCESS
 
 
-def backfill_runs(instance: DagsterInstance, backfill_id: str) -> list[Any]:
-    return list(instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id})))
-
-
-def finished_backfill(deployment: Deployment, backfill_id: str) -> dict[str, Any] | None:
-    state = backfill_state(deployment.graphql, backfill_id)
-    return state if state["status"] in BACKFILL_DONE else None
-
-
-def backfill_once(deployment: Deployment, instance: DagsterInstance, keys: Sequence[str], title: str) -> dict[str, Any]:
-    """Launch a backfill of every family over `keys`, wait until it is done; its timeline in seconds from launch."""
-    families = [family.name for family in FAMILIES]
-    launched = time.time()
-    backfill_id = launch_asset_backfill(deployment.graphql, families, keys, title)
-    state = deployment.wait(
-        lambda: finished_backfill(deployment, backfill_id),
-        BACKFILL_TIMEOUT_S,
-        f"backfill {backfill_id} of {len(keys)} partitions to finish",
-        interval_s=0.5,
-    )
-    records = backfill_runs(instance, backfill_id)
-    failed = [r.dagster_run.run_id for r in records if r.dagster_run.status != DagsterRunStatus.SUCCESS]
-    if state["status"] != "COMPLETED_SUCCESS" or failed or not records:
-        reasons = {run_id: run_failures(deployment.graphql, run_id) for run_id in failed}
-        ended_as = f"backfill {backfill_id} ended {state['status']}"
-        raise RuntimeError(f"{ended_as}; failed runs {reasons}\n{deployment.logs()}")
-    created = [r.create_timestamp.timestamp() - launched for r in records]
-    started = [(r.start_time or launched) - launched for r in records]
-    ended = [(r.end_time or launched) - launched for r in records]
+def timeline(records: Sequence[RunRecord], origin: float) -> dict[str, Any]:
+    """When the runs were created, started and ended, in seconds from `origin`; `seconds` is the last end."""
+    created = [r.create_timestamp.timestamp() - origin for r in records]
+    started = [(r.start_time or origin) - origin for r in records]
+    ended = [(r.end_time or origin) - origin for r in records]
     return {
-        "backfill_id": backfill_id,
         "runs": len(records),
         "seconds": max(ended),
         "first_run_created": min(created),
@@ -85,10 +74,63 @@ def backfill_once(deployment: Deployment, instance: DagsterInstance, keys: Seque
     }
 
 
-def link_inbox(source: Path, keys: Sequence[str], inbox: Path) -> None:
-    """The workload's files into the deployment's inbox as hard links (same bytes, size and mtime)."""
-    for key in keys:
-        os.link(source / f"{key}.parquet", inbox / f"{key}.parquet")
+def fail_on_failed(deployment: Deployment, records: Sequence[RunRecord], what: str) -> None:
+    failed = [r.dagster_run.run_id for r in records if r.dagster_run.is_finished and r.dagster_run.status != SUCCESS]
+    if failed:
+        reasons = {run_id: run_failures(deployment.graphql, run_id) for run_id in failed}
+        raise RuntimeError(f"{what}: failed runs {reasons}\n{deployment.logs()}")
+
+
+def partitions_of(tags: Mapping[str, str], order: Sequence[str]) -> list[str]:
+    """The partitions a run writes: its single partition, or its key range in the instance's order."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    start, end = order.index(tags[RANGE_START_TAG]), order.index(tags[RANGE_END_TAG])
+    return list(order[start : end + 1])
+
+
+def sensor_once(deployment: Deployment, instance: DagsterInstance, keys: Sequence[str], arrive: Path) -> dict[str, Any]:
+    """The files arrive (new, or rewritten: a new mtime), the running sensor requests runs; until all are written."""
+    origin = time.time()
+    for path in arrive.iterdir():
+        os.utime(path, (origin, origin))
+    since = datetime.datetime.fromtimestamp(origin, datetime.UTC)
+    runs_filter = RunsFilter(tags={"dagster/sensor_name": SENSOR}, created_after=since)
+
+    def written() -> list[RunRecord] | None:
+        records = list(instance.get_run_records(runs_filter))
+        fail_on_failed(deployment, records, "the sensor's runs")
+        if not records or not all(r.dagster_run.is_finished for r in records):
+            return None
+        order = list(instance.get_dynamic_partitions(NAMES.partitions))
+        done = {key for r in records for key in partitions_of(r.dagster_run.tags, order)}
+        return records if done >= set(keys) else None
+
+    records = deployment.wait(written, RUNS_TIMEOUT_S, f"the sensor's runs of {len(keys)} partitions", interval_s=0.5)
+    return timeline(records, origin)
+
+
+def finished_backfill(deployment: Deployment, backfill_id: str) -> dict[str, Any] | None:
+    state = backfill_state(deployment.graphql, backfill_id)
+    return state if state["status"] in BACKFILL_DONE else None
+
+
+def backfill_once(deployment: Deployment, instance: DagsterInstance, keys: Sequence[str], title: str) -> dict[str, Any]:
+    """A backfill of every family over `keys` as the UI launches it (with the families' checks), until done."""
+    families = [family.name for family in FAMILIES]
+    origin = time.time()
+    backfill_id = launch_asset_backfill(deployment.graphql, families, keys, title)
+    state = deployment.wait(
+        lambda: finished_backfill(deployment, backfill_id),
+        RUNS_TIMEOUT_S,
+        f"backfill {backfill_id} of {len(keys)} partitions to finish",
+        interval_s=0.5,
+    )
+    records = list(instance.get_run_records(RunsFilter(tags={BACKFILL_TAG: backfill_id})))
+    fail_on_failed(deployment, records, f"backfill {backfill_id}")
+    if state["status"] != "COMPLETED_SUCCESS" or not records:
+        raise RuntimeError(f"backfill {backfill_id} ended {state['status']} with {len(records)} runs")
+    return {"backfill_id": backfill_id, **timeline(records, origin)}
 
 
 def measure(ctx: Context, workload: Workload, python: Path) -> list[Row]:
@@ -97,10 +139,10 @@ def measure(ctx: Context, workload: Workload, python: Path) -> list[Row]:
     inbox, output = root / "inbox", root / "output"
     inbox.mkdir(parents=True)
     files = [source / f"{key}.parquet" for key in keys]
-    nemo_walls: list[float] = []
-    ours: list[float] = []
-    timelines: list[dict[str, Any]] = []
-    env = {"CLIP_ASSETS_INBOX": str(inbox), "CLIP_ASSETS_OUTPUT": str(output), "CLIP_ASSETS_INPUT_PATH": INPUT_PATH}
+    samples: dict[str, list[float]] = {"nemo": [], "sensor": [], "sensor runs": [], "backfill": []}
+    timelines: dict[str, list[dict[str, Any]]] = {"sensor": [], "backfill": []}
+    env = {INBOX_VAR: str(inbox), OUTPUT_VAR: str(output), INPUT_PATH_VAR: INPUT_PATH,
+           SENSOR_INTERVAL_VAR: str(SENSOR_INTERVAL_S)}  # fmt: skip
     progress(f"production {workload.name}: PostgreSQL database, code server, daemon and webserver")
     with production_database() as database:
         home = write_home(root / "home")
@@ -108,41 +150,51 @@ def measure(ctx: Context, workload: Workload, python: Path) -> list[Row]:
             quiet_deployment(home, database, env, root / "logs") as deployment,
             production_instance(home) as instance,
         ):
-            link_inbox(source, keys, inbox)
-            add_partitions(instance, keys)
+            for path in files:  # hard links: the same bytes, no copy; their mtime is set when they "arrive"
+                os.link(path, inbox / path.name)
+            start_sensor(deployment.graphql, SENSOR)
             for index in range(ctx.repeat):
                 progress(f"production {workload.name}: repetition {index + 1}/{ctx.repeat}")
                 settle()
                 wall, _ = nemo_once(python, files, root / "nemo")
-                nemo_walls.append(wall)
+                samples["nemo"].append(wall)
                 nemo_files = tree_size(root / "nemo")[0]
                 shutil.rmtree(root / "nemo")
-                shutil.rmtree(output, ignore_errors=True)
-                settle()
-                timeline = backfill_once(deployment, instance, keys, f"benchmark {workload.name} #{index + 1}")
-                ours_files = tree_size(output)[0]
-                if ours_files != nemo_files:
-                    raise RuntimeError(f"NeMo wrote {nemo_files} files, the production backfill {ours_files}")
-                ours.append(timeline["seconds"])
-                timelines.append(timeline)
+                for kind in ("sensor", "backfill"):
+                    shutil.rmtree(output, ignore_errors=True)
+                    settle()
+                    if kind == "sensor":
+                        times = sensor_once(deployment, instance, keys, inbox)
+                    else:
+                        times = backfill_once(deployment, instance, keys, f"benchmark {workload.name} #{index + 1}")
+                    written = tree_size(output)[0]
+                    if written != nemo_files:
+                        raise RuntimeError(f"NeMo wrote {nemo_files} files, the {kind} path {written}")
+                    samples[kind].append(times["seconds"])
+                    timelines[kind].append(times)
+                runs = timelines["sensor"][-1]
+                samples["sensor runs"].append(runs["seconds"] - runs["first_run_started"])
     shutil.rmtree(root, ignore_errors=True)
     clips = workload.total_clips
-    nemo_rate = [clips / s for s in nemo_walls]
-    our_rate = [clips / s for s in ours]
-    # The runs alone: from the first run's start to the last run's end, the daemons' polling left out.
-    runs_rate = [clips / (t["seconds"] - t["first_run_started"]) for t in timelines]
-    details = {"clips": clips, "nemo_wall_seconds": nemo_walls, "backfills": timelines, "instance": INSTANCE}
-    runs = timelines[0]["runs"]
+    rate = {name: [clips / s for s in values] for name, values in samples.items()}
+    nemo = rate["nemo"]
+    details = {"clips": clips, "nemo_wall_seconds": samples["nemo"], **timelines, "instance": INSTANCE,
+               "sensor_interval_s": SENSOR_INTERVAL_S}  # fmt: skip
+    sensor_runs, backfill_runs = timelines["sensor"][0]["runs"], timelines["backfill"][0]["runs"]
     return [
-        Row("production", workload.description, "NeMo ClipWriterStage (wall, incl. reading)", "clips/s", nemo_rate,
-            "itself", nemo_rate, [1.0] * len(nemo_rate), ratio_label="x NeMo", details=details),
+        Row("production", workload.description, "NeMo ClipWriterStage (wall, incl. reading)", "clips/s", nemo,
+            "itself", nemo, [1.0] * len(nemo), ratio_label="x NeMo", details=details),
         Row("production", workload.description,
-            f"backfill on PostgreSQL, {runs} queued runs launched by the daemon (launch to last run's end)",
-            "clips/s", our_rate, "NeMo clips/s", nemo_rate, paired_ratios(our_rate, nemo_rate), ratio_label="x NeMo",
-            target=TARGET, details=details),
+            f"sensor -> {sensor_runs} queued runs launched by the daemon, PostgreSQL (files arrive to last run's end)",
+            "clips/s", rate["sensor"], "NeMo clips/s", nemo, paired_ratios(rate["sensor"], nemo),
+            ratio_label="x NeMo", target=TARGET, details=details),
         Row("production", workload.description,
             "the same, runs only (first run's start to last run's end, the daemons' polling left out)", "clips/s",
-            runs_rate, "NeMo clips/s", nemo_rate, paired_ratios(runs_rate, nemo_rate), ratio_label="x NeMo"),
+            rate["sensor runs"], "NeMo clips/s", nemo, paired_ratios(rate["sensor runs"], nemo), ratio_label="x NeMo"),
+        Row("production", workload.description,
+            f"UI backfill (with the intact checks) -> {backfill_runs} queued runs (launch to last run's end)",
+            "clips/s", rate["backfill"], "NeMo clips/s", nemo, paired_ratios(rate["backfill"], nemo),
+            ratio_label="x NeMo"),
     ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from clip_assets_tests.support.deployment import (
     running_deployment,
     with_overrides,
 )
-from clip_assets_tests.support.graphql import GraphQLError, stop_all_sensors
+from clip_assets_tests.support.graphql import REPOSITORY_NAME, DagsterGraphQL, GraphQLError, stop_all_sensors
 
 DATABASE_PREFIX = "clip_assets_bench"
 
@@ -86,3 +86,23 @@ def quiet_deployment(home: Path, database: Database, env: Mapping[str, str], log
         except GraphQLError as error:
             raise RuntimeError(f"could not stop the sensors: {error}\n{deployment.logs()}") from None
         yield deployment
+
+
+START_SENSOR = """
+mutation Start($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status } }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+
+def start_sensor(graphql: DagsterGraphQL, name: str) -> None:
+    """Start one sensor of the code location again, as the UI's toggle does."""
+    selector = {"repositoryLocationName": LOCATION_NAME, "repositoryName": REPOSITORY_NAME, "sensorName": name}
+    result = graphql(START_SENSOR, {"selector": selector})["startSensor"]
+    if result["__typename"] != "Sensor" or result["sensorState"]["status"] != "RUNNING":
+        raise GraphQLError(f"could not start sensor {name}: {result}")
