@@ -223,19 +223,29 @@ def check_recent_partitions(
     """Cached reads query nothing; this storage's own changes show at once, another's within the window."""
     storage.add_dynamic_partitions("videos", ["a", "b"])
     with counted_queries(engine) as queries:
+        assert storage.has_dynamic_partition("videos", "a")  # asked of the database, then remembered
+        assert storage.has_dynamic_partition("videos", "a")
+        assert not storage.has_dynamic_partition("videos", "x")
+        assert not storage.has_dynamic_partition("videos", "x")  # an absent key is asked every time
+    assert len(queries) == 3
+    with counted_queries(engine) as queries:
         assert storage.get_dynamic_partitions("videos") == ["a", "b"]
         first = storage.get_dynamic_partitions("videos")
         first.append("changed by a caller")
         assert storage.get_dynamic_partitions("videos") == ["a", "b"]
+        assert storage.has_dynamic_partition("videos", "b") and not storage.has_dynamic_partition("videos", "x")
     assert len(queries) == 1
     storage.add_dynamic_partitions("videos", ["c"])
     assert storage.get_dynamic_partitions("videos") == ["a", "b", "c"]
     storage.delete_dynamic_partition("videos", "a")
+    assert not storage.has_dynamic_partition("videos", "a")
     assert storage.get_dynamic_partitions("videos") == ["b", "c"]
     assert storage.get_dynamic_partitions("other") == []
     other.add_dynamic_partitions("videos", ["d"])  # another process's storage
+    other.delete_dynamic_partition("videos", "b")
     time.sleep(PARTITIONS_CACHE_SECONDS)
-    assert storage.get_dynamic_partitions("videos") == ["b", "c", "d"]
+    assert storage.get_dynamic_partitions("videos") == ["c", "d"]
+    assert storage.has_dynamic_partition("videos", "d") and not storage.has_dynamic_partition("videos", "b")
 
 
 def test_recent_partitions_on_sqlite(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ measured"). Here:
   writing a batch of asset events (the planned events of a run, the materializations of one asset's
   partitions) in one transaction with exactly the rows the one-by-one path writes;
 - `RecentDynamicPartitions`, on it and on `CachedPostgresEventLogStorage` (the production
-  instance): the partition keys of a dynamic partitions definition re-used for
-  `PARTITIONS_CACHE_SECONDS`. Dagster reads the whole list many times per run (every
-  partitions check); at 100,000 keys each read is a query of 100,000 rows. Adding or deleting keys
-  through the storage drops its copy; another process's additions show after at most that long.
+  instance): the partition keys of a dynamic partitions definition, and the keys known to exist,
+  re-used for `PARTITIONS_CACHE_SECONDS`. Dagster reads the whole list many times per run (every
+  partitions check; at 100,000 keys each read is a query of 100,000 rows) and asks whether a key
+  exists about twice per asset partition it records. Adding or deleting keys through the storage
+  drops its copy; another process's changes show after at most that long.
 
 Dagster calls `store_event_batch` only when `DAGSTER_EVENT_BATCH_SIZE` is above 0 in the process
 that logs the events; opening either storage sets it to `DEFAULT_EVENT_BATCH_SIZE` unless it is set,
@@ -63,38 +64,65 @@ def enable_event_batches() -> None:
 
 
 class RecentDynamicPartitions(SqlEventLogStorage):
-    """Partition keys of a dynamic partitions definition re-used for PARTITIONS_CACHE_SECONDS.
+    """Dynamic partition keys re-used for PARTITIONS_CACHE_SECONDS: the list, and keys known to exist.
 
-    Keys added or deleted through this storage drop the cached list at once, so this process always
-    reads its own writes; each caller gets its own list, so none can change what the next one reads.
+    Dagster asks `has_dynamic_partition` about every asset partition a run records (about two
+    queries per family and partition) and reads the whole list on every partitions check. Keys added
+    or deleted through this storage drop what it remembers of that definition at once, so this
+    process always reads its own writes; each caller gets its own list, so none can change what the
+    next one reads.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._recent_partitions: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._recent_lists: dict[str, tuple[float, tuple[str, ...], frozenset[str]]] = {}
+        self._recent_members: dict[tuple[str, str], float] = {}
         enable_event_batches()
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # ConsolidatedSqlite's is untyped
 
+    def _recent_list(self, partitions_def_name: str) -> tuple[float, tuple[str, ...], frozenset[str]] | None:
+        recent = self._recent_lists.get(partitions_def_name)
+        return recent if recent is not None and time.monotonic() - recent[0] < PARTITIONS_CACHE_SECONDS else None
+
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        recent = self._recent_list(partitions_def_name)
+        if recent is None:
+            now = time.monotonic()
+            keys = tuple(super().get_dynamic_partitions(partitions_def_name))
+            recent = (now, keys, frozenset(keys))
+            self._recent_lists[partitions_def_name] = recent
+        return list(recent[1])
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        recent = self._recent_list(partitions_def_name)
+        if recent is not None:
+            return partition_key in recent[2]
+        seen = self._recent_members.get((partitions_def_name, partition_key))
+        if seen is not None and time.monotonic() - seen < PARTITIONS_CACHE_SECONDS:
+            return True
         now = time.monotonic()
-        recent = self._recent_partitions.get(partitions_def_name)
-        if recent is not None and now - recent[0] < PARTITIONS_CACHE_SECONDS:
-            return list(recent[1])
-        keys = tuple(super().get_dynamic_partitions(partitions_def_name))
-        self._recent_partitions[partitions_def_name] = (now, keys)
-        return list(keys)
+        exists = super().has_dynamic_partition(partitions_def_name, partition_key)
+        if exists:  # an absent key is asked again: it may be added any moment, and then it must show
+            self._recent_members[(partitions_def_name, partition_key)] = now
+        return exists
+
+    def _forget(self, partitions_def_name: str) -> None:
+        self._recent_lists.pop(partitions_def_name, None)
+        for member in [member for member in self._recent_members if member[0] == partitions_def_name]:
+            del self._recent_members[member]
 
     def add_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> None:
-        self._recent_partitions.pop(partitions_def_name, None)
+        self._forget(partitions_def_name)
         super().add_dynamic_partitions(partitions_def_name, partition_keys)
-        self._recent_partitions.pop(partitions_def_name, None)
+        self._forget(partitions_def_name)
 
     def delete_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> None:
-        self._recent_partitions.pop(partitions_def_name, None)
+        self._forget(partitions_def_name)
         super().delete_dynamic_partition(partitions_def_name, partition_key)
-        self._recent_partitions.pop(partitions_def_name, None)
+        self._forget(partitions_def_name)
 
     def wipe(self) -> None:
-        self._recent_partitions.clear()
+        self._recent_lists.clear()
+        self._recent_members.clear()
         super().wipe()
 
 
