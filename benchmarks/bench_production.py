@@ -23,7 +23,7 @@ import datetime
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,8 @@ from benchmarks.production import (
 from benchmarks.runners import NAMES, tree_size
 from benchmarks.workloads import INPUT_PATH, Workload
 from clip_assets.defs.environment import INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, SENSOR_INTERVAL_VAR
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.families import FAMILIES
-from clip_assets_tests.support.deployment import Deployment
+from clip_assets_tests.support.deployment import Deployment, partitions_of
 from clip_assets_tests.support.graphql import BACKFILL_DONE, backfill_state, launch_asset_backfill, run_failures
 
 TARGET = Target(">=", 10.0, ">= 10x NeMo")
@@ -81,19 +80,22 @@ def fail_on_failed(deployment: Deployment, records: Sequence[RunRecord], what: s
         raise RuntimeError(f"{what}: failed runs {reasons}\n{deployment.logs()}")
 
 
-def partitions_of(tags: Mapping[str, str], order: Sequence[str]) -> list[str]:
-    """The partitions a run writes: its single partition, or its key range in the instance's order."""
-    if "dagster/partition" in tags:
-        return [tags["dagster/partition"]]
-    start, end = order.index(tags[RANGE_START_TAG]), order.index(tags[RANGE_END_TAG])
-    return list(order[start : end + 1])
+def sensor_once(
+    deployment: Deployment, instance: DagsterInstance, files: Sequence[Path], inbox: Path
+) -> dict[str, Any]:
+    """The files arrive in the inbox (new the first time, then rewritten: a new mtime), the running sensor
+    requests runs; the time until all are written.
 
-
-def sensor_once(deployment: Deployment, instance: DagsterInstance, keys: Sequence[str], arrive: Path) -> dict[str, Any]:
-    """The files arrive (new, or rewritten: a new mtime), the running sensor requests runs; until all are written."""
+    Hard links: the same bytes without a copy. Until the first call the inbox is empty, so the sensor's
+    ticks before it (during NeMo's run) find nothing.
+    """
     origin = time.time()
-    for path in arrive.iterdir():
-        os.utime(path, (origin, origin))
+    for path in files:
+        arrived = inbox / path.name
+        if not arrived.exists():
+            os.link(path, arrived)
+        os.utime(arrived, (origin, origin))
+    keys = [path.name.removesuffix(".parquet") for path in files]
     since = datetime.datetime.fromtimestamp(origin, datetime.UTC)
     runs_filter = RunsFilter(tags={"dagster/sensor_name": SENSOR}, created_after=since)
 
@@ -150,8 +152,6 @@ def measure(ctx: Context, workload: Workload, python: Path) -> list[Row]:
             quiet_deployment(home, database, env, root / "logs") as deployment,
             production_instance(home) as instance,
         ):
-            for path in files:  # hard links: the same bytes, no copy; their mtime is set when they "arrive"
-                os.link(path, inbox / path.name)
             start_sensor(deployment.graphql, SENSOR)
             for index in range(ctx.repeat):
                 progress(f"production {workload.name}: repetition {index + 1}/{ctx.repeat}")
@@ -164,7 +164,7 @@ def measure(ctx: Context, workload: Workload, python: Path) -> list[Row]:
                     shutil.rmtree(output, ignore_errors=True)
                     settle()
                     if kind == "sensor":
-                        times = sensor_once(deployment, instance, keys, inbox)
+                        times = sensor_once(deployment, instance, files, inbox)
                     else:
                         times = backfill_once(deployment, instance, keys, f"benchmark {workload.name} #{index + 1}")
                     written = tree_size(output)[0]
