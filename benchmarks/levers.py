@@ -46,6 +46,9 @@ class UncachedBatchedStorage(BatchedSqliteEventLogStorage):
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
         return SqlEventLogStorage.get_dynamic_partitions(self, partitions_def_name)
 
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        return SqlEventLogStorage.has_dynamic_partition(self, partitions_def_name, partition_key)
+
 
 @contextmanager
 def environment(name: str, value: str | None) -> Iterator[None]:
