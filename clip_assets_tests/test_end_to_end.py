@@ -116,6 +116,21 @@ def test_rerun_of_an_unchanged_partition_rewrites_nothing(inbox, output, run_par
         assert metadata["written"] == 0 and metadata["skipped_identical"] == metadata["artifacts"] > 0
 
 
+def test_a_removed_output_is_rewritten_by_a_rerun_unless_verification_is_off(inbox, output, run_partition):
+    write_video(inbox / f"{REL}.parquet", num_clips=3)
+    assert run_partition(KEY).success
+    clip = sorted((output / "clips").rglob("*.mp4"))[0]
+    original = clip.read_bytes()
+    clip.unlink()
+    trusted = run_partition(KEY, verify_unchanged_outputs=False)
+    assert trusted.success and not clip.exists()  # the manifests alone decided: nothing was looked at
+    assert materialization_metadata(trusted, "clip_files")["input_unchanged"] is True
+    verified = run_partition(KEY)  # the default: every recorded object is stat'ed first
+    assert verified.success and clip.read_bytes() == original
+    metadata = materialization_metadata(verified, "clip_files")
+    assert metadata["input_unchanged"] is False and metadata["written"] == 1
+
+
 def test_removing_a_clip_from_the_input_leaves_none_of_its_files(inbox, output, run_partition):
     clips = make_clips(3)
     write_video(inbox / f"{REL}.parquet", clips)
