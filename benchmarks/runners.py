@@ -47,8 +47,8 @@ INTERNAL_DIR = "_clip_assets"
 LOG = logging.getLogger("benchmarks")
 
 
-def writer_settings() -> WriterSettingsResource:
-    return WriterSettingsResource(input_path=INPUT_PATH)
+def writer_settings(verify_unchanged: bool = True) -> WriterSettingsResource:
+    return WriterSettingsResource(input_path=INPUT_PATH, verify_unchanged_outputs=verify_unchanged)
 
 
 def ranges(keys: Sequence[str], size: int = PARTITIONS_PER_RUN) -> Iterator[list[str]]:
@@ -57,14 +57,16 @@ def ranges(keys: Sequence[str], size: int = PARTITIONS_PER_RUN) -> Iterator[list
         yield list(keys[start : start + size])
 
 
-def engine_write(inbox: str, output: str, keys: Sequence[str], s3: S3ConnectionResource | None = None) -> None:
+def engine_write(
+    inbox: str, output: str, keys: Sequence[str], s3: S3ConnectionResource | None = None, verify_unchanged: bool = True
+) -> None:
     """Every family of every partition, as the assets' step writes them, without Dagster."""
     output_storage = StorageResource(url=output, s3=s3).get_storage()
     job = WriteJob(
         families=FAMILIES,
         inbox=StorageResource(url=inbox, s3=s3).get_storage(),
         output=output_storage,
-        settings=writer_settings().to_settings(output_storage.root),
+        settings=writer_settings(verify_unchanged).to_settings(output_storage.root),
         limits=ValidationLimitsResource().to_limits(),
     )
     for batch in ranges(keys):
