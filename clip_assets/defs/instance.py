@@ -16,7 +16,7 @@ measured"). Here:
   re-used for `PARTITIONS_CACHE_SECONDS`. Dagster reads the whole list many times per run (every
   partitions check; at 100,000 keys each read is a query of 100,000 rows) and asks whether a key
   exists about twice per asset partition it records. Adding or deleting keys through the storage
-  drops its copy; another process's changes show after at most that long.
+  drops its copy; another process's changes show at most that long after the read before them.
 
 Dagster calls `store_event_batch` only when `DAGSTER_EVENT_BATCH_SIZE` is above 0 in the process
 that logs the events; opening either storage sets it to `DEFAULT_EVENT_BATCH_SIZE` unless it is set,
@@ -64,7 +64,7 @@ def enable_event_batches() -> None:
 
 
 class RecentDynamicPartitions(SqlEventLogStorage):
-    """Dynamic partition keys re-used for PARTITIONS_CACHE_SECONDS: the list, and keys known to exist.
+    """Dynamic partition keys re-used for PARTITIONS_CACHE_SECONDS after each read: the list, and keys known to exist.
 
     Dagster asks `has_dynamic_partition` about every asset partition a run records (about two
     queries per family and partition) and reads the whole list on every partitions check. Keys added
@@ -86,9 +86,10 @@ class RecentDynamicPartitions(SqlEventLogStorage):
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
         recent = self._recent_list(partitions_def_name)
         if recent is None:
-            now = time.monotonic()
             keys = tuple(super().get_dynamic_partitions(partitions_def_name))
-            recent = (now, keys, frozenset(keys))
+            # Counted from the end of the read: at 100,000 keys the read itself takes about a second,
+            # and a window counted from its start would have closed by the time it is filled.
+            recent = (time.monotonic(), keys, frozenset(keys))
             self._recent_lists[partitions_def_name] = recent
         return list(recent[1])
 
@@ -99,10 +100,9 @@ class RecentDynamicPartitions(SqlEventLogStorage):
         seen = self._recent_members.get((partitions_def_name, partition_key))
         if seen is not None and time.monotonic() - seen < PARTITIONS_CACHE_SECONDS:
             return True
-        now = time.monotonic()
         exists = super().has_dynamic_partition(partitions_def_name, partition_key)
         if exists:  # an absent key is asked again: it may be added any moment, and then it must show
-            self._recent_members[(partitions_def_name, partition_key)] = now
+            self._recent_members[(partitions_def_name, partition_key)] = time.monotonic()
         return exists
 
     def _forget(self, partitions_def_name: str) -> None:
