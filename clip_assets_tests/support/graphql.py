@@ -130,7 +130,7 @@ mutation Launch($params: LaunchBackfillParams!) {
 def launch_asset_backfill(
     graphql: DagsterGraphQL, assets: Sequence[str], partitions: Sequence[str] | None, title: str
 ) -> str:
-    """An asset backfill of `partitions` of `assets` (None: all of them), as the UI's Materialize dialog launches one."""
+    """A backfill of `partitions` of `assets` (None: all of them), as the UI's Materialize dialog launches one."""
     selection = {"partitionNames": list(partitions)} if partitions is not None else {"allPartitions": True}
     params = {"assetSelection": [{"path": [name]} for name in assets], **selection, "title": title}
     result = graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
