@@ -74,14 +74,14 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
         outcome.source = delivery.name
         version = output_version(delivery.fingerprint, job.settings)
         # 0. Unchanged? Then verify, don't read (and take no lock).
-        recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in job.families}
+        recorded = writer.load_manifests([family.name for family in job.families], partition_key)
         pending = _changed(job.families, recorded, version, writer, outcome)
         if not pending:
             return outcome
         writer.sweep_abandoned()
         # 1. Lock the partition: two runs of it never interleave.
         with job.output.lock(layout.lock_key(partition_key), writer.lock_timeout_s) as lease:
-            recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in pending}
+            recorded = writer.load_manifests([family.name for family in pending], partition_key)
             pending = _changed(pending, recorded, version, writer, outcome)  # another run may just have written
             if not pending:
                 return outcome

@@ -73,6 +73,18 @@ class ArtifactWriter:
     def load_manifest(self, family: str, partition_key: str) -> PartitionManifest | None:
         return load_manifest(self.storage, family, partition_key)
 
+    def load_manifests(self, families: Iterable[str], partition_key: str) -> dict[str, PartitionManifest | None]:
+        """Several families' manifests of one partition, read at once: on S3 one round trip, not one each.
+
+        Run from a partition's own thread, never from a task of the pool (a task must not wait on another).
+        """
+        names = list(families)
+        if len(names) <= 1:
+            return {name: self.load_manifest(name, partition_key) for name in names}
+        pool = shared_pool(self.max_workers)
+        futures = [pool.submit(self.load_manifest, name, partition_key) for name in names]
+        return {name: future.result() for name, future in zip(names, futures, strict=True)}
+
     def unchanged(self, previous: PartitionManifest | None, output_version: str) -> WriteResult | None:
         """The result of a write that need not happen: the `previous` manifest records this `output_version`
         and every object it records is untouched (one stat each; HEADs on S3; skipped without
