@@ -6,10 +6,13 @@
 
 Benchmarks (--only/--skip): local (a partition's output vs plain writes), rerun (unchanged partitions vs the
 first run), nemo (NeMo Curator 1.4.0's ClipWriterStage, in the tests' venv cached under ~/.cache/clip-assets),
+production (a backfill on deploy/'s instance, PostgreSQL, runs launched by the daemon from the queue, vs NeMo),
 s3 (vs `aws s3 cp --recursive` to moto's server on loopback), scale (one video of 10 MB to 1 GB: time and
 peak RSS), overhead (Dagster per partition: batched vs one run each), discovery (sensor ticks over a big inbox),
-dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips; nearest at 100k).
-exports (training shards and gallery: one added video vs building them from scratch at 10k clips).
+dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips; nearest at 100k),
+exports (training shards and gallery: one added video vs building them from scratch at 10k clips),
+partitions (100,000 registered partitions on PostgreSQL: sensor ticks, discover, the UI's partition status, a
+backfill of all of them enqueued).
 
 Prints a Markdown table (medians with min-max over the repetitions, ratios per repetition against the
 floor measured in the same run) and writes the raw results as JSON and a PNG plot into --out.
@@ -40,6 +43,8 @@ from benchmarks import (  # noqa: E402 - after the warning filters, which must p
     bench_local,
     bench_nemo,
     bench_overhead,
+    bench_partitions,
+    bench_production,
     bench_s3,
     bench_scale,
 )
@@ -58,9 +63,33 @@ from benchmarks.harness import (  # noqa: E402
 )
 from benchmarks.workloads import W1, W1_QUICK, W2, W2_QUICK, Workload  # noqa: E402
 
-BENCHMARKS = ("local", "rerun", "nemo", "s3", "scale", "overhead", "discovery", "dataset", "exports")
-FULL: dict[str, Any] = {"repeat": 3, "scale_mb": [10, 100, 1000], "discovery_files": 10_000, "overhead_partitions": 200}
-QUICK: dict[str, Any] = {"repeat": 2, "scale_mb": [10, 30], "discovery_files": 1_000, "overhead_partitions": 10}
+BENCHMARKS = (
+    "local",
+    "rerun",
+    "nemo",
+    "production",
+    "s3",
+    "scale",
+    "overhead",
+    "discovery",
+    "partitions",
+    "dataset",
+    "exports",
+)
+FULL: dict[str, Any] = {
+    "repeat": 3,
+    "scale_mb": [10, 100, 1000],
+    "discovery_files": 10_000,
+    "overhead_partitions": 200,
+    "partitions": 100_000,
+}
+QUICK: dict[str, Any] = {
+    "repeat": 2,
+    "scale_mb": [10, 30],
+    "discovery_files": 1_000,
+    "overhead_partitions": 10,
+    "partitions": 300,
+}
 # Clips in the dataset tables' benchmark (synthetic embeddings), per size.
 FULL["dataset_clips"], QUICK["dataset_clips"] = [10_000, 100_000], [2_000, 10_000]
 # Clips in the training shards' and gallery's benchmark (16 KB clip files on disk), per size.
@@ -89,6 +118,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale-mb", type=int, nargs="+", help="scale sizes in MB of clips (full: 10 100 1000)")
     parser.add_argument("--discovery-files", type=int, help="inbox size for discovery (full: 10000)")
     parser.add_argument("--overhead-partitions", type=int, help="tiny partitions for Dagster overhead (full: 200)")
+    parser.add_argument("--partitions", type=int, help="registered partitions for `partitions` (full: 100000)")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where JSON and PNG go")
     parser.add_argument("--tmp", type=Path, help="parent of the scratch folder (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (generated inputs, logs)")
@@ -117,12 +147,14 @@ def run_all(
     producers: dict[str, Callable[[], list[Row]]] = {
         "local+rerun": lambda: bench_local.run(ctx, workloads, local="local" in chosen, rerun="rerun" in chosen),
         "nemo": lambda: bench_nemo.run(ctx, workloads),
+        "production": lambda: bench_production.run(ctx, workloads),
         "s3": lambda: bench_s3.run(ctx, workloads),
         "scale": lambda: bench_scale.run(ctx, args.scale_mb or sizes["scale_mb"]),
         "overhead": lambda: bench_overhead.run(ctx, args.overhead_partitions or sizes["overhead_partitions"]),
         "discovery": lambda: bench_discovery.run(ctx, args.discovery_files or sizes["discovery_files"]),
         "dataset": lambda: bench_dataset.run(ctx, sizes["dataset_clips"]),
         "exports": lambda: bench_exports.run(ctx, sizes["exports_clips"]),
+        "partitions": lambda: bench_partitions.run(ctx, args.partitions or sizes["partitions"]),
     }
     rows: list[Row] = []
     status: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 Per repetition, interleaved so load drifts hit every measurement alike: the floor (the produced tree
 replayed with `open().write()`), the engine's first write and its re-run of the unchanged partitions,
-then Dagster's first batched materialization and its re-run on a fresh on-disk SQLite instance.
+then Dagster's first batched materialization and its re-run on a fresh embedded instance.
 """
 
 from __future__ import annotations
@@ -11,10 +11,16 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from dagster import instance_for_test
-
 from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progress, settle, stderr_to
-from benchmarks.runners import add_partitions, dagster_write, engine_write, plain_write, tree, tree_size
+from benchmarks.runners import (
+    add_partitions,
+    dagster_write,
+    embedded_instance,
+    engine_write,
+    plain_write,
+    tree,
+    tree_size,
+)
 from benchmarks.workloads import Workload, build_inbox
 
 TARGETS = {"W1": 1.3, "W2": 2.0}
@@ -62,7 +68,7 @@ def measure_workload(ctx: Context, workload: Workload) -> dict[str, list[float]]
         sizes["engine"] = tree_size(out / "engine")
         shutil.rmtree(out / "engine")
 
-        with instance_for_test() as instance, stderr_to(ctx.log):
+        with embedded_instance() as instance, stderr_to(ctx.log):
             add_partitions(instance, keys)
             settle()
             with Timer() as timer:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import shutil
 
-from dagster import instance_for_test
-
 from benchmarks.harness import Context, Row, Timer, paired_ratios, progress, settle, stderr_to
-from benchmarks.runners import PARTITIONS_PER_RUN, add_partitions, dagster_write, engine_write
+from benchmarks.runners import PARTITIONS_PER_RUN, add_partitions, dagster_write, embedded_instance, engine_write
 from benchmarks.workloads import build_tiny_inbox
 
 
@@ -34,7 +32,7 @@ def run(ctx: Context, partitions: int) -> list[Row]:
         samples["engine"].append(timer.seconds / partitions)
         shutil.rmtree(root / "engine")
         for mode in ("batched", "single"):
-            with instance_for_test() as instance, stderr_to(ctx.log):
+            with embedded_instance() as instance, stderr_to(ctx.log):
                 add_partitions(instance, keys)
                 settle()
                 with Timer() as timer:

@@ -47,11 +47,9 @@ def ru_maxrss_mb() -> float:
 def child(mode: str, inbox: str, output: str, key: str) -> dict[str, Any]:
     """Runs in the fresh process: import, open an on-disk instance, then (unless `floor`) materialize `key`."""
     started = time.perf_counter()
-    from dagster import instance_for_test
-
     from benchmarks import runners
 
-    with instance_for_test() as instance:
+    with runners.embedded_instance() as instance:
         imported = time.perf_counter() - started
         if mode == "floor":
             return {"rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(), "seconds": imported}

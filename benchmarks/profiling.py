@@ -30,13 +30,11 @@ MODES = ("engine", "engine-rerun", "dagster", "dagster-rerun", "ladder")
 
 def child(mode: str, inbox: str, output: str) -> None:
     """Set up (imports, warm-up, first run for re-run modes), say READY, wait, then run the measured pass."""
-    from dagster import instance_for_test
-
     from benchmarks import runners
 
     keys = sorted(path.name.removesuffix(".parquet") for path in Path(inbox).iterdir())
     runners.engine_write(inbox, f"{output}-warm", keys)
-    with instance_for_test() as instance:
+    with runners.embedded_instance() as instance:
         runners.add_partitions(instance, keys)
 
         def once() -> None:

@@ -4,21 +4,25 @@
 - engine: exactly the code the assets' step runs (`write_partitions` of every family over ranges of
   PARTITIONS_PER_RUN partitions, as one run of a batched backfill handles them), without Dagster's
   run machinery;
-- Dagster: in-process `materialize` of every family against an on-disk SQLite instance, one run per
-  range of PARTITIONS_PER_RUN partitions (Dagster's range tags), or one run per partition.
+- Dagster: in-process `materialize` of every family against the embedded instance (`clip-assets demo`'s:
+  on-disk SQLite with the batched event log of `clip_assets.defs.instance`), one run per range of
+  PARTITIONS_PER_RUN partitions (Dagster's range tags), or one run per partition.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
 from benchmarks.workloads import INPUT_PATH
 from clip_assets.defs.dataset import dataset_definitions, dataset_resources
+from clip_assets.defs.instance import use_embedded_instance
 from clip_assets.defs.names import DatasetNames
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.defs.resources import (
@@ -43,8 +47,8 @@ INTERNAL_DIR = "_clip_assets"
 LOG = logging.getLogger("benchmarks")
 
 
-def writer_settings() -> WriterSettingsResource:
-    return WriterSettingsResource(input_path=INPUT_PATH)
+def writer_settings(verify_unchanged: bool = True) -> WriterSettingsResource:
+    return WriterSettingsResource(input_path=INPUT_PATH, verify_unchanged_outputs=verify_unchanged)
 
 
 def ranges(keys: Sequence[str], size: int = PARTITIONS_PER_RUN) -> Iterator[list[str]]:
@@ -53,20 +57,32 @@ def ranges(keys: Sequence[str], size: int = PARTITIONS_PER_RUN) -> Iterator[list
         yield list(keys[start : start + size])
 
 
-def engine_write(inbox: str, output: str, keys: Sequence[str], s3: S3ConnectionResource | None = None) -> None:
+def engine_write(
+    inbox: str, output: str, keys: Sequence[str], s3: S3ConnectionResource | None = None, verify_unchanged: bool = True
+) -> None:
     """Every family of every partition, as the assets' step writes them, without Dagster."""
     output_storage = StorageResource(url=output, s3=s3).get_storage()
     job = WriteJob(
         families=FAMILIES,
         inbox=StorageResource(url=inbox, s3=s3).get_storage(),
         output=output_storage,
-        settings=writer_settings().to_settings(output_storage.root),
+        settings=writer_settings(verify_unchanged).to_settings(output_storage.root),
         limits=ValidationLimitsResource().to_limits(),
     )
     for batch in ranges(keys):
         for outcome in write_partitions(job, batch, LOG):
             for error in outcome.errors.values():
                 raise error
+
+
+@contextmanager
+def embedded_instance() -> Iterator[DagsterInstance]:
+    """A fresh embedded instance in a temporary Dagster home, removed afterwards."""
+    with (
+        tempfile.TemporaryDirectory(prefix="clip-assets-bench-home-") as home,
+        use_embedded_instance(Path(home)) as instance,
+    ):
+        yield instance
 
 
 def add_partitions(instance: DagsterInstance, keys: Sequence[str]) -> None:

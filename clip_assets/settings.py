@@ -26,6 +26,11 @@ class WriterSettings:
     input_path: str = ""
     # Full path or URL of the output root, as NeMo writes it into `clip_location`.
     output_location: str = ""
+    # An unchanged partition's re-run stats every object its manifests record (a HEAD each on S3), so an
+    # output changed or removed behind the manifest is rewritten. False trusts the manifests: a re-run
+    # then reads one manifest per family and nothing else, and damage is left to the asset checks (which
+    # read every object). Not part of the output version: it decides what is re-checked, not what is written.
+    verify_unchanged_outputs: bool = True
 
     def __post_init__(self) -> None:
         if self.max_workers < 1:

@@ -58,6 +58,7 @@ from clip_assets_tests.support.deployment import (
     load_yaml,
     manifest_without_fingerprints,
     max_overlap,
+    partitions_of,
     running_deployment,
     tree_files,
     with_overrides,
@@ -253,13 +254,6 @@ def write_inputs(inbox: Path, keys: list[str], clips: int) -> None:
         write_video(
             inbox / f"{key}.parquet", make_clips(clips, source_video=source_video(key)), source_video=source_video(key)
         )
-
-
-def partitions_of(record_tags: dict[str, str], order: list[str]) -> list[str]:
-    if "dagster/partition" in record_tags:
-        return [record_tags["dagster/partition"]]
-    start, end = order.index(record_tags[RANGE_START_TAG]), order.index(record_tags[RANGE_END_TAG])
-    return order[start : end + 1]
 
 
 def curate_records(instance: DagsterInstance) -> list[RunRecord]:

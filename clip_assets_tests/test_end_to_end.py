@@ -3,6 +3,7 @@
 import hashlib
 import json
 import pickle
+import shutil
 
 import av
 import numpy as np
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from clip_assets import layout
+from clip_assets.engine import partition_input
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets_tests.support.dataset import materialization_metadata, stored_output_digest
 from clip_assets_tests.support.factories import SOURCE_VIDEO, make_clips, video_info, write_video
@@ -114,6 +116,33 @@ def test_rerun_of_an_unchanged_partition_rewrites_nothing(inbox, output, run_par
     for family in FAMILIES:
         metadata = materialization_metadata(result, family)
         assert metadata["written"] == 0 and metadata["skipped_identical"] == metadata["artifacts"] > 0
+
+
+def test_a_removed_output_is_rewritten_by_a_rerun_unless_verification_is_off(inbox, output, run_partition):
+    write_video(inbox / f"{REL}.parquet", num_clips=3)
+    assert run_partition(KEY).success
+    clip = sorted((output / "clips").rglob("*.mp4"))[0]
+    original = clip.read_bytes()
+    clip.unlink()
+    trusted = run_partition(KEY, verify_unchanged_outputs=False)
+    assert trusted.success and not clip.exists()  # the manifests alone decided: nothing was looked at
+    assert materialization_metadata(trusted, "clip_files")["input_unchanged"] is True
+    verified = run_partition(KEY)  # the default: every recorded object is stat'ed first
+    assert verified.success and clip.read_bytes() == original
+    metadata = materialization_metadata(verified, "clip_files")
+    assert metadata["input_unchanged"] is False and metadata["written"] == 1
+
+
+def test_a_streamed_input_writes_what_an_input_read_whole_writes(inbox, output, run_partition, monkeypatch):
+    """Inputs up to IN_MEMORY_INPUT_BYTES are read once, whole; larger ones are streamed twice: same outputs."""
+    write_video(inbox / f"{REL}.parquet", num_clips=3)
+    assert run_partition(KEY).success
+    whole = {key: (output / key).read_bytes() for key in tree(output) if not key.startswith("_")}
+    shutil.rmtree(output)
+    monkeypatch.setattr(partition_input, "IN_MEMORY_INPUT_BYTES", 0)  # every file is "large": streamed
+    assert run_partition(KEY).success
+    streamed = {key: (output / key).read_bytes() for key in tree(output) if not key.startswith("_")}
+    assert streamed == whole and len(whole) > 10
 
 
 def test_removing_a_clip_from_the_input_leaves_none_of_its_files(inbox, output, run_partition):

@@ -28,6 +28,7 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
+from clip_assets.families.clip_previews import THUMBNAIL_SIZE
 from clip_assets_tests.support.browser import chromium_page, require_browser, screenshot_folder
 from clip_assets_tests.support.dataset import stored_output_digest
 from clip_assets_tests.support.factories import write_video
@@ -317,7 +318,7 @@ def test_backfill_through_the_daemon_and_what_the_ui_shows(
             shown = png.convert("RGB")
         with Image.open(stack.output / preview_key) as webp:
             frame = webp.convert("RGB")
-        frame.thumbnail((320, 240))
+        frame.thumbnail(THUMBNAIL_SIZE)
         assert shown_size == shown.size == frame.size
         assert shown.tobytes() == frame.tobytes()
         _shoot(page, screenshots, "clip_previews-partition-thumbnail", taken)

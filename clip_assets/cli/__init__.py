@@ -241,6 +241,7 @@ def demo(workdir: Path) -> None:
     """Sample videos -> ingest -> discover -> the curate_videos job for every partition, in a temporary
     Dagster home, on local storage."""
     from clip_assets.cli.demo import run_demo
+    from clip_assets.defs.instance import use_embedded_instance
     from clip_assets.producer.descriptor import COLOR_GRID_ALGORITHM
 
     os.environ.setdefault(INBOX_VAR, str(workdir / "inbox"))
@@ -249,7 +250,9 @@ def demo(workdir: Path) -> None:
     os.environ.setdefault(INPUT_PATH_VAR, str((workdir / "videos").resolve()))
     # The sample videos carry an honest colour-grid descriptor, not Cosmos-Embed1: write that one.
     os.environ.setdefault(EMBEDDING_ALGORITHM_VAR, COLOR_GRID_ALGORITHM)
-    with tempfile.TemporaryDirectory(prefix="clip-assets-dagster-home-") as home:
-        os.environ["DAGSTER_HOME"] = home
-        ok = run_demo(workdir, echo=click.echo)
+    with (
+        tempfile.TemporaryDirectory(prefix="clip-assets-dagster-home-") as home,
+        use_embedded_instance(Path(home)) as instance,
+    ):
+        ok = run_demo(workdir, instance, echo=click.echo)
     sys.exit(0 if ok else 1)

@@ -30,7 +30,7 @@ from clip_assets.storage import LocalStorage
 EXPORTED = (INBOX_VAR, OUTPUT_VAR, INPUT_PATH_VAR, EMBEDDING_ALGORITHM_VAR)
 
 
-def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
+def run_demo(workdir: Path, instance: DagsterInstance, echo: Callable[[str], None]) -> bool:
     from clip_assets.definitions import defs
 
     videos = workdir / "videos"
@@ -39,7 +39,6 @@ def run_demo(workdir: Path, echo: Callable[[str], None]) -> bool:
     echo(f"sample videos in {videos}")
     inbox = LocalStorage(configured(INBOX_VAR))
     ingest_paths([videos], Path(inbox.root), input_root=videos, progress=True, skip_up_to_date=True)
-    instance = DagsterInstance.get()
     result, _ = register(instance, inbox, DatasetNames().partitions)
     echo(f"partitions: {', '.join(v.partition_key for v in result.videos)}")
     per_run = int(configured(PARTITIONS_PER_RUN_VAR))

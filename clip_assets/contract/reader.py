@@ -40,7 +40,7 @@ class ProcessedVideoReader:
 
     def __init__(
         self,
-        source: str | BinaryIO,
+        source: str | BinaryIO | pa.NativeFile,
         name: str,
         *,
         batch_size: int = 4,
@@ -144,7 +144,8 @@ class ProcessedVideoReader:
         checker = ClipChecker(self.name, self.info, self.limits, video_checks)
         row = 0
         projected = self._parquet_columns(wanted)
-        batches = self._file.iter_batches(batch_size=self.batch_size, columns=projected)
+        # Without threads: a batch of 4 clips is too small to split, and the pool costs more than it saves.
+        batches = self._file.iter_batches(batch_size=self.batch_size, columns=projected, use_threads=False)
         while True:
             try:
                 batch = next(batches)

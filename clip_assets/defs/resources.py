@@ -170,6 +170,14 @@ class WriterSettingsResource(ConfigurableResource):
         ),
     )
     input_path: str = Field(default="", description="Prefix removed from video paths in processed_videos/.")
+    verify_unchanged_outputs: bool = Field(
+        default=True,
+        description=(
+            "Re-run of an unchanged partition: stat every object its manifests record (a HEAD each on S3) "
+            "and rewrite what was changed or removed. Off: trust the manifests (one read per family), and "
+            "leave damage to the asset checks."
+        ),
+    )
 
     def to_settings(self, output_location: str) -> WriterSettings:
         return WriterSettings(
@@ -186,4 +194,5 @@ class WriterSettingsResource(ConfigurableResource):
             max_workers=self.max_workers,
             input_path=self.input_path,
             output_location=output_location,
+            verify_unchanged_outputs=self.verify_unchanged_outputs,
         )

@@ -30,7 +30,9 @@ def write_partitions(
 ) -> Iterator[PartitionOutcome]:
     """Write `partition_keys` in order; yields each partition's outcome (failures included) as it completes,
     so a caller can record it at once: a run killed half-way has recorded the half it wrote."""
-    writer = ArtifactWriter(job.output, max_workers=job.settings.max_workers)
+    writer = ArtifactWriter(
+        job.output, max_workers=job.settings.max_workers, verify_unchanged=job.settings.verify_unchanged_outputs
+    )
     if in_parallel <= 1 or len(partition_keys) <= 1:
         for key in partition_keys:
             yield write_partition(job, key, writer, log)

@@ -91,7 +91,7 @@ def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: loggi
         outcome.source = delivery.name
         version = output_version(delivery.fingerprint, job.settings)
         # 0. Unchanged? Then verify, don't read (and take no lock).
-        recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in job.families}
+        recorded = writer.load_manifests([family.name for family in job.families], partition_key)
         pending = _changed(job.families, recorded, version, writer, outcome)
         # Every manifest current, but the intent still names keys: a run died after its last manifest and
         # before settling (its lease is still there too). Written again (nothing is rewritten) to settle.
@@ -105,7 +105,7 @@ def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: loggi
         writer.sweep_abandoned()
         # 1. Lock the partition: two runs of it never interleave.
         with job.output.lock(layout.lock_key(partition_key), writer.lock_timeout_s) as lease:
-            recorded = {family.name: writer.load_manifest(family.name, partition_key) for family in pending}
+            recorded = writer.load_manifests([family.name for family in pending], partition_key)
             if not unsettled:
                 pending = _changed(pending, recorded, version, writer, outcome)  # another run may just have written
                 if not pending:

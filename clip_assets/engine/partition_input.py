@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import BinaryIO
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_assets import layout
@@ -30,6 +33,18 @@ from clip_assets.families.base import VideoContext
 from clip_assets.settings import WriterSettings
 from clip_assets.storage import Storage
 
+# An input file up to this size is read once, whole: inspection and the writing pass share its bytes
+# (one read instead of two streams; on S3 one GET), and what is written is exactly what was inspected.
+# Larger files are streamed twice, so memory stays bounded by the reader's batches.
+IN_MEMORY_INPUT_BYTES = 64 * 1024**2
+
+
+def _source(file: InboxFile, contents: bytes | None) -> AbstractContextManager[BinaryIO | pa.BufferReader]:
+    """The file's bytes when they were read whole, else a stream of it from its storage."""
+    if contents is not None:
+        return nullcontext(pa.BufferReader(contents))
+    return file.storage.open(file.key)
+
 
 @dataclass(frozen=True)
 class PartitionInput:
@@ -40,6 +55,8 @@ class PartitionInput:
     inspection: VideoInspection
     settings: WriterSettings
     footers: tuple[pq.FileMetaData, ...]
+    # Per file, its bytes if it was read whole (IN_MEMORY_INPUT_BYTES), else None.
+    contents: tuple[bytes | None, ...]
     partition_key: str = ""
     # Clip ids the partition held claims on before this run (its intent record): those the input no
     # longer has are released once the new version is written (`settle_intent`).
@@ -63,9 +80,9 @@ class PartitionInput:
             if current is None or current.fingerprint != file.info.fingerprint:
                 raise ProcessedVideoError(file.name, "<file>", "changed or vanished after validation; run again")
         checks = VideoChecks()
-        for file, footer in zip(self.delivery.files, self.footers, strict=True):
+        for file, footer, contents in zip(self.delivery.files, self.footers, self.contents, strict=True):
             with (
-                file.storage.open(file.key) as handle,
+                _source(file, contents) as handle,
                 ProcessedVideoReader(handle, file.name, footer=footer) as reader,
             ):
                 yield from reader.iter_clips(columns, checks)
@@ -77,12 +94,13 @@ def _inspect_file(
     families: Sequence[OutputFamily],
     checks: VideoChecks,
     log: logging.Logger,
-) -> tuple[VideoInfo, VideoInspection, pq.FileMetaData]:
-    with file.storage.open(file.key) as handle, ProcessedVideoReader(handle, file.name, limits=limits) as reader:
+) -> tuple[VideoInfo, VideoInspection, pq.FileMetaData, bytes | None]:
+    contents = file.storage.read(file.key) if file.info.size <= IN_MEMORY_INPUT_BYTES else None
+    with _source(file, contents) as handle, ProcessedVideoReader(handle, file.name, limits=limits) as reader:
         if reader.unknown_columns:
             log.warning(f"{file.name}: ignoring unknown columns {reader.unknown_columns}")
         _check_name(file, reader.info)
-        return reader.info, inspect_video(reader, families, checks), reader.footer
+        return reader.info, inspect_video(reader, families, checks), reader.footer, contents
 
 
 def _check_name(file: InboxFile, info: VideoInfo) -> None:
@@ -103,20 +121,20 @@ def _check_name(file: InboxFile, info: VideoInfo) -> None:
 
 def inspect_input(
     delivery: VideoDelivery, limits: ValidationLimits, families: Sequence[OutputFamily], log: logging.Logger
-) -> tuple[VideoInfo, VideoInspection, tuple[pq.FileMetaData, ...]]:
+) -> tuple[VideoInfo, VideoInspection, tuple[pq.FileMetaData, ...], tuple[bytes | None, ...]]:
     """Every column of every clip of every file checked, every MP4 probed and WebP parsed, every family's
     `check_clip` asked; a chunked video's files must agree on the video's facts."""
     checks = VideoChecks()
     inspected = [_inspect_file(file, limits, families, checks, log) for file in delivery.files]
-    infos = [(file.name, info) for file, (info, _, _) in zip(delivery.files, inspected, strict=True)]
+    infos = [(file.name, info) for file, (info, _, _, _) in zip(delivery.files, inspected, strict=True)]
     info = merge_chunk_infos(infos) if delivery.chunked else inspected[0][0]
-    inspection = merge_inspections([inspection for _, inspection, _ in inspected])
+    inspection = merge_inspections([inspection for _, inspection, _, _ in inspected])
     log.info(
         f"{delivery.name}: valid, {inspection.num_clips} clips "
         f"({inspection.num_passed} passed, {inspection.num_filtered} filtered)"
         + (f" in {len(delivery.files)} chunk files" if delivery.chunked else "")
     )
-    return info, inspection, tuple(footer for _, _, footer in inspected)
+    return info, inspection, tuple(item[2] for item in inspected), tuple(item[3] for item in inspected)
 
 
 def open_partition_input(
@@ -134,7 +152,7 @@ def open_partition_input(
     those a killed run may have left) before the claims are taken, so a run killed after claiming or
     mid-write leaves nothing the next run does not know to release or remove.
     """
-    info, inspection, footers = inspect_input(delivery, limits, families, log)
+    info, inspection, footers, contents = inspect_input(delivery, limits, families, log)
     try:
         relative_video = layout.video_relative_path(info.source_video, settings.input_path)
     except layout.LayoutError as exc:
@@ -162,7 +180,7 @@ def open_partition_input(
         elif written_intent != intent:
             save_intent(output, intent)
         raise
-    return PartitionInput(delivery, info, inspection, settings, footers, partition_key, held, written_intent)
+    return PartitionInput(delivery, info, inspection, settings, footers, contents, partition_key, held, written_intent)
 
 
 def settle_intent(video: PartitionInput, output: Storage, recorded: Iterable[str]) -> list[str]:

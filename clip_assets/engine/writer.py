@@ -53,24 +53,45 @@ class ArtifactWriter:
     """What every write of a run shares: storage, the pool (`max_workers`), and one sweep of leftovers.
 
     Each family write keeps at most `2 * max_workers` artifacts in flight, so memory stays bounded.
+    `verify_unchanged` (WriterSettings.verify_unchanged_outputs) stats the recorded objects of an
+    unchanged partition before skipping it; without it the manifest alone decides.
     """
 
-    def __init__(self, storage: Storage, max_workers: int = 6, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        max_workers: int = 6,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        verify_unchanged: bool = True,
+    ) -> None:
         self.storage = storage
         self.max_workers = max_workers
         self.lock_timeout_s = lock_timeout_s
+        self.verify_unchanged = verify_unchanged
         self._swept = False
 
     def load_manifest(self, family: str, partition_key: str) -> PartitionManifest | None:
         return load_manifest(self.storage, family, partition_key)
 
+    def load_manifests(self, families: Iterable[str], partition_key: str) -> dict[str, PartitionManifest | None]:
+        """Several families' manifests of one partition, read at once: on S3 one round trip, not one each.
+
+        Run from a partition's own thread, never from a task of the pool (a task must not wait on another).
+        """
+        names = list(families)
+        if len(names) <= 1:
+            return {name: self.load_manifest(name, partition_key) for name in names}
+        pool = shared_pool(self.max_workers)
+        futures = [pool.submit(self.load_manifest, name, partition_key) for name in names]
+        return {name: future.result() for name, future in zip(names, futures, strict=True)}
+
     def unchanged(self, previous: PartitionManifest | None, output_version: str) -> WriteResult | None:
         """The result of a write that need not happen: the `previous` manifest records this `output_version`
-        and every object it records is untouched (one stat each; HEADs on S3), so nothing needs reading or
-        writing."""
+        and every object it records is untouched (one stat each; HEADs on S3; skipped without
+        `verify_unchanged`), so nothing needs reading or writing."""
         if previous is None or not output_version or previous.output_version != output_version:
             return None
-        if not self._intact(previous):
+        if self.verify_unchanged and not self._intact(previous):
             return None
         manifest_key = layout.manifest_key(previous.family, previous.partition_key)
         return WriteResult(previous, manifest_key, skipped=len(previous.entries), unchanged_input=True)

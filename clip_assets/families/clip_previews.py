@@ -52,13 +52,18 @@ class ClipPreviews:
         return ()
 
 
+# The inline thumbnail's bounding box: it is stored in every materialization event of the family, so
+# it is kept small (a 320x240 frame was ~200 KB of base64 per event, encoded on every write).
+THUMBNAIL_SIZE = (160, 120)
+
+
 def thumbnail(report: BuildReport) -> Mapping[str, MetadataEntry]:
     """The first preview's first frame as an inline PNG: the UI renders data-URI images in Markdown."""
     if report.sample is None:
         return {}
     with Image.open(io.BytesIO(report.sample.data)) as image:
         frame = image.convert("RGB")
-        frame.thumbnail((320, 240))
+        frame.thumbnail(THUMBNAIL_SIZE)
         buffer = io.BytesIO()
         frame.save(buffer, format="PNG")
     encoded = base64.b64encode(buffer.getvalue()).decode()

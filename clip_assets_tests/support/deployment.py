@@ -8,7 +8,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets_tests.support.graphql import DagsterGraphQL, loaded_code_location
 from clip_assets_tests.support.processes import ServerGroup, free_port, script_path, wait_for
 
@@ -29,9 +30,11 @@ WORKSPACE = DEPLOY / "workspace.yaml"
 LOCATION_NAME = "clip_assets"
 WRITE_POOL = "clip_assets_writes"
 
-# The PostgreSQL server of the development machines and CI: loopback, trust authentication.
+# The PostgreSQL server of the development machines and CI: loopback, trust authentication. Another
+# port (a private cluster, when something else on the machine restarts the shared one) via the variable.
+PG_PORT_VAR = "CLIP_ASSETS_PG_PORT"
 PG_HOST = "127.0.0.1"
-PG_PORT = 5432
+PG_PORT = int(os.environ.get(PG_PORT_VAR, "5432"))
 PG_USER = "postgres"
 
 
@@ -224,6 +227,14 @@ def code_server_serving(port: int, env: Mapping[str, str]) -> bool:
         timeout=60,
     )
     return check.returncode == 0
+
+
+def partitions_of(tags: Mapping[str, str], order: Sequence[str]) -> list[str]:
+    """The partitions a run writes: its one partition, or its key range in the instance's partition order."""
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    start, end = order.index(tags[RANGE_START_TAG]), order.index(tags[RANGE_END_TAG])
+    return list(order[start : end + 1])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -127,13 +127,12 @@ mutation Launch($params: LaunchBackfillParams!) {
 """
 
 
-def launch_asset_backfill(graphql: DagsterGraphQL, assets: Sequence[str], partitions: Sequence[str], title: str) -> str:
-    """An asset backfill of `partitions` of `assets`, as the UI's Materialize dialog launches one."""
-    params = {
-        "assetSelection": [{"path": [name]} for name in assets],
-        "partitionNames": list(partitions),
-        "title": title,
-    }
+def launch_asset_backfill(
+    graphql: DagsterGraphQL, assets: Sequence[str], partitions: Sequence[str] | None, title: str
+) -> str:
+    """A backfill of `partitions` of `assets` (None: all of them), as the UI's Materialize dialog launches one."""
+    selection = {"partitionNames": list(partitions)} if partitions is not None else {"allPartitions": True}
+    params = {"assetSelection": [{"path": [name]} for name in assets], **selection, "title": title}
     result = graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise GraphQLError(f"backfill not launched: {json.dumps(result, indent=1)}")
@@ -159,6 +158,23 @@ query Backfill($id: String!) {
 """
 
 BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+CANCEL_BACKFILL = """
+mutation Cancel($id: String!) {
+  cancelPartitionBackfill(backfillId: $id) {
+    __typename
+    ... on Error { message }
+    ... on PythonError { stack }
+  }
+}
+"""
+
+
+def cancel_backfill(graphql: DagsterGraphQL, backfill_id: str) -> None:
+    """Cancel a backfill as the UI's Cancel button does: the daemon submits no more of its runs."""
+    result = graphql(CANCEL_BACKFILL, {"id": backfill_id})["cancelPartitionBackfill"]
+    if result["__typename"] != "CancelBackfillSuccess":
+        raise GraphQLError(f"backfill {backfill_id} not canceled: {json.dumps(result, indent=1)}")
 
 
 def backfill_state(graphql: DagsterGraphQL, backfill_id: str) -> dict[str, Any]:

@@ -1,0 +1,286 @@
+"""The embedded instance's batched event log records what Dagster's default storage records, and the
+recent-partitions cache never hides this process's own additions (SQLite and real PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as db
+import yaml
+from dagster import (
+    AssetKey,
+    AssetPartitionStatus,
+    DagsterEventType,
+    DagsterInstance,
+    EventLogEntry,
+    instance_for_test,
+    materialize,
+)
+
+from clip_assets.defs.instance import (
+    BATCH_SIZE_VAR,
+    DEFAULT_EVENT_BATCH_SIZE,
+    PARTITIONS_CACHE_SECONDS,
+    BatchedSqliteEventLogStorage,
+    CachedPostgresEventLogStorage,
+    RecentDynamicPartitions,
+    embedded_instance_config,
+    use_embedded_instance,
+)
+from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
+from clip_assets.defs.resources import WriterSettingsResource
+from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
+from clip_assets_tests.support.deployment import fresh_database
+from clip_assets_tests.support.factories import make_clips, write_video
+
+NAMES = ["a.mp4", "b.mp4", "c.mp4"]
+BAD = "b.mp4"
+FAMILY_KEYS = [
+    AssetKey(name) for name in ["clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"]
+]
+# Every table store_event and store_event_batch write, with the columns that identify a row.
+INDEX_TABLES = {
+    "event_logs": "id",
+    "asset_keys": "asset_key",
+    "asset_event_tags": "event_id, key",
+}
+
+
+@pytest.fixture(autouse=True)
+def batch_size_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a storage sets DAGSTER_EVENT_BATCH_SIZE for the process; each test gets the suite's back."""
+    monkeypatch.delenv(BATCH_SIZE_VAR, raising=False)
+
+
+def publish(inbox: Path) -> None:
+    for name in NAMES:
+        clips = make_clips(2, source_video=f"/videos/{name}")
+        if name == BAD:
+            clips[1].span_end = clips[1].span_start  # span_end must come after span_start
+        write_video(inbox / f"{name}.parquet", clips, source_video=f"/videos/{name}")
+
+
+def run_range(instance: DagsterInstance, inbox: Path, output: Path) -> str:
+    """One batched run of NAMES (BAD fails its partition, the others are written); returns its run id."""
+    instance.add_dynamic_partitions(PARTITIONS_NAME, NAMES)
+    result = materialize(
+        [processed_videos, *FAMILY_ASSETS],
+        instance=instance,
+        resources=build_resources(str(inbox), str(output), WriterSettingsResource(input_path="/videos")),
+        tags={RANGE_START_TAG: NAMES[0], RANGE_END_TAG: NAMES[-1]},
+        raise_on_error=False,
+    )
+    assert not result.success  # BAD's partition failed the step
+    return result.run_id
+
+
+def recorded(instance: DagsterInstance, run_id: str) -> dict[str, Any]:
+    """What the UI and the public API read back about a run's assets, with the run id left out."""
+    partitions_def = video_partitions(PARTITIONS_NAME)
+    found: dict[str, Any] = {}
+    for key in FAMILY_KEYS:
+        materializations = instance.fetch_materializations(key, limit=100).records
+        planned = instance.fetch_planned_materializations(key, limit=100).records
+        [asset_record] = instance.get_asset_records([key])
+        last = asset_record.asset_entry.last_materialization_record
+        assert last is not None and asset_record.asset_entry.last_run_id == run_id
+        found[key.to_user_string()] = {
+            "materialized": sorted(
+                (
+                    record.partition_key,
+                    sorted((name, value.value) for name, value in record.asset_materialization.metadata.items()),
+                )
+                for record in materializations
+                if record.asset_materialization is not None
+            ),
+            "planned": sorted(str(record.partition_key) for record in planned),
+            "status": instance.get_status_by_partition(key, NAMES, partitions_def),
+            "materialized_partitions": sorted(instance.get_materialized_partitions(key)),
+            "last_materialized": (last.partition_key, last.storage_id in {r.storage_id for r in materializations}),
+            "tags": sorted(instance.get_event_tags_for_asset(key)),
+        }
+    return found
+
+
+def test_a_batched_run_records_what_the_default_storage_records(
+    tmp_path: Path, inbox: Path, output: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(inbox)
+    monkeypatch.setenv(BATCH_SIZE_VAR, str(DEFAULT_EVENT_BATCH_SIZE))
+    with instance_for_test() as default:
+        default_run = run_range(default, inbox, output)
+        expected = recorded(default, default_run)
+    shutil.rmtree(output)  # the same writes again, not an unchanged re-run
+    with use_embedded_instance(tmp_path / "embedded") as embedded:
+        assert isinstance(embedded.event_log_storage, BatchedSqliteEventLogStorage)
+        embedded_run = run_range(embedded, inbox, output)
+        assert recorded(embedded, embedded_run) == expected
+    statuses = expected["clip_files"]["status"]
+    assert statuses == {
+        "a.mp4": AssetPartitionStatus.MATERIALIZED,
+        BAD: AssetPartitionStatus.FAILED,
+        "c.mp4": AssetPartitionStatus.MATERIALIZED,
+    }
+    assert expected["clip_files"]["planned"] == NAMES  # one planned event per partition
+
+
+def table_rows(storage: BatchedSqliteEventLogStorage) -> dict[str, list[dict[str, Any]]]:
+    """Every row of INDEX_TABLES but the wall-clock time the database stamped it with on insert."""
+    with storage.index_connection() as conn:
+        return {
+            table: [
+                {name: value for name, value in row._mapping.items() if name != "create_timestamp"}
+                for row in conn.execute(db.text(f"SELECT * FROM {table} ORDER BY {order}"))
+            ]
+            for table, order in INDEX_TABLES.items()
+        }
+
+
+def batches(events: Sequence[EventLogEntry]) -> Iterator[list[EventLogEntry]]:
+    """Consecutive runs of batch-writable asset events, as Dagster forms them, and the rest one by one."""
+    batchable = {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+    }
+    batch: list[EventLogEntry] = []
+    for event in events:
+        if event.dagster_event_type in batchable:
+            batch.append(event)
+            continue
+        if batch:
+            yield batch
+            batch = []
+        yield [event]
+    if batch:
+        yield batch
+
+
+def test_store_event_batch_writes_the_rows_store_event_writes(tmp_path: Path, inbox: Path, output: Path) -> None:
+    publish(inbox)
+    with instance_for_test() as source:
+        run_id = run_range(source, inbox, output)
+        events = [record.event_log_entry for record in source.get_records_for_run(run_id, limit=10_000).records]
+    one_by_one = BatchedSqliteEventLogStorage(str(tmp_path / "one_by_one"))
+    batched = BatchedSqliteEventLogStorage(str(tmp_path / "batched"))
+    for event in events:
+        one_by_one.store_event(event)
+    sizes = []
+    for batch in batches(events):
+        if len(batch) == 1:
+            batched.store_event(batch[0])
+        else:
+            batched.store_event_batch(batch)
+        sizes.append(len(batch))
+    assert max(sizes) >= 2 * len(FAMILY_KEYS)  # planned events of several assets, several partitions each
+    expected = table_rows(one_by_one)
+    assert len(expected["asset_keys"]) >= len(FAMILY_KEYS) and expected["event_logs"]
+    assert table_rows(batched) == expected
+
+
+def test_the_embedded_instance_is_the_batched_storage_and_turns_batching_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = embedded_instance_config(tmp_path)
+    assert config["event_log_storage"]["class"] == BatchedSqliteEventLogStorage.__name__
+    with use_embedded_instance(tmp_path) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, BatchedSqliteEventLogStorage)
+        assert Path(storage.get_db_path()).is_file()
+        assert os.environ[BATCH_SIZE_VAR] == str(DEFAULT_EVENT_BATCH_SIZE)
+        assert os.environ["DAGSTER_HOME"] == str(tmp_path)
+    monkeypatch.setenv(BATCH_SIZE_VAR, "7")  # an operator's choice wins
+    with use_embedded_instance(tmp_path):
+        assert os.environ[BATCH_SIZE_VAR] == "7"
+
+
+@contextmanager
+def counted_queries(engine: db.Engine) -> Iterator[list[str]]:
+    """Every SELECT on the dynamic partitions table that `engine` sends while the block runs."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "dynamic_partitions" in statement and statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    db.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        db.event.remove(engine, "before_cursor_execute", record)
+
+
+def check_recent_partitions(
+    storage: RecentDynamicPartitions, other: RecentDynamicPartitions, engine: db.Engine
+) -> None:
+    """Cached reads query nothing; this storage's own changes show at once, another's within the window."""
+    storage.add_dynamic_partitions("videos", ["a", "b"])
+    with counted_queries(engine) as queries:
+        assert storage.has_dynamic_partition("videos", "a")  # asked of the database, then remembered
+        assert storage.has_dynamic_partition("videos", "a")
+        assert not storage.has_dynamic_partition("videos", "x")
+        assert not storage.has_dynamic_partition("videos", "x")  # an absent key is asked every time
+    assert len(queries) == 3
+    with counted_queries(engine) as queries:
+        assert storage.get_dynamic_partitions("videos") == ["a", "b"]
+        first = storage.get_dynamic_partitions("videos")
+        first.append("changed by a caller")
+        assert storage.get_dynamic_partitions("videos") == ["a", "b"]
+        assert storage.has_dynamic_partition("videos", "b") and not storage.has_dynamic_partition("videos", "x")
+    assert len(queries) == 1
+    storage.add_dynamic_partitions("videos", ["c"])
+    assert storage.get_dynamic_partitions("videos") == ["a", "b", "c"]
+    storage.delete_dynamic_partition("videos", "a")
+    assert not storage.has_dynamic_partition("videos", "a")
+    assert storage.get_dynamic_partitions("videos") == ["b", "c"]
+    assert storage.get_dynamic_partitions("other") == []
+    other.add_dynamic_partitions("videos", ["d"])  # another process's storage
+    other.delete_dynamic_partition("videos", "b")
+    time.sleep(PARTITIONS_CACHE_SECONDS)
+    assert storage.get_dynamic_partitions("videos") == ["c", "d"]
+    assert storage.has_dynamic_partition("videos", "d") and not storage.has_dynamic_partition("videos", "b")
+
+
+def test_recent_partitions_on_sqlite(tmp_path: Path) -> None:
+    storage = BatchedSqliteEventLogStorage(str(tmp_path))
+    other = BatchedSqliteEventLogStorage(str(tmp_path))
+    check_recent_partitions(storage, other, storage._engine)
+
+
+def test_recent_partitions_on_postgres(tmp_path: Path) -> None:
+    with fresh_database("clip_assets_instance") as database:
+        postgres_db = {
+            "username": database.user,
+            "password": "",
+            "hostname": database.host,
+            "db_name": database.name,
+            "port": database.port,
+            "scheme": "postgresql+psycopg2",
+        }
+        storage_config = {"postgres_db": postgres_db}
+        (tmp_path / "dagster.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "event_log_storage": {
+                        "module": "clip_assets.defs.instance",
+                        "class": CachedPostgresEventLogStorage.__name__,
+                        "config": storage_config,
+                    }
+                }
+            )
+        )
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            storage = instance.event_log_storage
+            assert isinstance(storage, CachedPostgresEventLogStorage)
+            other = CachedPostgresEventLogStorage.from_config_value(None, storage_config)
+            try:
+                check_recent_partitions(storage, other, storage._engine)
+            finally:
+                other.dispose()
