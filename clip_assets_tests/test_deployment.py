@@ -41,7 +41,7 @@ from clip_assets import layout
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.engine.output_version import code_digest
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
-from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.dataset import is_derived, materialize_partition
 from clip_assets_tests.support.deployment import (
     DEPLOY,
     ECS_INSTANCE,
@@ -529,16 +529,6 @@ def _fail_on_failed_run(instance: DagsterInstance, deployment: Deployment) -> bo
         messages = [r.message for r in instance.all_logs(run.run_id) if r.dagster_event and r.dagster_event.is_failure]
         raise AssertionError(f"run {run.run_id} failed and will not be retried: {messages}\n{deployment.logs()}")
     return False
-
-
-def is_derived(key: str) -> bool:
-    """Whether a key is one of the dataset-level outputs derived from the tree (not a family's file)."""
-    derived_locks = {layout.dataset_lock_key(), layout.training_shards_lock_key()}
-    return (
-        key == layout.dataset_summary_key()
-        or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY))
-        or key in derived_locks
-    )
 
 
 def compare_with_clean_run(output: Path, reference: Path, source_digest: str) -> None:

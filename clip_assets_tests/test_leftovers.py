@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from clip_assets import layout
+from clip_assets.contract.limits import ValidationLimits
+from clip_assets.engine.intent import load_intent
 from clip_assets.engine.manifest import PartitionManifest
-from clip_assets.storage import LocalStorage, Storage
+from clip_assets.engine.partition import WriteJob, write_partition
+from clip_assets.engine.writer import ArtifactWriter
+from clip_assets.families import FAMILIES
+from clip_assets.settings import WriterSettings
+from clip_assets.storage import LocalStorage, ObjectInfo, Storage, StorageError
 from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
 from clip_assets_tests.support.partition_process import kill_when, spawn
@@ -117,3 +126,38 @@ def test_on_s3_a_killed_run_then_a_changed_input_leaves_no_orphan(tmp_path, inbo
         handled=1,
         nothing_lost="the re-run left no object that no manifest records, no object or claim of a dropped clip",
     )
+
+
+class SettleRefused(LocalStorage):
+    """Local storage that refuses the first write settling an intent record (one naming no keys), as an
+    S3 outage beyond the retries would, after every family's manifest is recorded."""
+
+    refusals = 1
+
+    def put(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo:
+        if key.startswith(layout.INTENTS) and json.loads(bytes(data))["keys"] == [] and self.refusals:
+            self.refusals -= 1
+            raise StorageError(errno.EIO, f"cannot write {self.root}/{key}: refused by the test")
+        return super().put(key, data, sha256)
+
+
+def test_an_intent_that_cannot_be_settled_fails_the_partition_and_the_retry_settles_it(inbox, output):
+    """Reported as written, the partition would never run again and its record would keep naming keys."""
+    write_video(inbox / f"{REL}.parquet", make_clips(2))
+    job = WriteJob(
+        FAMILIES, LocalStorage(inbox), SettleRefused(output), WriterSettings(input_path="/videos"), ValidationLimits()
+    )
+    log = logging.getLogger(__name__)
+    first = write_partition(job, REL, ArtifactWriter(job.output), log)
+    assert not first.results and set(first.errors) == {family.name for family in FAMILIES}
+    assert "refused by the test" in str(first.errors["clip_files"])
+    unsettled = load_intent(job.output, REL)
+    assert unsettled is not None and unsettled.keys  # every family's manifest is there, the record is not settled
+    assert all(job.output.stat(layout.manifest_key(family.name, REL)) for family in FAMILIES)
+    assert job.output.stat(layout.video_error_key(REL)) is not None
+
+    again = write_partition(job, REL, ArtifactWriter(job.output), log)
+    assert not again.errors and set(again.results) == {family.name for family in FAMILIES}
+    settled = load_intent(job.output, REL)
+    assert settled is not None and settled.keys == frozenset() and len(settled.clips) == 2
+    assert job.output.stat(layout.video_error_key(REL)) is None

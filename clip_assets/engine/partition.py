@@ -64,6 +64,14 @@ class PartitionOutcome:
         except Exception as error:  # one family's failure must not cost the others theirs
             self.errors[family.name] = error
 
+    def fail_written(self, error: Exception) -> None:
+        """Every family is written, but the partition's last step (settling its intent) failed: each fails,
+        so that a retry runs, finds them unchanged and finishes that step. Reported as written, nothing
+        would ever run it again, and a killed run's leftovers the record names would stay unremoved."""
+        for name in self.results:
+            self.errors[name] = error
+        self.results.clear()
+
     def fail_unsettled(self, families: Sequence[OutputFamily], error: Exception) -> None:
         for family in families:
             if family.name not in self.results:
@@ -131,8 +139,8 @@ def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: loggi
                 recorded_keys = {key for manifest in manifests if manifest is not None for key in manifest.entries}
                 try:
                     removed = settle_intent(video, job.output, recorded_keys)
-                except StorageError as exc:  # every family is written; the record stays, the next run settles it
-                    log.warning(f"{partition_key}: its intent record could not be settled: {exc}")
+                except StorageError as exc:  # written, but the record still names keys: a retry settles it
+                    outcome.fail_written(exc)
                 else:
                     if removed:
                         log.info(f"{partition_key}: removed {len(removed)} files a killed run left unrecorded")

@@ -182,3 +182,13 @@ def stored_output_digest(output: Path, family: str, partition_key: str) -> str:
     for key in sorted(listed):
         hasher.update(f"{key}\0{hashlib.sha256((output / key).read_bytes()).hexdigest()}\n".encode())
     return hasher.hexdigest()
+
+
+def is_derived(key: str) -> bool:
+    """Whether a key is one of the dataset-level outputs derived from the tree (not a family's file)."""
+    derived_locks = {layout.dataset_lock_key(), layout.training_shards_lock_key()}
+    return (
+        key == layout.dataset_summary_key()
+        or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY))
+        or key in derived_locks
+    )
