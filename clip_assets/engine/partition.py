@@ -23,7 +23,7 @@ from clip_assets.engine.partition_input import PartitionInput, open_partition_in
 from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import Storage, StorageError
+from clip_assets.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -134,12 +134,12 @@ def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: loggi
             # 7. Every family written: what a killed run left unrecorded goes, and the claims of clips
             # the input no longer has.
             if not any(family.name in outcome.errors for family in job.families):
-                lease.check()
-                manifests = [writer.load_manifest(family.name, partition_key) for family in job.dataset_families]
-                recorded_keys = {key for manifest in manifests if manifest is not None for key in manifest.entries}
                 try:
+                    lease.check()
+                    manifests = [writer.load_manifest(family.name, partition_key) for family in job.dataset_families]
+                    recorded_keys = {key for manifest in manifests if manifest is not None for key in manifest.entries}
                     removed = settle_intent(video, job.output, recorded_keys)
-                except StorageError as exc:  # written, but the record still names keys: a retry settles it
+                except Exception as exc:  # written, but the record still names keys: a retry settles it
                     outcome.fail_written(exc)
                 else:
                     if removed:
