@@ -13,7 +13,6 @@ same moment exactly one gets it; the claim goes when the clip leaves the partiti
 
 from __future__ import annotations
 
-import errno
 import json
 from collections.abc import Iterable
 
@@ -21,7 +20,7 @@ from clip_assets import layout
 from clip_assets.contract import ProcessedVideoError, VideoInfo, schema
 from clip_assets.engine.inspection import VideoInspection
 from clip_assets.families import clip_metadata
-from clip_assets.storage import Storage, StorageError
+from clip_assets.storage import Storage, read_if_exists
 from clip_assets.thread_pools import shared_pool
 
 # Claims created or looked up at once (a round trip each on S3).
@@ -130,11 +129,8 @@ def release_clips(output: Storage, partition_key: str, clips: Iterable[str]) -> 
 
 def _claim_owner(output: Storage, key: str) -> str | None:
     """The partition a claim names; None when there is none (never taken, or its owner released it)."""
-    try:
-        document = output.read(key)
-    except StorageError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
+    document = read_if_exists(output, key)
+    if document is None:
+        return None
     owner = json.loads(document).get("partition")
     return str(owner) if owner is not None else None

@@ -10,7 +10,6 @@ with the last of them.
 
 from __future__ import annotations
 
-import errno
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 
 from clip_assets import layout
 from clip_assets.contract import ProcessedVideoError
-from clip_assets.storage import Storage, StorageError
+from clip_assets.storage import Storage, read_if_exists
 
 FAILURE_FORMAT = 1
 
@@ -103,12 +102,9 @@ def load_failures(storage: Storage) -> Iterator[PartitionFailure]:
 
 
 def _read(storage: Storage, key: str) -> PartitionFailure | None:
-    try:
-        data = storage.read(key)
-    except StorageError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
+    data = read_if_exists(storage, key)
+    if data is None:
+        return None
     try:
         return PartitionFailure.from_bytes(data)
     except (ValueError, KeyError, TypeError) as exc:

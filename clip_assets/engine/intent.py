@@ -10,7 +10,6 @@ become, and claims of clips the input no longer has are released.
 
 from __future__ import annotations
 
-import errno
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from clip_assets import layout
 from clip_assets.families import OutputFamily
 from clip_assets.families.base import VideoContext
-from clip_assets.storage import Storage, StorageError
+from clip_assets.storage import Storage, read_if_exists
 from clip_assets.storage.keys import check_key
 
 INTENT_FORMAT = 1
@@ -49,12 +48,9 @@ class PartitionIntent:
 def load_intent(storage: Storage, partition_key: str) -> PartitionIntent | None:
     """The partition's intent record, or None when it has none (never written, or written before records)."""
     key = layout.intent_key(partition_key)
-    try:
-        data = storage.read(key)
-    except StorageError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
+    data = read_if_exists(storage, key)
+    if data is None:
+        return None
     try:
         document = json.loads(data)
         if document.get("partition") != partition_key:

@@ -7,13 +7,12 @@ summary and the derived tables read it.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 from dataclasses import dataclass, field
 
 from clip_assets import layout
-from clip_assets.storage import Storage, StorageError
+from clip_assets.storage import Storage, read_if_exists
 
 MANIFEST_FORMAT = 1
 
@@ -92,12 +91,9 @@ def _entry_json(entry: ManifestEntry) -> dict[str, str | int]:
 
 def read_manifest(storage: Storage, key: str) -> PartitionManifest | None:
     """The manifest stored at `key`, or None where there is none."""
-    try:
-        data = storage.read(key)
-    except StorageError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
+    data = read_if_exists(storage, key)
+    if data is None:
+        return None
     try:
         return PartitionManifest.from_bytes(data)
     except (ValueError, KeyError, TypeError) as exc:

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from clip_assets.storage.base import ConditionalWrites, Lease, ObjectInfo, Storage, StorageError
+from clip_assets.storage.base import ConditionalWrites, Lease, ObjectInfo, Storage, StorageError, read_if_exists
 from clip_assets.storage.local import LocalStorage
 
 # scheme -> (module, factory); the factory takes the URL and that scheme's options.
@@ -50,5 +50,6 @@ __all__ = [
     "Storage",
     "StorageError",
     "open_storage",
+    "read_if_exists",
     "url_scheme",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -122,3 +123,13 @@ class Storage(Protocol):
         that dies releases it (a local lock with its process, an S3 lease when it expires).
         """
         ...
+
+
+def read_if_exists(storage: Storage, key: str) -> bytes | None:
+    """The object's bytes, or None when there is none: one read, no stat first (one request on S3)."""
+    try:
+        return storage.read(key)
+    except StorageError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
