@@ -67,6 +67,13 @@ from clip_assets_tests.support.factories import make_clips, write_video
 
 FAMILIES = sorted(family.name for family in OUTPUT_FAMILIES)
 LAUNCHERS = {"local": "DefaultRunLauncher", "ecs": "EcsRunLauncher", "k8s": "K8sRunLauncher"}
+# The one-machine instance runs its webserver and daemon from the project's environment, so its event
+# log is clip-assets' batched one; on ECS and Kubernetes they run Dagster's own images.
+STORAGES = {
+    "local": ("CompositeStorage", "CachedPostgresEventLogStorage"),
+    "ecs": ("DagsterPostgresStorage", "PostgresEventLogStorage"),
+    "k8s": ("DagsterPostgresStorage", "PostgresEventLogStorage"),
+}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -116,11 +123,8 @@ def test_shipped_instance_file_passes_dagster_schema(
 
     assert classes["run_launcher"]["class"] == LAUNCHERS[kind]
     assert classes["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert classes["storage"]["class"] == "DagsterPostgresStorage"
-    assert (classes["run_storage"]["class"], classes["event_storage"]["class"]) == (
-        "PostgresRunStorage",
-        "PostgresEventLogStorage",
-    )
+    assert (classes["storage"]["class"], classes["event_storage"]["class"]) == STORAGES[kind]
+    assert classes["run_storage"]["class"] == "PostgresRunStorage"
     assert classes["schedule_storage"]["class"] == "PostgresScheduleStorage"
     # Every connection parameter comes from the environment, none is written in the file.
     assert env_references(load_yaml(path)) >= {
@@ -130,7 +134,7 @@ def test_shipped_instance_file_passes_dagster_schema(
     # The URL names a driver that is installed (SQLAlchemy 2.1 maps bare postgresql:// to psycopg 3).
     from dagster_postgres.utils import pg_url_from_config
 
-    url = pg_url_from_config(classes["storage"]["config"])
+    url = pg_url_from_config(classes["event_storage"]["config"])
     engine = sqlalchemy.create_engine(url)
     assert engine.dialect.driver == "psycopg2"
     engine.dispose()

@@ -28,6 +28,7 @@ from clip_assets.defs.instance import (
     BATCH_SIZE_VAR,
     DEFAULT_EVENT_BATCH_SIZE,
     PARTITIONS_CACHE_SECONDS,
+    AssetEventBatches,
     BatchedSqliteEventLogStorage,
     CachedPostgresEventLogStorage,
     RecentDynamicPartitions,
@@ -37,7 +38,7 @@ from clip_assets.defs.instance import (
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
 from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
-from clip_assets_tests.support.deployment import fresh_database
+from clip_assets_tests.support.deployment import Database, fresh_database
 from clip_assets_tests.support.factories import make_clips, write_video
 
 NAMES = ["a.mp4", "b.mp4", "c.mp4"]
@@ -131,12 +132,20 @@ def test_a_batched_run_records_what_the_default_storage_records(
     assert expected["clip_files"]["planned"] == NAMES  # one planned event per partition
 
 
-def table_rows(storage: BatchedSqliteEventLogStorage) -> dict[str, list[dict[str, Any]]]:
-    """Every row of INDEX_TABLES but the wall-clock time the database stamped it with on insert."""
+def table_rows(storage: AssetEventBatches) -> dict[str, list[dict[str, Any]]]:
+    """Every row of INDEX_TABLES but the wall-clock time the database stamped it with on insert.
+
+    An asset's row is left without its surrogate `id` too: PostgreSQL's sequence advances on every
+    upsert that conflicts, so it counts the statements, and nothing reads it (rows are found by key).
+    """
     with storage.index_connection() as conn:
         return {
             table: [
-                {name: value for name, value in row._mapping.items() if name != "create_timestamp"}
+                {
+                    name: value
+                    for name, value in row._mapping.items()
+                    if name != "create_timestamp" and not (table == "asset_keys" and name == "id")
+                }
                 for row in conn.execute(db.text(f"SELECT * FROM {table} ORDER BY {order}"))
             ]
             for table, order in INDEX_TABLES.items()
@@ -149,6 +158,7 @@ def batches(events: Sequence[EventLogEntry]) -> Iterator[list[EventLogEntry]]:
         DagsterEventType.ASSET_MATERIALIZATION,
         DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
         DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+        DagsterEventType.ASSET_FAILED_TO_MATERIALIZE,
     }
     batch: list[EventLogEntry] = []
     for event in events:
@@ -163,26 +173,72 @@ def batches(events: Sequence[EventLogEntry]) -> Iterator[list[EventLogEntry]]:
         yield batch
 
 
-def test_store_event_batch_writes_the_rows_store_event_writes(tmp_path: Path, inbox: Path, output: Path) -> None:
+def postgres_storage(database: Database) -> CachedPostgresEventLogStorage:
+    return CachedPostgresEventLogStorage(
+        f"postgresql+psycopg2://{database.user}@{database.host}:{database.port}/{database.name}"
+    )
+
+
+@contextmanager
+def two_empty_storages(kind: str, tmp_path: Path) -> Iterator[tuple[AssetEventBatches, AssetEventBatches]]:
+    """Two empty event logs of one kind: one written event by event, one in Dagster's batches."""
+    if kind == "sqlite":
+        yield (
+            BatchedSqliteEventLogStorage(str(tmp_path / "one_by_one")),
+            BatchedSqliteEventLogStorage(str(tmp_path / "batched")),
+        )
+        return
+    with fresh_database("clip_assets_one_by_one") as first, fresh_database("clip_assets_batched") as second:
+        one_by_one, batched = postgres_storage(first), postgres_storage(second)
+        try:
+            yield one_by_one, batched
+        finally:
+            one_by_one.dispose()
+            batched.dispose()
+
+
+@contextmanager
+def counted_connections(engine: db.Engine) -> Iterator[list[object]]:
+    """Every database connection `engine` opens while the block runs."""
+    opened: list[object] = []
+
+    def record(dbapi_connection: object, connection_record: object) -> None:
+        opened.append(dbapi_connection)
+
+    db.event.listen(engine, "connect", record)
+    try:
+        yield opened
+    finally:
+        db.event.remove(engine, "connect", record)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_store_event_batch_writes_the_rows_store_event_writes(
+    kind: str, tmp_path: Path, inbox: Path, output: Path
+) -> None:
     publish(inbox)
     with instance_for_test() as source:
         run_id = run_range(source, inbox, output)
         events = [record.event_log_entry for record in source.get_records_for_run(run_id, limit=10_000).records]
-    one_by_one = BatchedSqliteEventLogStorage(str(tmp_path / "one_by_one"))
-    batched = BatchedSqliteEventLogStorage(str(tmp_path / "batched"))
-    for event in events:
-        one_by_one.store_event(event)
-    sizes = []
-    for batch in batches(events):
-        if len(batch) == 1:
-            batched.store_event(batch[0])
-        else:
-            batched.store_event_batch(batch)
-        sizes.append(len(batch))
-    assert max(sizes) >= 2 * len(FAMILY_KEYS)  # planned events of several assets, several partitions each
-    expected = table_rows(one_by_one)
-    assert len(expected["asset_keys"]) >= len(FAMILY_KEYS) and expected["event_logs"]
-    assert table_rows(batched) == expected
+    with two_empty_storages(kind, tmp_path) as (one_by_one, batched):
+        for event in events:
+            one_by_one.store_event(event)
+        sizes, connections = [], []
+        for batch in batches(events):
+            if len(batch) == 1:
+                batched.store_event(batch[0])
+                continue
+            with counted_connections(batched._engine) as opened:
+                batched.store_event_batch(batch)
+            sizes.append(len(batch))
+            connections.append(len(opened))
+        assert max(sizes) >= 2 * len(FAMILY_KEYS)  # planned events of several assets, several partitions each
+        # One transaction per batch whatever its size, and the first batch's one schema check
+        # (dagster-postgres stored a planned batch event by event, two connections each).
+        assert connections[0] <= 2 and max(connections[1:]) <= 1, connections
+        expected = table_rows(one_by_one)
+        assert len(expected["asset_keys"]) >= len(FAMILY_KEYS) and expected["event_logs"]
+        assert table_rows(batched) == expected
 
 
 def test_the_embedded_instance_is_the_batched_storage_and_turns_batching_on(

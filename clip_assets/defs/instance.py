@@ -6,13 +6,16 @@ shard and the index database, a new SQLAlchemy engine for each, a schema inspect
 event), which made the Dagster path slower than the work it records (docs/performance.md, "Levers
 measured"). Here:
 
+- `AssetEventBatches`: `store_event_batch` writing any batch of asset events (the planned events of
+  a run, the materializations of one asset's partitions) in one transaction, with exactly the rows
+  the one-by-one path writes. dagster-postgres batches only materializations: a run's planned
+  events went one by one, two connections each, 2,500 of them for a run of 500 partitions;
 - `BatchedSqliteEventLogStorage`, the embedded instance's event log: Dagster's
   `ConsolidatedSqliteEventLogStorage` (one database for all runs, so a batch is one transaction),
-  one engine per storage, the schema checks cached once they succeed, and `store_event_batch`
-  writing a batch of asset events (the planned events of a run, the materializations of one asset's
-  partitions) in one transaction with exactly the rows the one-by-one path writes;
-- `RecentDynamicPartitions`, on it and on `CachedPostgresEventLogStorage` (the production
-  instance): the partition keys of a dynamic partitions definition, and the keys known to exist,
+  one engine per storage, the schema checks cached once they succeed, and those batches;
+- `CachedPostgresEventLogStorage`, the production instance's (deploy/dagster.yaml): dagster-postgres's
+  event log with those batches;
+- `RecentDynamicPartitions`, on both: the partition keys of a dynamic partitions definition, and the keys known to exist,
   re-used for `PARTITIONS_CACHE_SECONDS`. Dagster reads the whole list many times per run (every
   partitions check; at 100,000 keys each read is a query of 100,000 rows) and asks whether a key
   exists about twice per asset partition it records. Adding or deleting keys through the storage
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -38,6 +42,7 @@ import yaml
 from dagster import DagsterInstance, EventLogEntry
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, SqlEventLogStorage
+from dagster._core.storage.event_log.migration import ASSET_KEY_INDEX_COLS
 from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.consolidated_sqlite_event_log import SQLITE_EVENT_LOG_FILENAME
 from dagster._core.storage.sql import create_engine
@@ -45,9 +50,11 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.expression import Executable
 
 BATCH_SIZE_VAR = "DAGSTER_EVENT_BATCH_SIZE"
 # Larger than any batch Dagster forms here (one run's planned events, one asset's partitions of a run),
@@ -126,13 +133,72 @@ class RecentDynamicPartitions(SqlEventLogStorage):
         super().wipe()
 
 
-class BatchedSqliteEventLogStorage(RecentDynamicPartitions, ConsolidatedSqliteEventLogStorage):
-    """One SQLite database for every run's events, a batch of asset events in one transaction.
+class AssetEventBatches(SqlEventLogStorage):
+    """`store_event_batch` for any batch of asset events: one transaction with the rows `store_event` writes.
 
-    `store_event_batch` writes the event rows, the indexed tags (asset_event_tags) and each asset's
-    row of asset_keys as `store_event` would one event after another: an asset's row ends with the
-    values of its events applied in order, each column from the last event that sets it.
+    Dagster forms batches of a run's planned events (create_run: 5 per partition of a batched run)
+    and of one asset's materializations. dagster-postgres batches only materializations and
+    observations and stores every other batch one event at a time, two connections each, which is
+    what made a daemon-created run of 500 partitions take minutes before it was queued
+    (docs/performance.md). Here the event rows, the indexed tags (asset_event_tags) and each asset's
+    asset_keys row are written as `store_event` would one event after another: an asset's row ends
+    with the values of its events applied in order, each column from the last event that sets it.
+    The subclasses say how their dialect upserts that row.
     """
+
+    def _asset_key_index_cols(self, conn: Connection) -> bool:
+        """Whether asset_keys has the index columns, as this storage's own `_store_asset_event` decides it."""
+        return self._has_asset_key_index_cols_on_connection(conn)
+
+    @abstractmethod
+    def _asset_row_statement(self, asset_key: str, values: dict[str, Any]) -> Executable | None:
+        """The statement `_store_asset_event` runs for an asset whose events set `values` (None: nothing)."""
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        if not events:
+            return
+        asset_events: list[tuple[EventLogEntry, int]] = []
+        check_events: list[tuple[EventLogEntry, int]] = []
+        with self.index_transaction() as conn:
+            rows = [self._event_to_row(event) for event in events]
+            statement = SqlEventLogStorageTable.insert().returning(
+                SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+            )
+            event_ids = [int(row[0]) for row in conn.execute(statement, rows)]
+            for event, event_id in zip(events, event_ids, strict=True):
+                dagster_event = event.dagster_event
+                if dagster_event is None:
+                    continue
+                if dagster_event.event_type in ASSET_EVENTS and dagster_event.asset_key:
+                    asset_events.append((event, event_id))
+                if dagster_event.event_type in ASSET_CHECK_EVENTS:
+                    check_events.append((event, event_id))
+            if asset_events:
+                self._store_asset_event_tags(
+                    conn, [event for event, _ in asset_events], [event_id for _, event_id in asset_events]
+                )
+                self._store_asset_rows(conn, asset_events)
+        # As store_event does: the check's own table, after the event is in the log.
+        for event, event_id in check_events:
+            self.store_asset_check_event(event, event_id)
+
+    def _store_asset_rows(self, conn: Connection, asset_events: Sequence[tuple[EventLogEntry, int]]) -> None:
+        """Each asset's asset_keys row, one statement per asset for the whole batch."""
+        has_index_cols = self._asset_key_index_cols(conn)
+        by_asset: dict[str, dict[str, Any]] = {}
+        for event, event_id in asset_events:
+            values = self._get_asset_entry_values(event, event_id, has_index_cols)
+            asset_key = event.get_dagster_event().asset_key
+            if asset_key is not None:
+                by_asset.setdefault(asset_key.to_string(), {}).update(values)
+        for key, values in by_asset.items():
+            statement = self._asset_row_statement(key, values)
+            if statement is not None:
+                conn.execute(statement)
+
+
+class BatchedSqliteEventLogStorage(RecentDynamicPartitions, AssetEventBatches, ConsolidatedSqliteEventLogStorage):
+    """One SQLite database for every run's events, so a batch of asset events is one transaction."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         # Set before the parent's constructor: it creates and indexes the database through _connect.
@@ -173,50 +239,20 @@ class BatchedSqliteEventLogStorage(RecentDynamicPartitions, ConsolidatedSqliteEv
         self._tables.clear()
         self._asset_key_columns.clear()
 
-    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        if not events:
-            return
-        asset_events: list[tuple[EventLogEntry, int]] = []
-        check_events: list[tuple[EventLogEntry, int]] = []
-        with self.index_transaction() as conn:
-            rows = [self._event_to_row(event) for event in events]
-            statement = SqlEventLogStorageTable.insert().returning(
-                SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
-            )
-            event_ids = [int(row[0]) for row in conn.execute(statement, rows)]
-            for event, event_id in zip(events, event_ids, strict=True):
-                dagster_event = event.dagster_event
-                if dagster_event is None:
-                    continue
-                if dagster_event.event_type in ASSET_EVENTS and dagster_event.asset_key:
-                    asset_events.append((event, event_id))
-                if dagster_event.event_type in ASSET_CHECK_EVENTS:
-                    check_events.append((event, event_id))
-            if asset_events:
-                self._store_asset_event_tags(
-                    conn, [event for event, _ in asset_events], [event_id for _, event_id in asset_events]
-                )
-                self._store_asset_rows(conn, asset_events)
-        # As store_event does: the check's own table, after the event is in the log.
-        for event, event_id in check_events:
-            self.store_asset_check_event(event, event_id)
-
-    def _store_asset_rows(self, conn: Connection, asset_events: Sequence[tuple[EventLogEntry, int]]) -> None:
-        """Each asset's asset_keys row, one upsert per asset for the whole batch."""
-        has_index_cols = self._has_asset_key_index_cols_on_connection(conn)
-        by_asset: dict[str, dict[str, Any]] = {}
-        for event, event_id in asset_events:
-            values = self._get_asset_entry_values(event, event_id, has_index_cols)
-            asset_key = event.get_dagster_event().asset_key
-            if values and asset_key is not None:
-                by_asset.setdefault(asset_key.to_string(), {}).update(values)
-        for key, values in by_asset.items():
-            statement = sqlite_insert(AssetKeyTable).values(asset_key=key, **values)
-            conn.execute(statement.on_conflict_do_update(index_elements=[AssetKeyTable.c.asset_key], set_=values))
+    def _asset_row_statement(self, asset_key: str, values: dict[str, Any]) -> Executable | None:
+        # SqlEventLogStorage._store_asset_event: nothing without values, else insert or update.
+        if not values:
+            return None
+        statement = sqlite_insert(AssetKeyTable).values(asset_key=asset_key, **values)
+        return statement.on_conflict_do_update(index_elements=[AssetKeyTable.c.asset_key], set_=values)
 
 
-class CachedPostgresEventLogStorage(RecentDynamicPartitions, PostgresEventLogStorage):
-    """dagster-postgres's event log (it writes materialization batches itself) with recent partition keys."""
+class CachedPostgresEventLogStorage(RecentDynamicPartitions, AssetEventBatches, PostgresEventLogStorage):
+    """dagster-postgres's event log with recent partition keys and every asset-event batch in one transaction.
+
+    A batch skips the per-event `NOTIFY` of dagster-postgres's `store_event`, as its own batches of
+    materializations do: Dagster's event watchers poll, the notification is kept only for old clients.
+    """
 
     @classmethod
     def from_config_value(
@@ -229,6 +265,16 @@ class CachedPostgresEventLogStorage(RecentDynamicPartitions, PostgresEventLogSto
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),
         )
+
+    def _asset_key_index_cols(self, conn: Connection) -> bool:
+        return self.has_secondary_index(ASSET_KEY_INDEX_COLS)
+
+    def _asset_row_statement(self, asset_key: str, values: dict[str, Any]) -> Executable | None:
+        # PostgresEventLogStorage._store_asset_event: the row is created even without values.
+        statement = postgresql.insert(AssetKeyTable).values(asset_key=asset_key, **values)
+        if not values:
+            return statement.on_conflict_do_nothing()
+        return statement.on_conflict_do_update(index_elements=[AssetKeyTable.c.asset_key], set_=values)
 
 
 def embedded_instance_config(home: Path) -> dict[str, Any]:
