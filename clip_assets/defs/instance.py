@@ -15,8 +15,8 @@ measured"). Here:
   one engine per storage, the schema checks cached once they succeed, and those batches;
 - `CachedPostgresEventLogStorage`, the production instance's (deploy/dagster.yaml): dagster-postgres's
   event log with those batches;
-- `RecentDynamicPartitions`, on both: the partition keys of a dynamic partitions definition, and the keys known to exist,
-  re-used for `PARTITIONS_CACHE_SECONDS`. Dagster reads the whole list many times per run (every
+- `RecentDynamicPartitions`, on both: the partition keys of a dynamic partitions definition, and the
+  keys known to exist, re-used for `PARTITIONS_CACHE_SECONDS`. Dagster reads the whole list many times per run (every
   partitions check; at 100,000 keys each read is a query of 100,000 rows) and asks whether a key
   exists about twice per asset partition it records. Adding or deleting keys through the storage
   drops its copy; another process's changes show at most that long after the read before them.
