@@ -3,6 +3,7 @@ recent-partitions cache never hides this process's own additions (SQLite and rea
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -16,13 +17,16 @@ import sqlalchemy as db
 import yaml
 from dagster import (
     AssetKey,
+    AssetMaterialization,
     AssetPartitionStatus,
+    DagsterEvent,
     DagsterEventType,
     DagsterInstance,
     EventLogEntry,
     instance_for_test,
     materialize,
 )
+from dagster._core.events import StepMaterializationData
 
 from clip_assets.defs.instance import (
     BATCH_SIZE_VAR,
@@ -174,9 +178,7 @@ def batches(events: Sequence[EventLogEntry]) -> Iterator[list[EventLogEntry]]:
 
 
 def postgres_storage(database: Database) -> CachedPostgresEventLogStorage:
-    return CachedPostgresEventLogStorage(
-        f"postgresql+psycopg2://{database.user}@{database.host}:{database.port}/{database.name}"
-    )
+    return CachedPostgresEventLogStorage(database.url)
 
 
 @contextmanager
@@ -340,3 +342,64 @@ def test_recent_partitions_on_postgres(tmp_path: Path) -> None:
                 check_recent_partitions(storage, other, storage._engine)
             finally:
                 other.dispose()
+
+
+def materialization(partition: str) -> EventLogEntry:
+    """The event a run logs when it materializes one partition of clip_files."""
+    event = DagsterEvent(
+        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name="clip_assets_job",
+        event_specific_data=StepMaterializationData(AssetMaterialization(FAMILY_KEYS[0], partition=partition)),
+        step_key="write_clip_outputs",
+    )
+    return EventLogEntry(
+        error_info=None,
+        level=logging.INFO,
+        user_message="",
+        run_id="0" * 36,
+        timestamp=time.time(),
+        dagster_event=event,
+    )
+
+
+def backend_pid(storage: CachedPostgresEventLogStorage) -> int:
+    """The server process of the connection the storage's next statement would use."""
+    with storage.index_connection() as conn:
+        return int(conn.execute(db.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_the_postgres_event_log_keeps_its_connection_reconnects_and_never_shares_it_with_a_fork() -> None:
+    with fresh_database("clip_assets_pool") as database:
+        storage = postgres_storage(database)
+        try:
+            storage.store_event(materialization("v0"))  # its schema check opens a second connection, once
+            with counted_connections(storage._engine) as opened:
+                for index in range(1, 20):
+                    storage.store_event(materialization(f"v{index}"))
+            assert opened == []  # dagster-postgres: two new connections per event
+            parent = backend_pid(storage)
+            assert backend_pid(storage) == parent
+
+            database.end_connections()  # the server restarted or failed over
+            storage.store_event(materialization("after the restart"))
+            assert backend_pid(storage) != parent
+            parent = backend_pid(storage)
+
+            read, write = os.pipe()
+            child = os.fork()
+            if child == 0:  # the child reports its connection's server process, then leaves at once
+                try:
+                    storage.store_event(materialization("from a fork"))
+                    os.write(write, str(backend_pid(storage)).encode())
+                finally:
+                    os._exit(0)
+            os.close(write)
+            with os.fdopen(read) as reply:
+                childs = int(reply.read())
+            assert os.waitpid(child, 0)[1] == 0
+            assert childs != parent and backend_pid(storage) == parent  # the parent's connection still works
+
+            partitions = storage.get_materialized_partitions(FAMILY_KEYS[0])
+            assert partitions == {f"v{index}" for index in range(20)} | {"after the restart", "from a fork"}
+        finally:
+            storage.dispose()

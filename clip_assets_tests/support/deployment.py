@@ -132,6 +132,18 @@ class Database:
             "DAGSTER_PG_PORT": str(self.port),
         }
 
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL dagster-postgres's storages take, with the driver it ships."""
+        return f"postgresql+psycopg2://{self.user}@{self.host}:{self.port}/{self.name}"
+
+    def end_connections(self) -> None:
+        """End every client's connection to this database, as a server restart or a failover would."""
+        _admin_execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'"
+            " AND pid <> pg_backend_pid()"
+        )
+
 
 def _admin_execute(statement: str) -> None:
     import psycopg2  # dagster-postgres's driver
