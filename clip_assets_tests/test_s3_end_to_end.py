@@ -6,6 +6,7 @@ all), change the input (no stale object), survive a burst of 5xx, and never leak
 
 import io
 import json
+from collections import Counter
 
 import av
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 from clip_assets.contract.partition_keys import decode_partition_key
 from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.dataset import sensor_tick as tick_sensor
@@ -82,8 +84,19 @@ def test_s3_inbox_and_output_end_to_end(s3, instance, tmp_path):
     assert keys == ["cam1/street walk.mp4", "cam2/b.mp4"]  # the truncated upload is skipped
     (request,) = tick.run_requests
     assert request.tags == {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]}
+    s3.proxy.reset_counts()
     for key in keys:
         assert materialize_partition(instance, key, inbox, output, s3=s3.connection).success
+    # Each family's manifest is read before the lock and under it, then known: settling reads none again
+    # (clip_metadata's is read once more, for the clip ids the partition already holds).
+    manifest_reads = Counter(
+        r.path.split("/_clip_assets/manifests/")[1].split("/")[0]
+        for r in s3.proxy.requests
+        if r.operation == "GetObject" and "/_clip_assets/manifests/" in r.path
+    )
+    assert manifest_reads == {
+        family.name: len(keys) * (3 if family.name == "clip_metadata" else 2) for family in OUTPUT_FAMILIES
+    }
 
     # The same inputs on local disk give the same tree, file for file.
     local_inbox, local_output = tmp_path / "local-inbox", tmp_path / "local-output"

@@ -136,7 +136,14 @@ def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: loggi
             if not any(family.name in outcome.errors for family in job.families):
                 try:
                     lease.check()
-                    manifests = [writer.load_manifest(family.name, partition_key) for family in job.dataset_families]
+                    # A family read under this lock (then written, or found unchanged) is what its result
+                    # holds; any other may have been written by another run since it was read unlocked.
+                    manifests = [
+                        outcome.results[family.name].manifest
+                        if family.name in recorded
+                        else writer.load_manifest(family.name, partition_key)
+                        for family in job.dataset_families
+                    ]
                     recorded_keys = {key for manifest in manifests if manifest is not None for key in manifest.entries}
                     removed = settle_intent(video, job.output, recorded_keys)
                 except Exception as exc:  # written, but the record still names keys: a retry settles it
