@@ -4,9 +4,10 @@
 - engine: exactly the code the assets' step runs (`write_partitions` of every family over ranges of
   PARTITIONS_PER_RUN partitions, as one run of a batched backfill handles them), without Dagster's
   run machinery;
-- Dagster: in-process `materialize` of every family against the embedded instance (`clip-assets demo`'s:
-  on-disk SQLite with the batched event log of `clip_assets.defs.instance`), one run per range of
-  PARTITIONS_PER_RUN partitions (Dagster's range tags), or one run per partition.
+- Dagster: `clip-assets backfill`'s loop (`run_backfill`: the curate job, in process) against the
+  embedded instance (`clip-assets demo`'s: on-disk SQLite with the batched event log of
+  `clip_assets.defs.instance`), one run per range of PARTITIONS_PER_RUN partitions (Dagster's range
+  tags), or one run per partition.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance
 
 from benchmarks.workloads import INPUT_PATH
+from clip_assets.cli.backfill import run_backfill
 from clip_assets.defs.dataset import dataset_definitions, dataset_resources
 from clip_assets.defs.instance import use_embedded_instance
 from clip_assets.defs.names import DatasetNames
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.defs.resources import (
     S3ConnectionResource,
     StorageResource,
@@ -32,6 +33,7 @@ from clip_assets.defs.resources import (
     WriterSettingsResource,
 )
 from clip_assets.engine.batches import write_partitions
+from clip_assets.engine.discovery import consecutive_ranges
 from clip_assets.engine.partition import WriteJob
 from clip_assets.families import FAMILIES
 from clip_assets.storage import Storage
@@ -101,27 +103,15 @@ def dagster_write(
     batched: bool = True,
     s3: S3ConnectionResource | None = None,
 ) -> int:
-    """Materialize every family of `keys`: one run per range (batched) or one per partition; returns the run count."""
+    """Materialize every family of `keys` as `clip-assets backfill` and the demo do (`run_backfill`: the
+    curate job resolved once, one run per range of PARTITIONS_PER_RUN, or one per partition); returns
+    the run count."""
     definitions = dataset_definitions(NAMES, dataset_resources(NAMES, inbox, output, writer_settings(), s3))
-    assets, families = list(definitions.assets or ()), [NAMES.key(family.name) for family in FAMILIES]
-    runs = 0
-    for batch in ranges(keys, PARTITIONS_PER_RUN if batched else 1):
-        if len(batch) == 1:
-            result = materialize(
-                assets, selection=families, instance=instance, resources=definitions.resources, partition_key=batch[0]
-            )
-        else:
-            result = materialize(
-                assets,
-                selection=families,
-                instance=instance,
-                resources=definitions.resources,
-                tags={RANGE_START_TAG: batch[0], RANGE_END_TAG: batch[-1]},
-            )
-        if not result.success:
-            raise RuntimeError(f"materialization of {batch[0]}..{batch[-1]} failed")
-        runs += 1
-    return runs
+    per_run = PARTITIONS_PER_RUN if batched else 1
+    failures: list[str] = []
+    if not run_backfill(instance, keys, per_run, failures.append, definitions):
+        raise RuntimeError(f"materialization of {keys[0]}..{keys[-1]} failed: {failures}")
+    return len(list(consecutive_ranges(keys, instance.get_dynamic_partitions(NAMES.partitions), per_run)))
 
 
 def tree(root: Path) -> list[tuple[Path, bytes]]:

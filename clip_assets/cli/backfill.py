@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions
 
 from clip_assets.defs.jobs import curate_job_name
 from clip_assets.defs.names import DatasetNames
@@ -26,12 +26,18 @@ def run_backfill(
     partition_keys: Sequence[str] | None,
     per_run: int,
     echo: Callable[[str], None],
+    definitions: Definitions | None = None,
 ) -> bool:
     """Materialize every output family of `partition_keys` (all registered partitions when None).
 
-    Returns whether every partition succeeded; a failed range names its failed partitions and why.
+    `definitions` default to the code location's (`clip_assets.definitions`); the benchmarks pass
+    their own folders' so that they time this very loop. Returns whether every partition succeeded;
+    a failed range names its failed partitions and why.
     """
-    from clip_assets.definitions import defs
+    if definitions is None:
+        from clip_assets.definitions import defs
+
+        definitions = defs
 
     names = DatasetNames()
     order = instance.get_dynamic_partitions(names.partitions)
@@ -39,7 +45,7 @@ def run_backfill(
     unknown = sorted(set(keys) - set(order))
     if unknown:
         raise ValueError(f"not registered as partitions (run `clip-assets discover` first): {unknown}")
-    job = defs.resolve_job_def(curate_job_name(names))
+    job = definitions.resolve_job_def(curate_job_name(names))
     ok = True
     for batch in consecutive_ranges(keys, order, per_run):
         result = job.execute_in_process(

@@ -283,6 +283,12 @@ class CachedPostgresEventLogStorage(RecentDynamicPartitions, AssetEventBatches, 
         engine = weakref.ref(self._engine)
         os.register_at_fork(after_in_child=lambda: _forget_parents_connections(engine))
 
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        # The webserver's own engine (one pooled connection with a statement timeout) replaces this one.
+        kept = self._engine
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
+        kept.dispose()
+
     def dispose(self) -> None:
         super().dispose()
         self._engine.dispose()

@@ -165,8 +165,8 @@ class WriterSettingsResource(ConfigurableResource):
         ge=1,
         le=16,
         description=(
-            "Partitions of a run written at once. Above 1 only where clip ids cannot collide across "
-            "videos (derived from the source path): see clip_assets/engine/batches.py."
+            "Partitions of a run written at once: one partition's round trips (S3) and reading overlap "
+            "another's writing; each holds its own read of the input (clip_assets/engine/batches.py)."
         ),
     )
     input_path: str = Field(default="", description="Prefix removed from video paths in processed_videos/.")
