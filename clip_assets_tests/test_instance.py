@@ -7,8 +7,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,18 +200,36 @@ def two_empty_storages(kind: str, tmp_path: Path) -> Iterator[tuple[AssetEventBa
 
 
 @contextmanager
-def counted_connections(engine: db.Engine) -> Iterator[list[object]]:
-    """Every database connection `engine` opens while the block runs."""
-    opened: list[object] = []
+def engine_events(engine: db.Engine, event: str, keep: Callable[..., object | None]) -> Iterator[list[object]]:
+    """What `keep` makes of each `event` the engine fires while the block runs (None: not kept)."""
+    kept: list[object] = []
 
-    def record(dbapi_connection: object, connection_record: object) -> None:
-        opened.append(dbapi_connection)
+    def record(*args: Any) -> None:
+        value = keep(*args)
+        if value is not None:
+            kept.append(value)
 
-    db.event.listen(engine, "connect", record)
+    db.event.listen(engine, event, record)
     try:
-        yield opened
+        yield kept
     finally:
-        db.event.remove(engine, "connect", record)
+        db.event.remove(engine, event, record)
+
+
+def counted_connections(engine: db.Engine) -> AbstractContextManager[list[object]]:
+    """Every database connection `engine` opens while the block runs."""
+    return engine_events(engine, "connect", lambda dbapi_connection, connection_record: dbapi_connection)
+
+
+def counted_queries(engine: db.Engine) -> AbstractContextManager[list[object]]:
+    """Every SELECT on the dynamic partitions table that `engine` sends while the block runs."""
+
+    def partition_select(conn: Any, cursor: Any, statement: str, *args: Any) -> str | None:
+        return (
+            statement if "dynamic_partitions" in statement and statement.lstrip().upper().startswith("SELECT") else None
+        )
+
+    return engine_events(engine, "before_cursor_execute", partition_select)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -257,22 +275,6 @@ def test_the_embedded_instance_is_the_batched_storage_and_turns_batching_on(
     monkeypatch.setenv(BATCH_SIZE_VAR, "7")  # an operator's choice wins
     with use_embedded_instance(tmp_path):
         assert os.environ[BATCH_SIZE_VAR] == "7"
-
-
-@contextmanager
-def counted_queries(engine: db.Engine) -> Iterator[list[str]]:
-    """Every SELECT on the dynamic partitions table that `engine` sends while the block runs."""
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "dynamic_partitions" in statement and statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    db.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        db.event.remove(engine, "before_cursor_execute", record)
 
 
 def check_recent_partitions(
