@@ -2,9 +2,9 @@
 
 Tiny partitions (two 8-frame clips each), so the writing itself is negligible and what is left is run
 machinery. The floor is the engine writing the same partitions without Dagster. Each repetition uses a
-fresh output folder and a fresh on-disk SQLite instance. Runs are in-process runs of the curate job (`run_backfill`): a
-deployment's run launcher also starts a process per run, whose import cost the scale benchmark's floor
-process shows (`import_and_instance_seconds`).
+fresh output folder and a fresh on-disk SQLite instance. Runs are in-process runs of the curate job
+(`run_backfill`): a deployment's run launcher also starts a process per run, whose import cost the
+scale benchmark's floor process shows (`import_and_instance_seconds`).
 """
 
 from __future__ import annotations
