@@ -23,7 +23,7 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context, instanc
 from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progress, stderr_to
 from benchmarks.runners import NAMES, PARTITIONS_PER_RUN
 from benchmarks.workloads import add_new_files, build_wide_inbox
-from clip_assets.defs.sensors import evaluate_inbox
+from clip_assets.components.sensors import evaluate_inbox
 from clip_assets.engine.discovery import DiscoveryCursor, discover
 from clip_assets.storage import LocalStorage
 

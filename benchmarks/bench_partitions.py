@@ -43,7 +43,7 @@ from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progr
 from benchmarks.production import production_database, production_instance, quiet_deployment, write_home
 from benchmarks.runners import NAMES
 from benchmarks.workloads import INPUT_PATH, add_new_files, build_wide_inbox
-from clip_assets.defs.environment import INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, PARTITIONS_PER_RUN_VAR
+from clip_assets.components.environment import INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, PARTITIONS_PER_RUN_VAR
 from clip_assets.families import FAMILIES
 from clip_assets_tests.support.deployment import Database, Deployment
 from clip_assets_tests.support.graphql import (

@@ -41,7 +41,7 @@ from benchmarks.production import (
 )
 from benchmarks.runners import NAMES, tree_size
 from benchmarks.workloads import INPUT_PATH, Workload
-from clip_assets.defs.environment import INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, SENSOR_INTERVAL_VAR
+from clip_assets.components.environment import INBOX_VAR, INPUT_PATH_VAR, OUTPUT_VAR, SENSOR_INTERVAL_VAR
 from clip_assets.families import FAMILIES
 from clip_assets_tests.support.deployment import Deployment, partitions_of
 from clip_assets_tests.support.graphql import BACKFILL_DONE, backfill_state, launch_asset_backfill, run_failures

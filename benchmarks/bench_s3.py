@@ -26,7 +26,7 @@ from benchmarks.bench_local import inbox_for
 from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progress, settle
 from benchmarks.runners import INTERNAL_DIR, engine_write
 from benchmarks.workloads import Workload
-from clip_assets.defs.resources import S3ConnectionResource
+from clip_assets.components.resources import S3ConnectionResource
 from clip_assets_tests.support.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
 
 TARGET = Target("<=", 1.0, "<= 1x aws s3 cp")

@@ -8,7 +8,7 @@ clips each, so the writing is negligible and what is timed is Dagster's bookkeep
 instance and output folder, interleaved per repetition:
 
 - event storage: Dagster's default SQLite storage (a database per run plus an index database, one
-  event per transaction) against the embedded instance's batched one (`clip_assets.defs.instance`);
+  event per transaction) against the embedded instance's batched one (`clip_assets.instance`);
 - planned events: one per partition (the default) against one per asset and run
   (`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS`), both on the batched storage;
 - recent partitions: the same run with `--registered` dynamic partitions in the instance, the batched
@@ -32,7 +32,7 @@ from dagster._core.storage.event_log import SqlEventLogStorage
 from benchmarks.harness import Timer, settle
 from benchmarks.runners import NAMES, add_partitions, dagster_write, embedded_instance
 from benchmarks.workloads import build_tiny_inbox
-from clip_assets.defs.instance import BATCH_SIZE_VAR, BatchedSqliteEventLogStorage, embedded_instance_config
+from clip_assets.instance.storages import BATCH_SIZE_VAR, BatchedSqliteEventLogStorage, embedded_instance_config
 
 SUBSET_VAR = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 # Keys per add_dynamic_partitions call: SQLite bounds the parameters of one statement.

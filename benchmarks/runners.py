@@ -6,7 +6,7 @@
   run machinery;
 - Dagster: `clip-assets backfill`'s loop (`run_backfill`: the curate job, in process) against the
   embedded instance (`clip-assets demo`'s: on-disk SQLite with the batched event log of
-  `clip_assets.defs.instance`), one run per range of PARTITIONS_PER_RUN partitions (Dagster's range
+  `clip_assets.instance`), one run per range of PARTITIONS_PER_RUN partitions (Dagster's range
   tags), or one run per partition.
 """
 
@@ -23,10 +23,9 @@ from dagster import DagsterInstance
 
 from benchmarks.workloads import INPUT_PATH
 from clip_assets.cli.backfill import run_backfill
-from clip_assets.defs.dataset import dataset_definitions, dataset_resources
-from clip_assets.defs.instance import use_embedded_instance
-from clip_assets.defs.names import DatasetNames
-from clip_assets.defs.resources import (
+from clip_assets.components.dataset import dataset_definitions, dataset_resources
+from clip_assets.components.names import DatasetNames
+from clip_assets.components.resources import (
     S3ConnectionResource,
     StorageResource,
     ValidationLimitsResource,
@@ -36,6 +35,7 @@ from clip_assets.engine.batches import write_partitions
 from clip_assets.engine.discovery import consecutive_ranges
 from clip_assets.engine.partition import WriteJob
 from clip_assets.families import FAMILIES
+from clip_assets.instance.storages import use_embedded_instance
 from clip_assets.storage import Storage
 
 # backfill_policy is beta in Dagster 1.13; its warning would repeat on every materialization.

@@ -7,11 +7,11 @@ from pathlib import Path
 from dagster import AssetCheckKey, AssetKey, materialize
 
 import clip_assets
+from clip_assets.components.curated_dataset import CuratedDataset
+from clip_assets.components.dataset import dataset_definitions, dataset_resources
+from clip_assets.components.names import DatasetNames
+from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract import ClipRecord
-from clip_assets.defs.component import CuratedDataset
-from clip_assets.defs.dataset import dataset_definitions, dataset_resources
-from clip_assets.defs.names import DatasetNames
-from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.families.base import Damaged, VideoContext
@@ -27,6 +27,7 @@ LAYERS = [
     {"families", "producer", "nemo"},
     {"engine"},
     {"dataset"},
+    {"components", "instance"},
     {"defs"},
     {"definitions"},
     {"cli"},

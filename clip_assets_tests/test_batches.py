@@ -4,9 +4,9 @@ import json
 
 from dagster import AssetKey, materialize
 
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.definitions import defs
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
-from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     PARTITIONS_NAME,

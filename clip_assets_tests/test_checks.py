@@ -9,7 +9,7 @@ import pickle
 from dagster import Definitions
 from PIL import Image
 
-from clip_assets.defs.resources import WriterSettingsResource
+from clip_assets.components.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     build_resources,

@@ -4,9 +4,9 @@ import json
 from dagster import materialize
 from PIL import Image
 
+from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.summary import HISTOGRAM_BINS, MAX_VIDEO_BARS, DatasetStats, plot_png, videos_chart
-from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.curated import curate, materialize_exports
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, build_resources, dataset_summary

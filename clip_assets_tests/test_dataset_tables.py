@@ -16,10 +16,10 @@ from dagster import materialize
 
 from clip_assets import layout
 from clip_assets.cli import main
+from clip_assets.components.environment import OUTPUT_VAR
+from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
-from clip_assets.defs.environment import OUTPUT_VAR
-from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     build_resources,

@@ -38,7 +38,7 @@ from dagster._serdes.config_class import ConfigurableClassData
 from dagster_graphql import DagsterGraphQLClient
 
 from clip_assets import layout
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.engine.output_version import code_digest
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets_tests.support.dataset import is_derived, materialize_partition

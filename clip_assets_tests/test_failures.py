@@ -11,8 +11,8 @@ from pathlib import Path
 from dagster import materialize
 
 from clip_assets import layout
+from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract import schema
-from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets.engine.failures import PartitionFailure, record_failures
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets.storage import LocalStorage, StorageError

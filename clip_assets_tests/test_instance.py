@@ -28,7 +28,9 @@ from dagster import (
 )
 from dagster._core.events import StepMaterializationData
 
-from clip_assets.defs.instance import (
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
+from clip_assets.components.resources import WriterSettingsResource
+from clip_assets.instance.storages import (
     BATCH_SIZE_VAR,
     DEFAULT_EVENT_BATCH_SIZE,
     PARTITIONS_CACHE_SECONDS,
@@ -39,8 +41,6 @@ from clip_assets.defs.instance import (
     embedded_instance_config,
     use_embedded_instance,
 )
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
-from clip_assets.defs.resources import WriterSettingsResource
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
 from clip_assets_tests.support.deployment import Database, fresh_database
 from clip_assets_tests.support.factories import make_clips, write_video
@@ -329,7 +329,7 @@ def test_recent_partitions_on_postgres(tmp_path: Path) -> None:
             yaml.safe_dump(
                 {
                     "event_log_storage": {
-                        "module": "clip_assets.defs.instance",
+                        "module": "clip_assets.instance",
                         "class": CachedPostgresEventLogStorage.__name__,
                         "config": storage_config,
                     }

@@ -12,8 +12,8 @@ import av
 import pytest
 from PIL import Image
 
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.contract.partition_keys import decode_partition_key
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import materialize_partition

@@ -1,6 +1,6 @@
 import os
 
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.engine.discovery import DiscoveredVideo, batch_runs
 from clip_assets_tests.support.dataset import sensor_tick
 from clip_assets_tests.support.factories import write_video

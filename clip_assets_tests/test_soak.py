@@ -37,8 +37,8 @@ from dagster import (
 from dagster_postgres.utils import DagsterPostgresException  # not exported by the package itself
 
 from clip_assets import layout
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
-from clip_assets.defs.resources import S3ConnectionResource, WriterSettingsResource
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
+from clip_assets.components.resources import S3ConnectionResource, WriterSettingsResource
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.output_version import code_digest
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES

@@ -46,7 +46,7 @@ FAMILY_EVENTS = {"ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION_PLANNED"}
 
 def real_run(home: str, clips: int, scratch: Path) -> tuple[list[EventLogEntry], float]:
     """One partition through the five family assets, events written to PostgreSQL; its records and time."""
-    from clip_assets.defs.resources import WriterSettingsResource
+    from clip_assets.components.resources import WriterSettingsResource
     from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
     from clip_assets_tests.support.factories import make_clips, write_video
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from clip_assets.defs.environment import (
+from clip_assets.components.environment import (
     DATA_DIR,
     EMBEDDING_ALGORITHM_VAR,
     INBOX_VAR,
@@ -111,8 +111,8 @@ def discover(inbox: str | None) -> None:
     """Register every complete processed video in the inbox as a partition of the instance at $DAGSTER_HOME."""
     from dagster import DagsterInstance
 
-    from clip_assets.defs.names import DatasetNames
-    from clip_assets.defs.resources import s3_connection
+    from clip_assets.components.names import DatasetNames
+    from clip_assets.components.resources import s3_connection
     from clip_assets.engine.discovery import register
     from clip_assets.storage import open_storage
 
@@ -143,7 +143,7 @@ def failures(output: str | None, as_json: bool) -> None:
     import json
 
     from clip_assets.cli.failures import failure_table
-    from clip_assets.defs.resources import s3_connection
+    from clip_assets.components.resources import s3_connection
     from clip_assets.engine.failures import load_failures
     from clip_assets.storage import open_storage
 
@@ -204,9 +204,9 @@ def remove(video_key: str, output: str | None) -> None:
     """
     from dagster import DagsterInstance
 
+    from clip_assets.components.names import DatasetNames
+    from clip_assets.components.resources import s3_connection
     from clip_assets.dataset.update import update_dataset_tables
-    from clip_assets.defs.names import DatasetNames
-    from clip_assets.defs.resources import s3_connection
     from clip_assets.engine.removal import remove_partition
     from clip_assets.families import FAMILIES
     from clip_assets.storage import open_storage
@@ -241,7 +241,7 @@ def demo(workdir: Path) -> None:
     """Sample videos -> ingest -> discover -> the curate_videos job for every partition, in a temporary
     Dagster home, on local storage."""
     from clip_assets.cli.demo import run_demo
-    from clip_assets.defs.instance import use_embedded_instance
+    from clip_assets.instance.storages import use_embedded_instance
     from clip_assets.producer.descriptor import COLOR_GRID_ALGORITHM
 
     os.environ.setdefault(INBOX_VAR, str(workdir / "inbox"))

@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 
 from dagster import DagsterInstance, Definitions
 
-from clip_assets.defs.jobs import curate_job_name
-from clip_assets.defs.names import DatasetNames
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.components.jobs import curate_job_name
+from clip_assets.components.names import DatasetNames
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.engine.discovery import consecutive_ranges
 
 # The command prints its own summary; Dagster's event log stays in the instance.

@@ -13,7 +13,7 @@ from dagster import DagsterInstance
 
 from clip_assets import layout
 from clip_assets.cli.backfill import QUIET, run_backfill
-from clip_assets.defs.environment import (
+from clip_assets.components.environment import (
     EMBEDDING_ALGORITHM_VAR,
     INBOX_VAR,
     INPUT_PATH_VAR,
@@ -21,7 +21,7 @@ from clip_assets.defs.environment import (
     PARTITIONS_PER_RUN_VAR,
     configured,
 )
-from clip_assets.defs.names import DatasetNames
+from clip_assets.components.names import DatasetNames
 from clip_assets.engine.discovery import register
 from clip_assets.producer.ingest import ingest_paths
 from clip_assets.producer.synthetic import write_sample_videos

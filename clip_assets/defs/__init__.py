@@ -1,3 +1,3 @@
-"""Dagster's objects, and nothing else: the factories that make one curated dataset's assets, checks,
-jobs, sensors and resources from the family list, the `CuratedDataset` component that calls them from
-a YAML file, and one folder per dataset instance (`default_dataset/defs.yaml`)."""
+"""The code location's instances, one folder per curated dataset, each a `defs.yaml` of type
+`clip_assets.components.CuratedDataset` (`default_dataset/` is the embedded default). The component
+types and the factories behind them live in `clip_assets.components`."""

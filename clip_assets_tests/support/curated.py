@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
+from clip_assets.components.resources import S3ConnectionResource, WriterSettingsResource
 from clip_assets.contract import ClipRecord
 from clip_assets.dataset import clip_index
 from clip_assets.dataset.outputs import read_partition_outputs
-from clip_assets.defs.resources import S3ConnectionResource, WriterSettingsResource
 from clip_assets.storage import Storage
 from clip_assets_tests.support.dataset import (
     BY_ASSET,

@@ -20,16 +20,16 @@ from dagster import (
 )
 
 from clip_assets import layout
-from clip_assets.dataset.clip_index import PartitionOutputs
-from clip_assets.defs.dataset import dataset_definitions, dataset_resources
-from clip_assets.defs.names import DatasetNames
-from clip_assets.defs.resources import (
+from clip_assets.components.dataset import dataset_definitions, dataset_resources
+from clip_assets.components.names import DatasetNames
+from clip_assets.components.resources import (
     S3ConnectionResource,
     StorageResource,
     ValidationLimitsResource,
     WriterSettingsResource,
 )
-from clip_assets.defs.sensors import evaluate_inbox
+from clip_assets.components.sensors import evaluate_inbox
+from clip_assets.dataset.clip_index import PartitionOutputs
 from clip_assets.engine.manifest import ManifestEntry
 
 NAMES = DatasetNames()

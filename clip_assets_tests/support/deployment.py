@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets_tests.support.graphql import DagsterGraphQL, loaded_code_location
 from clip_assets_tests.support.processes import ServerGroup, free_port, script_path, wait_for
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from clip_assets.components.resources import ValidationLimitsResource
 from clip_assets.contract import ClipRecord, Window, schema
-from clip_assets.defs.resources import ValidationLimitsResource
 from clip_assets_tests.support.factories import make_clips, tiny_mp4, tiny_webp, video_info, write_video
 
 INPUT_PATH = "/videos"

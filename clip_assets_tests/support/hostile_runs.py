@@ -15,8 +15,8 @@ from typing import Any
 from dagster import AssetKey, ExecuteInProcessResult, materialize
 
 from clip_assets import layout
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
-from clip_assets.defs.resources import ValidationLimitsResource, WriterSettingsResource
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
+from clip_assets.components.resources import ValidationLimitsResource, WriterSettingsResource
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos

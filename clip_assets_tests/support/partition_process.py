@@ -20,8 +20,8 @@ from pathlib import Path
 
 from dagster import DagsterInstance, materialize
 
-from clip_assets.defs.environment import configured
-from clip_assets.defs.resources import WriterSettingsResource, s3_connection
+from clip_assets.components.environment import configured
+from clip_assets.components.resources import WriterSettingsResource, s3_connection
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
 from clip_assets_tests.support.processes import wait_for
 

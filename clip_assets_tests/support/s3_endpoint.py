@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from clip_assets.defs.resources import S3ConnectionResource
+from clip_assets.components.resources import S3ConnectionResource
 from clip_assets.storage.s3 import S3Storage
 from clip_assets_tests.support.processes import free_port, wait_for
 

@@ -14,9 +14,9 @@ from dagster import (
 )
 
 from clip_assets import layout
+from clip_assets.components.names import CLIP_INDEX, DATASET_GROUP, NEAR_DUPLICATES, TRAINING_SHARDS, DatasetNames
+from clip_assets.components.resources import StorageResource
 from clip_assets.dataset.summary import plot_png, summarize
-from clip_assets.defs.names import CLIP_INDEX, DATASET_GROUP, NEAR_DUPLICATES, TRAINING_SHARDS, DatasetNames
-from clip_assets.defs.resources import StorageResource
 from clip_assets.families import OutputFamily
 
 

@@ -12,20 +12,20 @@ from collections.abc import Sequence
 
 from dagster import ConfigurableResource, Definitions, EnvVar
 
-from clip_assets.defs.assets import inbox_spec, output_families_asset
-from clip_assets.defs.checks import intact_checks
-from clip_assets.defs.dataset_exports import clip_gallery_asset, dataset_export_checks, training_shards_asset
-from clip_assets.defs.dataset_summary import dataset_summary_asset
-from clip_assets.defs.dataset_tables import dataset_table_checks, dataset_tables_asset, near_duplicates_asset
-from clip_assets.defs.jobs import dataset_jobs
-from clip_assets.defs.names import DatasetNames
-from clip_assets.defs.resources import (
+from clip_assets.components.assets import inbox_spec, output_families_asset
+from clip_assets.components.checks import intact_checks
+from clip_assets.components.dataset_exports import clip_gallery_asset, dataset_export_checks, training_shards_asset
+from clip_assets.components.dataset_summary import dataset_summary_asset
+from clip_assets.components.dataset_tables import dataset_table_checks, dataset_tables_asset, near_duplicates_asset
+from clip_assets.components.jobs import dataset_jobs
+from clip_assets.components.names import DatasetNames
+from clip_assets.components.resources import (
     S3ConnectionResource,
     StorageResource,
     ValidationLimitsResource,
     WriterSettingsResource,
 )
-from clip_assets.defs.sensors import inbox_sensor, summary_automation
+from clip_assets.components.sensors import inbox_sensor, summary_automation
 from clip_assets.families import FAMILIES, OutputFamily
 
 DEFAULT_OWNERS = ("team:clip-curation",)

@@ -31,13 +31,13 @@ from dagster import (
 from pydantic import Field
 
 from clip_assets import layout
+from clip_assets.components.names import CLIP_INDEX, CLIP_VECTORS, DATASET_GROUP, NEAR_DUPLICATES, DatasetNames
+from clip_assets.components.partitions import video_partitions
+from clip_assets.components.resources import StorageResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.near_duplicates import DEFAULT_MAX_COSINE_DISTANCE, DEFAULT_RATE_JUMP, rate_jumped
 from clip_assets.dataset.tables import VECTOR_COLUMNS, read_clip_index, table_location
 from clip_assets.dataset.update import read_near_duplicates_summary, update_dataset_tables, update_near_duplicates
-from clip_assets.defs.names import CLIP_INDEX, CLIP_VECTORS, DATASET_GROUP, NEAR_DUPLICATES, DatasetNames
-from clip_assets.defs.partitions import video_partitions
-from clip_assets.defs.resources import StorageResource
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, clip_metadata
 

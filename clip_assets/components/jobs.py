@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from clip_assets.defs.names import OUTPUT_GROUP, DatasetNames
+from clip_assets.components.names import OUTPUT_GROUP, DatasetNames
 
 
 def curate_job_name(names: DatasetNames) -> str:

@@ -27,8 +27,8 @@ from dagster import (
 )
 
 from clip_assets import layout
-from clip_assets.defs.names import DatasetNames
-from clip_assets.defs.resources import StorageResource, WriterSettingsResource
+from clip_assets.components.names import DatasetNames
+from clip_assets.components.resources import StorageResource, WriterSettingsResource
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.engine.verification import verify_cross_references, verify_entries
 from clip_assets.families import OutputFamily

@@ -24,6 +24,15 @@ from dagster import (
 from pydantic import Field
 
 from clip_assets import layout
+from clip_assets.components.names import (
+    CLIP_GALLERY,
+    CLIP_INDEX,
+    DATASET_GROUP,
+    NEAR_DUPLICATES,
+    TRAINING_SHARDS,
+    DatasetNames,
+)
+from clip_assets.components.resources import StorageResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.gallery import COLUMNS as GALLERY_COLUMNS
 from clip_assets.dataset.gallery import PAGE_SIZE, verify_gallery, write_gallery
@@ -36,15 +45,6 @@ from clip_assets.dataset.shards import (
     verify_shards,
 )
 from clip_assets.dataset.tables import read_clip_index
-from clip_assets.defs.names import (
-    CLIP_GALLERY,
-    CLIP_INDEX,
-    DATASET_GROUP,
-    NEAR_DUPLICATES,
-    TRAINING_SHARDS,
-    DatasetNames,
-)
-from clip_assets.defs.resources import StorageResource
 
 _MAX_LISTED = 20
 

@@ -28,9 +28,9 @@ from dagster import (
 )
 
 from clip_assets import layout
-from clip_assets.defs.names import INBOX_GROUP, OUTPUT_GROUP, WRITE_POOL, DatasetNames
-from clip_assets.defs.partitions import video_partitions
-from clip_assets.defs.resources import StorageResource, ValidationLimitsResource, WriterSettingsResource
+from clip_assets.components.names import INBOX_GROUP, OUTPUT_GROUP, WRITE_POOL, DatasetNames
+from clip_assets.components.partitions import video_partitions
+from clip_assets.components.resources import StorageResource, ValidationLimitsResource, WriterSettingsResource
 from clip_assets.engine.batches import write_partitions
 from clip_assets.engine.partition import PartitionOutcome, WriteJob
 from clip_assets.engine.writer import WriteResult

@@ -9,8 +9,13 @@ from dagster import ConfigurableResource
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from clip_assets.components.environment import (
+    S3_ADDRESSING_STYLE_VAR,
+    S3_CHECKSUM_VAR,
+    S3_SSE_KMS_KEY_ID_VAR,
+    S3_SSE_VAR,
+)
 from clip_assets.contract.limits import ValidationLimits
-from clip_assets.defs.environment import S3_ADDRESSING_STYLE_VAR, S3_CHECKSUM_VAR, S3_SSE_KMS_KEY_ID_VAR, S3_SSE_VAR
 from clip_assets.engine.batches import PARTITIONS_IN_PARALLEL
 from clip_assets.settings import WriterSettings
 from clip_assets.storage import Storage, open_storage

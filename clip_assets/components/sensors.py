@@ -13,10 +13,10 @@ from dagster import (
     sensor,
 )
 
-from clip_assets.defs.jobs import curate_job_name
-from clip_assets.defs.names import DATASET_GROUP, DatasetNames
-from clip_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
-from clip_assets.defs.resources import StorageResource
+from clip_assets.components.jobs import curate_job_name
+from clip_assets.components.names import DATASET_GROUP, DatasetNames
+from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
+from clip_assets.components.resources import StorageResource
 from clip_assets.engine.discovery import DiscoveryCursor, batch_runs, discover, unknown_partition_keys
 from clip_assets.storage import Storage
 

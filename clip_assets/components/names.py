@@ -15,11 +15,11 @@ from dagster import AssetKey
 OUTPUT_GROUP = "clip_outputs"
 INBOX_GROUP = "inbox"
 DATASET_GROUP = "dataset"
-# The dataset tables' assets (clip_assets.defs.dataset_tables), which later assets depend on.
+# The dataset tables' assets (clip_assets.components.dataset_tables), which later assets depend on.
 CLIP_INDEX = "clip_index"
 CLIP_VECTORS = "clip_vectors"
 NEAR_DUPLICATES = "near_duplicates"
-# What the dataset hands on (clip_assets.defs.dataset_exports); the summary depends on the shards.
+# What the dataset hands on (clip_assets.components.dataset_exports); the summary depends on the shards.
 TRAINING_SHARDS = "training_shards"
 CLIP_GALLERY = "clip_gallery"
 # Every write step takes a slot of this pool, so a deployment can bound simultaneous writers to its
