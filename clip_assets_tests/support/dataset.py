@@ -50,7 +50,7 @@ dataset_tables = BY_ASSET["clip_index"]
 near_duplicates = BY_ASSET["near_duplicates"]
 FAMILY_ASSETS: list[AssetsDefinition] = [family_outputs]  # type: ignore[list-item]
 output_checks = list(DEFINITIONS.asset_checks)
-processed_video_sensor, dataset_summary_automation = DEFINITIONS.sensors
+processed_video_sensor, dataset_summary_automation, verify_after_curate = DEFINITIONS.sensors
 verify_outputs = next(job for job in DEFINITIONS.jobs or () if job.name == NAMES.name("verify_outputs"))
 
 
