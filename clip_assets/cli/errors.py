@@ -13,7 +13,10 @@ class UsageProblem(click.ClickException):
 
 
 def one_line(error: BaseException) -> str:
-    """An exception as one line: its message's first line, its type where the message does not say it."""
+    """An exception as one line: its root cause's first line (Dagster wraps a component's own error in
+    its own "error while building definitions"), its type where the message does not say it."""
+    while error.__cause__ is not None:
+        error = error.__cause__
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""
     known = isinstance(error, (click.ClickException, OSError, ValueError, LookupError))

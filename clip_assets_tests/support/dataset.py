@@ -31,6 +31,7 @@ from clip_assets.components.resources import (
 from clip_assets.components.sensors import evaluate_inbox
 from clip_assets.dataset.clip_index import PartitionOutputs
 from clip_assets.engine.manifest import ManifestEntry
+from clip_assets.families import FAMILIES
 
 NAMES = DatasetNames()
 PARTITIONS_NAME = NAMES.partitions
@@ -95,7 +96,7 @@ def sensor_tick(
     """One tick of the default dataset's inbox sensor against `inbox` (what its `@sensor` function runs)."""
     storage = StorageResource(url=inbox, s3=s3).get_storage()
     with build_sensor_context(instance=instance, cursor=cursor) as context:
-        return evaluate_inbox(context, storage, NAMES, PARTITIONS_PER_RUN)
+        return evaluate_inbox(context, storage, NAMES, PARTITIONS_PER_RUN, [NAMES.key(f.name) for f in FAMILIES])
 
 
 def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) -> dict[str, object]:
