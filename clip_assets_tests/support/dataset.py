@@ -186,10 +186,12 @@ def stored_output_digest(output: Path, family: str, partition_key: str) -> str:
 
 
 def is_derived(key: str) -> bool:
-    """Whether a key is one of the dataset-level outputs derived from the tree (not a family's file)."""
+    """Whether a key is one of the dataset-level outputs derived from the tree (not a family's file), or
+    what the checks that read the tree keep (their open problems, their locks)."""
     derived_locks = {layout.dataset_lock_key(), layout.training_shards_lock_key()}
+    derived_locks |= {layout.check_problems_lock_key(family.name) for family in FAMILIES}
     return (
         key == layout.dataset_summary_key()
-        or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY))
+        or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY, layout.CHECKS))
         or key in derived_locks
     )
