@@ -49,11 +49,23 @@ class Backend:
         try:
             return importlib.import_module(self.module)
         except ImportError as exc:
-            if self.requires and self.requires.split(".")[0] in str(exc):
-                raise UnknownStorageError(
-                    f"{self.name} needs {self.requires}, which is not installed: {self.install}"
-                ) from None
-            raise
+            raise self._missing(exc) from None
+
+    def open(self, url: str, options: list[Any]) -> Storage:
+        """The factory's storage; a module that imports its client library only here (so that every
+        backend's option names are known without it) gets the same install hint when it is missing."""
+        try:
+            storage: Storage = getattr(self.load(), self.factory)(url, *options)
+        except ImportError as exc:
+            raise self._missing(exc) from None
+        return storage
+
+    def _missing(self, exc: ImportError) -> Exception:
+        """The install hint when `exc` is about this backend's client library; else `exc` itself."""
+        names = {self.requires.split(".")[0].replace("-", "_"), self.requires.replace("-", ".")} - {""}
+        if any(name in str(exc) for name in names):
+            return UnknownStorageError(f"{self.name} needs {self.requires}, which is not installed: {self.install}")
+        return exc
 
     def option_types(self) -> tuple[type, ...]:
         module = self.load() if self.options else None
@@ -71,11 +83,30 @@ BACKENDS: tuple[Backend, ...] = (
         requires="boto3",
         install="pip install boto3 (a dependency of clip-assets: reinstall it)",
     ),
+    Backend(
+        ("az", "abfs", "abfss"),
+        "Azure Blob Storage",
+        "clip_assets.storage.azure",
+        "open_azure",
+        options=("AzureConnection", "AzureOptions"),
+        requires="azure-storage-blob",
+        install="pip install 'clip-assets[azure]'",
+    ),
+    Backend(
+        ("gs",),
+        "Google Cloud Storage",
+        "clip_assets.storage.gcs",
+        "open_gcs",
+        options=("GcsConnection", "GcsOptions"),
+        requires="google-cloud-storage",
+        install="pip install 'clip-assets[gcs]'",
+    ),
 )
 
 
 def url_scheme(url: str) -> str:
-    """`s3` for `s3://bucket/prefix`; `file` for a plain path (relative paths resolve against the working directory)."""
+    """`s3` for `s3://bucket/prefix`, `gs` for `gs://bucket/prefix`; `file` for a plain path (relative
+    paths resolve against the working directory)."""
     scheme, separator, _ = url.partition("://")
     return scheme.lower() if separator else "file"
 
@@ -98,8 +129,7 @@ def open_storage(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     option_types = backend.option_types()
     others = {name for other in BACKENDS if other is not backend and options for name in _names(other)}
     built = parse_options(backend.name, option_types, options, others)
-    storage: Storage = getattr(backend.load(), backend.factory)(url, *built)
-    return storage
+    return backend.open(url, built)
 
 
 def _names(backend: Backend) -> tuple[str, ...]:
