@@ -167,7 +167,7 @@ class GcsStorage:
     def _blob(self, key: str, generation: int | None = None) -> Any:
         return self._bucket.blob(self.prefix + check_key(key), generation=generation)
 
-    def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+    def _fail(self, action: str, key: str, exc: BaseException) -> StorageError:
         from google.api_core.exceptions import NotFound
 
         code = errno.ENOENT if isinstance(exc, NotFound) else errno.EIO
@@ -195,9 +195,7 @@ class GcsStorage:
         self, key: str, data: bytes | memoryview, sha256: str | None, generation: int | None
     ) -> ObjectInfo | None:
         """`generation` is None (any), 0 (only if absent) or the generation to replace."""
-        from google.api_core.exceptions import GoogleAPICallError, NotFound, PreconditionFailed
-        from google.auth.exceptions import TransportError
-        from google.cloud.storage.exceptions import DataCorruption
+        from google.api_core.exceptions import NotFound, PreconditionFailed
 
         digest = sha256 or hashlib.sha256(data).hexdigest()
         large = len(data) > SINGLE_REQUEST_LIMIT
@@ -207,12 +205,13 @@ class GcsStorage:
         blob.chunk_size = self.options.gcs_chunk_size
         blob.metadata = {SHA256_METADATA: digest}
         checksum = self.options.gcs_checksum
+        sent = _crc32c(data) if checksum == "crc32c" else _b64(hashlib.md5(data, usedforsecurity=False).digest())
         extra: dict[str, Any] = {}
         if large and checksum == "crc32c":
             # In the resumable upload's first request: the service checks the whole object against it.
-            extra["crc32c_checksum_value"] = _crc32c(data)
+            extra["crc32c_checksum_value"] = sent
         elif large:
-            blob.md5_hash = _b64(hashlib.md5(data, usedforsecurity=False).digest())
+            blob.md5_hash = sent
         try:
             blob.upload_from_file(
                 io.BytesIO(data),
@@ -227,8 +226,16 @@ class GcsStorage:
             if generation is not None:
                 return None
             raise self._fail("write", key, exc) from exc
-        except (GoogleAPICallError, TransportError, DataCorruption, OSError) as exc:
+        except _failures() as exc:
             raise self._fail("write", key, exc) from exc
+        stored = blob.crc32c if checksum == "crc32c" else blob.md5_hash
+        if stored is not None and stored != sent:
+            self.delete_if_match(key, str(blob.generation))
+            raise StorageError(
+                errno.EIO,
+                f"cannot write {self.root}/{key}: the store kept a {checksum} of {stored}, not the {sent} "
+                "sent (the bytes were damaged on the way); the object was removed, run again",
+            )
         return ObjectInfo(key, len(data), _ns(blob.updated), str(blob.generation), digest)
 
     def _condition_holds(self, key: str, generation: int) -> bool:
@@ -240,14 +247,13 @@ class GcsStorage:
         return current is not None and current.etag == str(generation)
 
     def delete(self, key: str) -> None:
-        from google.api_core.exceptions import GoogleAPICallError, NotFound
-        from google.auth.exceptions import TransportError
+        from google.api_core.exceptions import NotFound
 
         try:
             self._blob(key).delete(retry=self.retry)
         except NotFound:
             pass
-        except (GoogleAPICallError, TransportError, OSError) as exc:
+        except _failures() as exc:
             raise self._fail("delete", key, exc) from exc
 
     def remove_abandoned(self, older_than_s: float) -> int:
@@ -263,9 +269,7 @@ class GcsStorage:
         """One object (or bytes start..end-1 of it) and its generation; None when there is none. A whole
         object is checked against its crc32c by the client library; a read pinned to a generation fails
         if that generation was replaced, never yielding a mix of two versions."""
-        from google.api_core.exceptions import GoogleAPICallError, NotFound
-        from google.auth.exceptions import TransportError
-        from google.cloud.storage.exceptions import DataCorruption
+        from google.api_core.exceptions import NotFound
 
         blob = self._blob(key, int(generation) if generation else None)
         try:
@@ -279,7 +283,7 @@ class GcsStorage:
                 message = f"cannot read {self.root}/{key}: it changed while being read; run again"
                 raise StorageError(errno.ESTALE, message) from exc
             return None
-        except (GoogleAPICallError, TransportError, DataCorruption, OSError) as exc:
+        except _failures() as exc:
             raise self._fail("read", key, exc) from exc
         return bytes(data), str(blob.generation)
 
@@ -295,14 +299,13 @@ class GcsStorage:
 
     def delete_if_match(self, key: str, etag: str) -> None:
         """Delete the object only if it is still generation `etag`; otherwise leave it."""
-        from google.api_core.exceptions import GoogleAPICallError, NotFound, PreconditionFailed
-        from google.auth.exceptions import TransportError
+        from google.api_core.exceptions import NotFound, PreconditionFailed
 
         try:
             self._blob(key).delete(if_generation_match=int(etag), retry=self.retry)
         except (PreconditionFailed, NotFound):
             pass
-        except (GoogleAPICallError, TransportError, OSError) as exc:
+        except _failures() as exc:
             raise self._fail("delete", key, exc) from exc
 
     @contextmanager
@@ -328,12 +331,9 @@ class GcsStorage:
         return RangedReader(fetch, info.size, options.gcs_read_block_size, options.gcs_read_blocks_kept)  # type: ignore[return-value]
 
     def stat(self, key: str) -> ObjectInfo | None:
-        from google.api_core.exceptions import GoogleAPICallError
-        from google.auth.exceptions import TransportError
-
         try:
             blob = self._bucket.get_blob(self.prefix + check_key(key), retry=self.retry)
-        except (GoogleAPICallError, TransportError, OSError) as exc:
+        except _failures() as exc:
             raise self._fail("stat", key, exc) from exc
         if blob is None:
             return None
@@ -345,9 +345,6 @@ class GcsStorage:
         return list(shared_pool(self.options.gcs_head_concurrency).map(self.stat, keys))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        from google.api_core.exceptions import GoogleAPICallError
-        from google.auth.exceptions import TransportError
-
         try:
             pages = self.client.list_blobs(
                 self.bucket_name,
@@ -358,8 +355,18 @@ class GcsStorage:
             for blob in pages:
                 key = blob.name[len(self.prefix) :]
                 yield ObjectInfo(key, int(blob.size), _ns(blob.updated), str(blob.generation))
-        except (GoogleAPICallError, TransportError, OSError) as exc:
+        except _failures() as exc:
             raise self._fail("list", prefix, exc) from exc
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a request that failed raises: the API's errors, the client library's answer to a bad status
+    (bare, or as the last of the retries), a broken transport, a checksum that did not match."""
+    from google.api_core.exceptions import GoogleAPICallError, RetryError
+    from google.auth.exceptions import TransportError
+    from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+
+    return (GoogleAPICallError, RetryError, TransportError, InvalidResponse, DataCorruption, OSError)
 
 
 def _crc32c(data: bytes | memoryview) -> str:
@@ -368,8 +375,15 @@ def _crc32c(data: bytes | memoryview) -> str:
     return _b64(google_crc32c.value(bytes(data)).to_bytes(4, "big"))
 
 
-def _reason(exc: Exception) -> str:
-    """The service's status and message, on one line."""
+def _reason(exc: BaseException) -> str:
+    """The service's status and message, on one line (the last attempt's, when retries ran out)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{_reason(cause)} (retried for {getattr(exc, 'message', '').split(',')[0].lower()})"
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return f"{status} {getattr(response, 'reason', '') or 'error'}"
     code = getattr(exc, "code", None)
     message = str(getattr(exc, "message", "") or exc).strip().splitlines()
     first = message[0] if message else type(exc).__name__

@@ -1,0 +1,127 @@
+"""One object store under test, whichever it is: S3 (moto), Azure Blob Storage (Azurite) or GCS (fake-gcs-server).
+
+A `StoreEndpoint` is a fresh bucket or container behind the fault proxy, reached through the standard
+variables a deployment would set (`AWS_ENDPOINT_URL_S3`, `AZURE_STORAGE_CONNECTION_STRING`,
+`STORAGE_EMULATOR_HOST`: set in this process, and in `env` for the processes a test starts), with the
+store's operation names for what a test counts: object writes, reads, stats and deletes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clip_assets.components.resources import S3ConnectionResource
+from clip_assets.storage import Storage, open_storage
+
+MiB = 1024 * 1024
+
+
+def azure_operation(method: str, path: str, query: str) -> str:
+    """A coarse Blob service operation name (path-style: /account/container/blob)."""
+    parameters = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    comp, restype = parameters.get("comp"), parameters.get("restype")
+    if restype == "container" and comp != "list":
+        return {"PUT": "CreateContainer", "DELETE": "DeleteContainer"}.get(method, "GetContainerProperties")
+    if method == "PUT":
+        return {"block": "PutBlock", "blocklist": "PutBlockList"}.get(comp or "", "PutBlob")
+    if method == "GET":
+        return {"list": "ListBlobs", "blocklist": "GetBlockList"}.get(comp or "", "GetBlob")
+    return {"HEAD": "GetBlobProperties", "DELETE": "DeleteBlob"}.get(method, method)
+
+
+def gcs_operation(method: str, path: str, query: str) -> str:
+    """A coarse GCS operation name: the JSON API the client library speaks, and the XML API's
+    listing and object reads and writes (what Lance's object_store speaks)."""
+    parameters = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    if path.startswith("/upload/"):
+        if method == "POST":
+            return "StartResumableUpload" if parameters.get("uploadType") == "resumable" else "InsertObject"
+        return "UploadChunk" if method in ("PUT", "POST") else "CancelUpload"
+    if path.startswith("/download/") or parameters.get("alt") == "media":
+        return "GetObjectMedia"
+    if path.startswith("/storage/v1/b"):
+        rest = path.removeprefix("/storage/v1/b").strip("/").split("/", 2)
+        if len(rest) < 2:
+            return "CreateBucket" if method == "POST" else "GetBucket"
+        if len(rest) == 2:
+            return "ListObjects"
+        return {"GET": "GetObjectMetadata", "DELETE": "DeleteObject", "PATCH": "PatchObject"}.get(method, method)
+    if path.strip("/").count("/") == 0:
+        return "XmlListObjects"
+    return {"GET": "XmlGetObject", "HEAD": "XmlHeadObject", "PUT": "XmlPutObject", "DELETE": "XmlDeleteObject"}.get(
+        method, f"Xml{method}"
+    )
+
+
+@dataclass(frozen=True)
+class Operations:
+    """What a store calls each kind of request a test counts."""
+
+    writes: frozenset[str]
+    reads: frozenset[str]
+    stats: frozenset[str]
+    deletes: frozenset[str]
+    lists: frozenset[str]
+
+
+OPERATIONS = {
+    "s3": Operations(
+        frozenset({"PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload"}),
+        frozenset({"GetObject"}),
+        frozenset({"HeadObject"}),
+        frozenset({"DeleteObject"}),
+        frozenset({"ListObjects"}),
+    ),
+    "azure": Operations(
+        frozenset({"PutBlob", "PutBlock", "PutBlockList"}),
+        frozenset({"GetBlob"}),
+        frozenset({"GetBlobProperties"}),
+        frozenset({"DeleteBlob"}),
+        frozenset({"ListBlobs"}),
+    ),
+    "gcs": Operations(
+        frozenset({"InsertObject", "StartResumableUpload", "UploadChunk", "XmlPutObject"}),
+        frozenset({"GetObjectMedia", "XmlGetObject"}),
+        frozenset({"GetObjectMetadata", "XmlHeadObject"}),
+        frozenset({"DeleteObject", "XmlDeleteObject"}),
+        frozenset({"ListObjects", "XmlListObjects"}),
+    ),
+}
+
+
+@dataclass
+class StoreEndpoint:
+    """A fresh bucket (container) of one store, behind the fault proxy `proxy`.
+
+    `options` are the storage options tests open it with (block and part sizes small enough that a few
+    MiB cross them); runs configured through the environment alone use the backend's defaults. `s3` is
+    the S3 connection resource a Dagster run takes (None for the others, reached through `env` alone).
+    """
+
+    name: str
+    scheme: str
+    container: str
+    proxy: Any
+    env: dict[str, str]
+    options: dict[str, Any] = field(default_factory=dict)
+    s3: S3ConnectionResource | None = None
+
+    @property
+    def operations(self) -> Operations:
+        return OPERATIONS[self.name]
+
+    def url(self, prefix: str) -> str:
+        return f"{self.scheme}://{self.container}/{prefix}"
+
+    def storage(self, prefix: str, **options: Any) -> Storage:
+        return open_storage(self.url(prefix), {**self.options, **options})
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(info.key for info in self.storage(prefix).list())
+
+    def count(self, operations: frozenset[str]) -> int:
+        return sum(self.proxy.counts[operation] for operation in operations)
+
+    def requests(self, operations: frozenset[str]) -> list[Any]:
+        return [request for request in self.proxy.requests if request.operation in operations]
