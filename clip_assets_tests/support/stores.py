@@ -63,6 +63,8 @@ class Operations:
     stats: frozenset[str]
     deletes: frozenset[str]
     lists: frozenset[str]
+    # The read of a whole object by the backend's own client (not Lance's).
+    read: str
 
 
 OPERATIONS = {
@@ -72,6 +74,7 @@ OPERATIONS = {
         frozenset({"HeadObject"}),
         frozenset({"DeleteObject"}),
         frozenset({"ListObjects"}),
+        "GetObject",
     ),
     "azure": Operations(
         frozenset({"PutBlob", "PutBlock", "PutBlockList"}),
@@ -79,6 +82,7 @@ OPERATIONS = {
         frozenset({"GetBlobProperties"}),
         frozenset({"DeleteBlob"}),
         frozenset({"ListBlobs"}),
+        "GetBlob",
     ),
     "gcs": Operations(
         frozenset({"InsertObject", "StartResumableUpload", "UploadChunk", "XmlPutObject"}),
@@ -86,6 +90,7 @@ OPERATIONS = {
         frozenset({"GetObjectMetadata", "XmlHeadObject"}),
         frozenset({"DeleteObject", "XmlDeleteObject"}),
         frozenset({"ListObjects", "XmlListObjects"}),
+        "GetObjectMedia",
     ),
 }
 
