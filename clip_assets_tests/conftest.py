@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
-from clip_assets_tests.support.azurite import AzuriteServer, AzuriteSetupError, connection_string
+from clip_assets_tests.support.azurite import ACCOUNT_KEY, AzuriteServer, AzuriteSetupError, connection_string
 from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.fake_gcs import FakeGcsServer, FakeGcsSetupError
 from clip_assets_tests.support.fault_proxy import FaultProxy
@@ -27,7 +27,13 @@ from clip_assets_tests.support.s3_endpoint import (
     s3_connection_via,
     s3_proxy,
 )
-from clip_assets_tests.support.stores import MiB, StoreEndpoint, azure_operation, gcs_operation
+from clip_assets_tests.support.stores import (
+    MiB,
+    StoreEndpoint,
+    azure_operation,
+    gcs_operation,
+    xml_put_as_json_upload,
+)
 
 LEDGER = Ledger()
 
@@ -162,19 +168,20 @@ def azure(azurite_server: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> Ite
     BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).create_container(container)
     proxy.reset_counts()
     options = {"azure_block_threshold": 6 * MiB, "azure_block_size": 2 * MiB}
-    yield StoreEndpoint("azure", "az", container, proxy, env, options)
+    yield StoreEndpoint("azure", "az", container, proxy, env, options, secret=ACCOUNT_KEY)
     proxy.stop()
 
 
 @pytest.fixture
 def gcs(fake_gcs_server: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[StoreEndpoint]:
-    """A fresh bucket on fake-gcs-server behind the fault proxy, reached through STORAGE_EMULATOR_HOST.
+    """A fresh bucket on fake-gcs-server behind the fault proxy, reached through STORAGE_EMULATOR_HOST. The
+    proxy turns Lance's XML API uploads into JSON API ones, which fake-gcs-server serves (support/stores.py).
 
     Any HTTP request for an address off loopback goes to a closed local port instead: a client looking
     for credentials (the metadata server) fails here rather than leaving the machine."""
     from google.cloud import storage
 
-    proxy = FaultProxy(fake_gcs_server.url, gcs_operation)
+    proxy = FaultProxy(fake_gcs_server.url, gcs_operation, xml_put_as_json_upload)
     nowhere = "http://127.0.0.1:9"
     env = _set(
         monkeypatch,
@@ -196,7 +203,8 @@ def gcs(fake_gcs_server: FakeGcsServer, monkeypatch: pytest.MonkeyPatch) -> Iter
 def s3_store(s3: S3Endpoint) -> StoreEndpoint:
     """`s3` as a `StoreEndpoint`, for the tests every store runs."""
     env = {"AWS_ENDPOINT_URL_S3": s3.proxy.url, "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path"}
-    return StoreEndpoint("s3", "s3", s3.bucket, s3.proxy, env, s3.connection.storage_options(), s3.connection)
+    options = s3.connection.storage_options()
+    return StoreEndpoint("s3", "s3", s3.bucket, s3.proxy, env, options, s3.connection, secret=SECRET_KEY)
 
 
 @pytest.fixture(params=["s3", "azure", "gcs"])

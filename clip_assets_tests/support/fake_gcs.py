@@ -51,7 +51,7 @@ class FakeGcsServer:
             "-host", "127.0.0.1",
             "-port", str(self.port),
             "-external-url", self.url,
-            "-public-host", f"127.0.0.1:{self.port}",
+            "-public-host", "127.0.0.1",
             "-log-level", "warn",
         ]  # fmt: skip
         self.process = ServerProcess.start("fake-gcs-server", args, env=dict(os.environ), cwd=log_dir, log_dir=log_dir)

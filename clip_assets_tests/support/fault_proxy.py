@@ -22,6 +22,23 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """A request as the proxy forwards it: method, path with query, headers, body."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+# Turns a request the endpoint does not serve into one it does, with what turns the answer back; None
+# leaves the request as it is.
+Bridge = Callable[[Forwarded], tuple[Forwarded, Callable[[Response], Response]] | None]
+
 # Headers the proxy sets itself rather than copying from the endpoint's answer.
 HOP_BY_HOP = frozenset({"connection", "transfer-encoding", "keep-alive", "content-length", "server", "date"})
 
@@ -62,9 +79,12 @@ class FaultProxy:
     `operation_of(method, path, query)` names each request's operation in the store's own terms (S3's
     `PutObject`, Azure's `PutBlockList`, GCS's `InsertObject`). A URL of the endpoint in a response
     header (GCS's resumable upload session) is rewritten to the proxy's, so later requests pass here too.
+    `bridge`, if given, may translate a request the endpoint lacks into one it has (support/stores.py).
     """
 
-    def __init__(self, upstream: str, operation_of: Callable[[str, str, str], str]) -> None:
+    def __init__(
+        self, upstream: str, operation_of: Callable[[str, str, str], str], bridge: Bridge | None = None
+    ) -> None:
         self.upstream = urlsplit(upstream)
         upstream_base = f"{self.upstream.scheme}://{self.upstream.netloc}"
         self.counts: Counter[str] = Counter()
@@ -116,11 +136,18 @@ class FaultProxy:
                 conditional = self.command in ("PUT", "POST") and any(
                     name.lower() in ("if-none-match", "if-match") for name in headers
                 )
+                forwarded = Forwarded(self.command, self.path, headers, body)
+                bridged = bridge(forwarded) if bridge is not None else None
+                if bridged is not None:
+                    forwarded = bridged[0]
                 with proxy.conditional_writes if conditional else contextlib.nullcontext():
-                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    upstream.request(forwarded.method, forwarded.target, body=forwarded.body, headers=forwarded.headers)
                     response = upstream.getresponse()
-                    data = response.read()
+                    answer: Response = (response.status, response.getheaders(), response.read())
                 upstream.close()
+                if bridged is not None:
+                    answer = bridged[1](answer)
+                status, answer_headers, data = answer
                 record = Request(
                     operation,
                     path,
@@ -134,12 +161,13 @@ class FaultProxy:
                 with proxy.lock:  # recorded before the client hears back, so a test never misses it
                     proxy.counts[operation] += 1
                     proxy.requests.append(record)
-                self.send_response(response.status, response.reason)
-                for name, value in response.getheaders():
+                self.send_response(status)
+                for name, value in answer_headers:
                     if name.lower() not in HOP_BY_HOP:
                         self.send_header(name, value.replace(upstream_base, proxy.url))
                 # A HEAD answer has no body but announces the object's length.
-                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                lengths = [v for k, v in answer_headers if k.lower() == "content-length"]
+                length = lengths[0] if self.command == "HEAD" and lengths else None
                 self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
