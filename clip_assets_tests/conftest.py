@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
+from clip_assets.storage.azure import API_VERSION
 from clip_assets_tests.support.azurite import ACCOUNT_KEY, AzuriteServer, AzuriteSetupError, connection_string
 from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.fake_gcs import FakeGcsServer, FakeGcsSetupError
@@ -165,7 +166,9 @@ def azure(azurite_server: AzuriteServer, monkeypatch: pytest.MonkeyPatch) -> Ite
     proxy = FaultProxy(azurite_server.url, azure_operation)
     env = _set(monkeypatch, {"AZURE_STORAGE_CONNECTION_STRING": connection_string(proxy.url)})
     container = f"clip-assets-{uuid.uuid4().hex[:12]}"
-    BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"]).create_container(container)
+    BlobServiceClient.from_connection_string(
+        env["AZURE_STORAGE_CONNECTION_STRING"], api_version=API_VERSION
+    ).create_container(container)
     proxy.reset_counts()
     options = {"azure_block_threshold": 6 * MiB, "azure_block_size": 2 * MiB}
     yield StoreEndpoint("azure", "az", container, proxy, env, options, secret=ACCOUNT_KEY)

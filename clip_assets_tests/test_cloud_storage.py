@@ -22,7 +22,7 @@ from clip_assets.contract import ProcessedVideoReader
 from clip_assets.contract import schema as contract_schema
 from clip_assets.engine.inspection import inspect_video
 from clip_assets.storage import Storage, StorageError, open_storage
-from clip_assets.storage.azure import parse_azure_url
+from clip_assets.storage.azure import API_VERSION, parse_azure_url
 from clip_assets.storage.gcs import parse_gcs_url
 from clip_assets.storage.lease import ExpiringLease
 from clip_assets_tests.support.azurite import ACCOUNT_KEY
@@ -335,7 +335,9 @@ def test_the_gallery_s_files_carry_their_content_types(cloud: StoreEndpoint):
     if cloud.name == "azure":
         from azure.storage.blob import BlobServiceClient
 
-        client = BlobServiceClient.from_connection_string(cloud.env["AZURE_STORAGE_CONNECTION_STRING"])
+        client = BlobServiceClient.from_connection_string(
+            cloud.env["AZURE_STORAGE_CONNECTION_STRING"], api_version=API_VERSION
+        )
 
         def stored_type(key: str) -> str:
             blob = client.get_blob_client(cloud.container, f"out/{key}")
@@ -418,7 +420,9 @@ def test_what_a_killed_writer_leaves_is_never_visible(cloud: StoreEndpoint):
     if cloud.name == "azure":
         from azure.storage.blob import BlobServiceClient
 
-        client = BlobServiceClient.from_connection_string(cloud.env["AZURE_STORAGE_CONNECTION_STRING"])
+        client = BlobServiceClient.from_connection_string(
+            cloud.env["AZURE_STORAGE_CONNECTION_STRING"], api_version=API_VERSION
+        )
         blob = client.get_blob_client(cloud.container, "out/clips/killed.mp4")
         blob.stage_block(base64.b64encode(b"killed-00000").decode(), b"x" * 1000)
     else:

@@ -51,7 +51,8 @@ def test_an_unknown_scheme_is_one_line_naming_the_url_and_the_schemes_there_are(
     with pytest.raises(UnknownStorageError) as caught:
         open_storage("s4://bucket/prefix")
     assert str(caught.value) == (
-        "storage URL 's4://bucket/prefix': unknown scheme 's4'; use a local folder or one of s3://"
+        "storage URL 's4://bucket/prefix': unknown scheme 's4'; use a local folder or one of s3://, az://, "
+        "abfs://, abfss://, gs://"
     )
     assert backend_for("S3://bucket").name == "S3"
 

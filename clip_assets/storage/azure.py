@@ -46,6 +46,7 @@ MAX_BLOCKS = 50_000
 MIN_BLOCK_SIZE = 1 * MiB
 MAX_SINGLE_PUT = 5000 * MiB
 SHA256_METADATA = "sha256"
+API_VERSION = "2025-11-05"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class AzureConnection:
 
     azure_account_url: str | None = None
     azure_max_attempts: int = 5
+    # The Blob service version every request names (`x-ms-version`). Pinned a little behind the client
+    # library's newest, which an emulator one release behind (Azurite) refuses; every feature used here
+    # (conditional headers, Content-MD5, block lists) is years older than it.
+    azure_api_version: str = API_VERSION
 
     def __post_init__(self) -> None:
         if self.azure_max_attempts < 1:
@@ -106,7 +111,11 @@ def _client(connection: AzureConnection, environment: tuple[tuple[str, str], ...
     retry = ExponentialRetry(
         initial_backoff=0, increment_base=2, retry_total=connection.azure_max_attempts - 1, random_jitter_range=1
     )
-    common: dict[str, Any] = {"retry_policy": retry, "max_single_put_size": MAX_SINGLE_PUT}
+    common: dict[str, Any] = {
+        "retry_policy": retry,
+        "max_single_put_size": MAX_SINGLE_PUT,
+        "api_version": connection.azure_api_version,
+    }
     connection_string = settings.get(CONNECTION_STRING_VAR)
     if connection.azure_account_url is None and connection_string:
         return BlobServiceClient.from_connection_string(connection_string, **common)

@@ -151,6 +151,8 @@ class GcsStorage:
         options: dict[str, str] = {}
         endpoint = os.environ.get(EMULATOR_VAR)
         if endpoint:
+            # The client library reads `host:port` as http://host:port; object_store needs the scheme.
+            endpoint = endpoint if "://" in endpoint else f"http://{endpoint}"
             options["google_base_url"] = endpoint.rstrip("/")
             options["allow_http"] = str(endpoint.startswith("http://")).lower()
         credentials = self.client._credentials

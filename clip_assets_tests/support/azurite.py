@@ -3,8 +3,9 @@
 Azurite is a Node.js package: `.ci/run` installs the pinned version with npm into a cache folder
 (`AZURITE_HOME`), and a workstation gets the same install the first time a test needs it. It is started
 with its data in memory, on a free port, and stopped by its process group; its log explains a failure.
-Only when Azurite cannot be installed (no node or npm, no registry) are the Azure tests skipped, and
-under CI that is a failure (`processes.unavailable_here`).
+It runs as a user would start it, without `--skipApiVersionCheck`: the Blob service version the backend
+names must be one Azurite knows. Only when Azurite cannot be installed (no node or npm, no registry) are
+the Azure tests skipped, and under CI that is a failure (`processes.unavailable_here`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ class AzuriteServer:
             "--blobPort", str(self.port),
             "--inMemoryPersistence",
             "--disableTelemetry",
-            "--skipApiVersionCheck",
         ]  # fmt: skip
         self.process = ServerProcess.start("azurite", args, env=dict(os.environ), cwd=log_dir, log_dir=log_dir)
         try:
