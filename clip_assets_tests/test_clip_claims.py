@@ -103,7 +103,7 @@ def test_on_a_store_two_processes_claiming_one_clip_id_at_once_leave_exactly_one
     )
     reliability.record(
         "fault",
-        f"two processes materializing two partitions that claim one clip id, started together ({store.name})",
+        f"two processes materializing two partitions that claim one clip id, started together ({store.label})",
         tried=STORE_ROUNDS,
         handled=STORE_ROUNDS,
         nothing_lost="exactly one owner, its objects byte for byte; the other failed naming the clip id and "

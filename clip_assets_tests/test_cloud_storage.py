@@ -118,7 +118,7 @@ def test_a_body_corrupted_in_transit_is_refused_and_nothing_is_stored(cloud: Sto
     assert storage.read("clips/a.mp4") == data
     reliability.record(
         "fault",
-        f"{cloud.name}: a request body corrupted in transit ({'large' if large else 'single'} upload)",
+        f"{cloud.label}: a request body corrupted in transit ({'large' if large else 'single'} upload)",
         tried=1,
         handled=1,
         nothing_lost="the write failed naming the object, nothing stored; the same bytes then accepted",
@@ -155,7 +155,7 @@ def test_a_large_upload_failing_beyond_the_retries_leaves_nothing_visible(cloud:
     assert storage.remove_abandoned(older_than_s=0) == 0  # what is left is never visible, and expires
     reliability.record(
         "fault",
-        f"{cloud.name}: a block or chunk of a large upload failing beyond the retry bound",
+        f"{cloud.label}: a block or chunk of a large upload failing beyond the retry bound",
         tried=1,
         handled=1,
         nothing_lost="no object at the key, nothing listed",
@@ -271,7 +271,7 @@ def test_of_two_large_writers_racing_for_one_key_exactly_one_wins(azure: StoreEn
         assert storage.read(key) == payloads[winners[0]]
     reliability.record(
         "fault",
-        f"{cloud.name}: two writers creating one large key at once (condition on the commit)",
+        f"{cloud.label}: two writers creating one large key at once (condition on the commit)",
         tried=rounds,
         handled=rounds,
         nothing_lost="exactly one created it, with its bytes",

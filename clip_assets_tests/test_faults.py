@@ -152,7 +152,7 @@ def test_on_azure_and_gcs_a_run_killed_mid_upload_leaves_no_partial_object_and_n
     assert [key for key in cloud.keys("killed/") if any(uuid in key for uuid in dropped)] == []
     reliability.record(
         "fault",
-        f"SIGKILL of the run process mid-upload, then a changed input ({cloud.name})",
+        f"SIGKILL of the run process mid-upload, then a changed input ({cloud.label})",
         tried=1,
         handled=1,
         nothing_lost="every visible object byte-equal to a clean run's; the re-run equals a clean run of the new "

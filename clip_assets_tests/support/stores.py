@@ -158,6 +158,11 @@ class StoreEndpoint:
     secret: str | None = None
 
     @property
+    def label(self) -> str:
+        """How docs and the reliability ledger name the store."""
+        return {"s3": "S3", "azure": "Azure", "gcs": "GCS"}[self.name]
+
+    @property
     def operations(self) -> Operations:
         return OPERATIONS[self.name]
 
