@@ -446,3 +446,23 @@ def test_lance_options_reach_the_same_store(cloud: StoreEndpoint):
         assert options["azure_storage_account_key"] == ACCOUNT_KEY and options["allow_http"] == "true"
     else:
         assert options["google_base_url"] == cloud.proxy.url and options["google_skip_signature"] == "true"
+
+
+def test_lance_reaches_azure_the_way_the_client_does(monkeypatch):
+    """Azure itself: the account by name, no endpoint; a SAS connection string: the SAS, never as part of
+    the endpoint. Building a client sends no request."""
+    key_string = (
+        f"DefaultEndpointsProtocol=https;AccountName=curation;AccountKey={ACCOUNT_KEY};EndpointSuffix=core.windows.net"
+    )
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", key_string)
+    assert open_storage("az://container/prefix").object_store_options() == {
+        "azure_storage_account_name": "curation",
+        "azure_storage_account_key": ACCOUNT_KEY,
+    }
+    sas = "sv=2025-11-05&ss=b&srt=co&sp=rwdl&sig=c2lnbmF0dXJl"
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f"BlobEndpoint=https://curation.blob.core.windows.net;SharedAccessSignature={sas}",
+    )
+    options = open_storage("az://container/prefix").object_store_options()
+    assert options == {"azure_storage_account_name": "curation", "azure_storage_sas_key": sas}

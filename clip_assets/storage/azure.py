@@ -190,21 +190,20 @@ class AzureStorage:
         """This client's account, endpoint and credential in the `object_store` crate's terms (Lance's
         `storage_options`). The values include secrets: pass them on, never log them."""
         options = {"azure_storage_account_name": self.client.account_name}
-        endpoint = self.client.url.rstrip("/")
+        url = urlsplit(self.client.url)  # a SAS from the connection string is the URL's query
+        endpoint = f"{url.scheme}://{url.netloc}{url.path}".rstrip("/")
         if endpoint != f"https://{self.client.account_name}.blob.core.windows.net":
             options["azure_storage_endpoint"] = endpoint
-            options["allow_http"] = str(endpoint.startswith("http://")).lower()
+            options["allow_http"] = str(url.scheme == "http").lower()
         credential = self.client.credential
-        if credential is None:
-            options["azure_skip_signature"] = "true"
+        if url.query:
+            options["azure_storage_sas_key"] = url.query
         elif hasattr(credential, "account_key"):
             options["azure_storage_account_key"] = credential.account_key
         elif hasattr(credential, "get_token"):
-            token = credential.get_token("https://storage.azure.com/.default")
-            options["azure_storage_token"] = token.token
-        sas = urlsplit(self.client.url).query
-        if sas:
-            options["azure_storage_sas_key"] = sas
+            options["azure_storage_token"] = credential.get_token("https://storage.azure.com/.default").token
+        else:
+            options["azure_skip_signature"] = "true"
         return options
 
     def _blob(self, key: str) -> Any:
