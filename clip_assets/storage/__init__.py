@@ -33,8 +33,9 @@ class Backend:
     """One storage backend: the URL schemes it serves and where its code is.
 
     `options` name the option dataclasses of `module` whose fields are the backend's storage options;
-    `factory(url, *options)` opens it. `requires` is the client library the module imports, and
-    `install` what to run when it is missing.
+    `factory(url, *options)` opens it. `requires` is the client library the module imports (`imports`
+    are its import names, when they are not the library's own), and `install` what to run when it is
+    missing.
     """
 
     schemes: tuple[str, ...]
@@ -44,6 +45,7 @@ class Backend:
     options: tuple[str, ...] = ()
     requires: str = ""
     install: str = ""
+    imports: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         try:
@@ -61,9 +63,11 @@ class Backend:
         return storage
 
     def _missing(self, exc: ImportError) -> Exception:
-        """The install hint when `exc` is about this backend's client library; else `exc` itself."""
-        names = {self.requires.split(".")[0].replace("-", "_"), self.requires.replace("-", ".")} - {""}
-        if any(name in str(exc) for name in names):
+        """The install hint when `exc` is about this backend's client library (a module it imports, or a
+        package on the way to one: `azure` for `azure.storage.blob`); else `exc` itself."""
+        imports = self.imports or (self.requires.replace("-", "_"),)
+        missing = exc.name or ""
+        if self.requires and missing and any(name == missing or name.startswith(f"{missing}.") for name in imports):
             return UnknownStorageError(f"{self.name} needs {self.requires}, which is not installed: {self.install}")
         return exc
 
@@ -82,6 +86,7 @@ BACKENDS: tuple[Backend, ...] = (
         options=("S3Connection", "S3Options"),
         requires="boto3",
         install="pip install boto3 (a dependency of clip-assets: reinstall it)",
+        imports=("boto3", "botocore"),
     ),
     Backend(
         ("az", "abfs", "abfss"),
@@ -91,6 +96,7 @@ BACKENDS: tuple[Backend, ...] = (
         options=("AzureConnection", "AzureOptions"),
         requires="azure-storage-blob",
         install="pip install 'clip-assets[azure]'",
+        imports=("azure.storage.blob", "azure.core", "azure.identity"),
     ),
     Backend(
         ("gs",),
@@ -100,6 +106,7 @@ BACKENDS: tuple[Backend, ...] = (
         options=("GcsConnection", "GcsOptions"),
         requires="google-cloud-storage",
         install="pip install 'clip-assets[gcs]'",
+        imports=("google.cloud.storage", "google.api_core", "google.auth", "google_crc32c"),
     ),
 )
 
