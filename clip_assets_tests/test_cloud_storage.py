@@ -466,3 +466,14 @@ def test_lance_reaches_azure_the_way_the_client_does(monkeypatch):
     )
     options = open_storage("az://container/prefix").object_store_options()
     assert options == {"azure_storage_account_name": "curation", "azure_storage_sas_key": sas}
+
+
+def test_an_emulator_host_without_a_scheme_is_reached_over_http(gcs: StoreEndpoint, monkeypatch):
+    """`STORAGE_EMULATOR_HOST=127.0.0.1:4443`, as emulators' own docs spell it: the client library alone
+    would send its uploads to a URL without a scheme."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.proxy.url.removeprefix("http://"))
+    storage = open_storage(gcs.url("plain"))
+    storage.put("a.bin", b"payload")
+    storage.put("big.bin", bytes(LARGE))
+    assert storage.read("a.bin") == b"payload" and storage.stat("big.bin").size == LARGE
+    assert storage.object_store_options()["google_base_url"] == gcs.proxy.url

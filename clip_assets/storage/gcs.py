@@ -92,6 +92,10 @@ class GcsOptions:
 def _client(project: str | None, environment: tuple[tuple[str, str], ...]) -> Any:
     from google.cloud import storage
 
+    emulator = dict(environment).get(EMULATOR_VAR, "")
+    if emulator and "://" not in emulator:
+        # `host:port`, as emulators' own docs spell it: the client library would send requests to no scheme.
+        return storage.Client(project=project, client_options={"api_endpoint": f"http://{emulator}"})
     return storage.Client(project=project)
 
 
