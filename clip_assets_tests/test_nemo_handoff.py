@@ -157,13 +157,21 @@ def test_tasks_through_the_handoff_give_nemo_s_own_tree_once_every_chunk_arrived
     assert (same["only_nemo"], same["only_ours"], same["differences"]) == ([], [], {})
 
 
-def test_the_handoff_into_an_azure_or_gcs_inbox_gives_nemo_s_tree_on_that_store(tmp_path, nemo, cloud):
+@pytest.fixture(scope="module")
+def nemo_writer_reference(nemo, tmp_path_factory) -> Path:
+    """NeMo's own ClipWriterStage given the hand-off's tasks: the tree each store's must equal."""
+    output = tmp_path_factory.mktemp("nemo-writer") / "nemo"
+    assert run_nemo_side(nemo, "nemo-writer", str(output)) == {"tasks": 4}
+    return output
+
+
+def test_the_handoff_into_an_azure_or_gcs_inbox_gives_nemo_s_tree_on_that_store(
+    tmp_path, nemo, nemo_writer_reference, cloud
+):
     """NeMo's tasks handed off into an `az://` or `gs://` inbox, registered by `clip-assets discover` and
     written by `clip-assets backfill --all` into an output on the same store, every process configured by
     the store's standard variable alone (AZURE_STORAGE_CONNECTION_STRING, STORAGE_EMULATOR_HOST): NeMo's
     own tree, file for file; a second backfill writes nothing."""
-    nemo_out = tmp_path / "nemo"
-    assert run_nemo_side(nemo, "nemo-writer", str(nemo_out)) == {"tasks": 4}
     inbox, output = cloud.url("inbox"), cloud.url("curated")
     handed = run_nemo_side(nemo, "handoff", inbox)  # its environment is this one's: the store's variable
     assert handed["same_tasks"] and handed["buffers_left"] == 0
@@ -187,7 +195,7 @@ def test_the_handoff_into_an_azure_or_gcs_inbox_gives_nemo_s_tree_on_that_store(
     for info in storage.list():
         (ours / info.key).parent.mkdir(parents=True, exist_ok=True)
         (ours / info.key).write_bytes(storage.read(info.key))
-    found_tree = compare(nemo_out, ours, ours_output_path=output)
+    found_tree = compare(nemo_writer_reference, ours, ours_output_path=output)
     assert found_tree["only_nemo"] == [] and found_tree["only_ours"] == []
     assert set(found_tree["differences"]) <= DELIBERATE, found_tree["differences"]
     assert found_tree["pickles"] == 3 and found_tree["pickles_byte_identical"]
