@@ -27,7 +27,7 @@ from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progr
 from benchmarks.runners import INTERNAL_DIR, engine_write
 from benchmarks.workloads import Workload
 from clip_assets.components.resources import S3ConnectionResource
-from clip_assets_tests.support.s3_endpoint import ACCESS_KEY, SECRET_KEY, FaultProxy, MotoServer
+from clip_assets_tests.support.s3_endpoint import ACCESS_KEY, SECRET_KEY, MotoServer, s3_proxy
 
 TARGET = Target("<=", 1.0, "<= 1x aws s3 cp")
 RERUN_TARGET = Target("<=", 0.05, "< 5% of first run")
@@ -86,7 +86,7 @@ def counted(server: MotoServer, inbox: Path, keys: Sequence[str], tree: Path, cl
     """Requests per operation of each side for `keys`, through the counting proxy (untimed)."""
     engine_write(str(inbox), str(tree), keys)
     shutil.rmtree(tree / INTERNAL_DIR)
-    proxy = FaultProxy(server.url)
+    proxy = s3_proxy(server.url)
     bucket = "bench-counted"
     client.create_bucket(Bucket=bucket)
     found: dict[str, dict[str, int]] = {}

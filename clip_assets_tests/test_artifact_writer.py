@@ -283,14 +283,15 @@ def test_concurrent_writers_of_one_partition_never_interleave_locally(tmp_path, 
     )
 
 
-def test_concurrent_writers_of_one_partition_never_interleave_on_s3(s3, reliability):
+def test_concurrent_writers_of_one_partition_never_interleave_on_a_store(store, reliability):
+    """The lease of conditional writes on S3, Azure and GCS."""
     versions = [b"first run" * 100, b"second run" * 100]
-    _race(lambda: ArtifactWriter(s3.storage("out"), max_workers=4), versions)
-    _one_version_throughout(s3.storage("out"), versions)
-    assert s3.storage("out").stat(layout.lock_key("p")) is None
+    _race(lambda: ArtifactWriter(store.storage("out"), max_workers=4), versions)
+    _one_version_throughout(store.storage("out"), versions)
+    assert store.storage("out").stat(layout.lock_key("p")) is None
     reliability.record(
         "fault",
-        "two runs writing one partition at once (S3 lease)",
+        f"two runs writing one partition at once ({store.label} lease)",
         tried=1,
         handled=1,
         nothing_lost="one run's version throughout, manifest matching every object",

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from clip_assets import layout
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.dataset import materialize_partition, unrecorded
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
 from clip_assets_tests.support.partition_process import kill_when, spawn
 from clip_assets_tests.support.processes import unavailable_here
@@ -115,6 +116,54 @@ def test_a_run_killed_mid_upload_leaves_no_partial_object_on_s3(tmp_path, heavy_
         handled=1,
         nothing_lost="every visible object byte-equal to a clean run's, manifests parse, re-run output identical",
     )
+
+
+@pytest.mark.timeout(900)  # the re-runs wait out the killed runs' leases (lease.TTL_S + CLOCK_SKEW_S: 150 s)
+def test_on_azure_and_gcs_a_run_killed_mid_upload_leaves_no_partial_object_and_no_orphan(
+    tmp_path, heavy_inbox, azure, gcs, instance, reliability
+):
+    """test_a_run_killed_mid_upload_leaves_no_partial_object_on_s3 and leftovers' killed-run case in one,
+    on both stores at once, so that the waits for the killed runs' leases (150 s each) overlap: killed
+    mid-upload, every visible object is complete; the input then drops the clips the killed run wrote,
+    and the re-run gives exactly a clean run's tree of the new input, with no object that no manifest
+    records."""
+    clips = make_clips(24, source_video="/videos/v.mp4")  # heavy_inbox's clips
+    kept = clips[-2:]
+    changed_inbox = tmp_path / "changed-inbox"
+    write_video(changed_inbox / f"{KEY}.parquet", kept, source_video="/videos/v.mp4")
+    reruns, clean_changed = {}, {}
+    for cloud in (azure, gcs):
+        assert materialize_partition(instance, KEY, str(heavy_inbox), cloud.url("clean")).success
+        assert materialize_partition(instance, KEY, str(changed_inbox), cloud.url("clean-changed")).success
+        clean = nemo_files(cloud.storage("clean"))
+        clean_changed[cloud.name] = nemo_files(cloud.storage("clean-changed"))
+        cloud.proxy.reset_counts()
+        home = tmp_path / f"home {cloud.name}"
+        process = start(heavy_inbox, cloud.url("killed"), home, cloud.env)
+        kill_when(process, lambda cloud=cloud: cloud.writes_under(f"killed/{layout.CLIPS}") >= 3)
+        storage = cloud.storage("killed")
+        for key, data in nemo_files(storage).items():
+            assert data == clean[key], f"{cloud.name}: {key} is visible but not complete"
+        manifests_parse(storage)
+        assert any(key.startswith(layout.CLIPS) for key in unrecorded(storage))  # what the kill left behind
+        reruns[cloud.name] = start(changed_inbox, cloud.url("killed"), home, cloud.env)
+
+    for cloud in (azure, gcs):
+        rerun = reruns[cloud.name]
+        assert rerun.wait(timeout=600) == 0, rerun.stdout.read()
+        storage = cloud.storage("killed")
+        assert nemo_files(storage) == clean_changed[cloud.name]
+        assert unrecorded(storage) == []
+        dropped = {clip.uuid for clip in clips[:-2]}
+        assert [key for key in cloud.keys("killed/") if any(uuid in key for uuid in dropped)] == []
+        reliability.record(
+            "fault",
+            f"SIGKILL of the run process mid-upload, then a changed input ({cloud.label})",
+            tried=1,
+            handled=1,
+            nothing_lost="every visible object byte-equal to a clean run's; the re-run equals a clean run of the "
+            "new input, with no object that no manifest records",
+        )
 
 
 @pytest.fixture

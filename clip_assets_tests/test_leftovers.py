@@ -12,13 +12,12 @@ import pytest
 from clip_assets import layout
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.engine.intent import load_intent
-from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.partition import WriteJob, write_partition
 from clip_assets.engine.writer import ArtifactWriter
 from clip_assets.families import FAMILIES
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import LocalStorage, ObjectInfo, Storage, StorageError
-from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets.storage import LocalStorage, ObjectInfo, StorageError
+from clip_assets_tests.support.dataset import materialize_partition, unrecorded
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
 from clip_assets_tests.support.partition_process import kill_when, spawn
 
@@ -58,16 +57,6 @@ def test_removing_a_clip_from_the_input_leaves_no_file_or_folder_of_it(inbox, ou
     assert run_partition(REL).success
     assert [path for path in everything(output) if gone in path] == []
     assert layout.preview_prefix(clips[0].uuid) in everything(output)
-
-
-def unrecorded(storage: Storage) -> list[str]:
-    """Keys of the output that no manifest records, outside clip-assets' own bookkeeping."""
-    recorded = set()
-    for info in storage.list(layout.MANIFESTS):
-        recorded |= set(PartitionManifest.from_bytes(storage.read(info.key)).entries)
-    return sorted(
-        i.key for i in storage.list() if i.key not in recorded and not i.key.startswith(layout.INTERNAL_PREFIX)
-    )
 
 
 def test_a_run_killed_mid_write_then_a_changed_input_leaves_no_orphan(tmp_path, inbox, instance, reliability):

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.timeout(1800)
 VIDEOS = Path(__file__).parent / "videos"
 CHUNKED = "cam 1/straße café.mp4"
 OTHERS = ["empty.mp4", "short one.mp4"]
+CHUNK_FILES_OF_OTHERS = ["empty.mp4.parquet", "short one.mp4.chunks/0-of-1.parquet"]
 # docs/outputs.md, "Deliberate differences from NeMo Curator 1.4.0": the only ones a tree may show.
 DELIBERATE = {("metas/v0/*.json", "value", "num_frames"), ("metas/v0/*.json", "value", "errors")}
 
@@ -43,12 +44,15 @@ def nemo() -> Path:
     return nemo_python()
 
 
-def compare(nemo_root: Path, ours_root: Path, nemo_output_path: str | None = None) -> dict[str, object]:
-    """compare_trees.py's rules over two trees; the differences as (pattern, kind, key) groups."""
+def compare(
+    nemo_root: Path, ours_root: Path, nemo_output_path: str | None = None, ours_output_path: str | None = None
+) -> dict[str, object]:
+    """compare_trees.py's rules over two trees; the differences as (pattern, kind, key) groups. An output
+    path is the root its tree names in `clip_location` (a store's URL for a tree downloaded from it)."""
     nemo_files = list_tree(nemo_root, [])
     ours_files = list_tree(ours_root, ["_clip_assets"])
     report = Report()
-    roots = (root_forms(nemo_output_path or str(nemo_root)), root_forms(str(ours_root)))
+    roots = (root_forms(nemo_output_path or str(nemo_root)), root_forms(ours_output_path or str(ours_root)))
     identical = 0
     for rel in sorted(nemo_files.keys() & ours_files.keys()):
         before = len(report.differences)
@@ -188,6 +192,51 @@ def test_tasks_through_the_handoff_give_nemo_s_own_tree_once_every_chunk_arrived
     assert "4 files, 4 chunks, 5 passed + 2 filtered clips" in replayed.stdout
     same = compare(nemo_out, again)
     assert (same["only_nemo"], same["only_ours"], same["differences"]) == ([], [], {})
+
+
+@pytest.fixture(scope="module")
+def nemo_writer_reference(nemo, tmp_path_factory) -> Path:
+    """NeMo's own ClipWriterStage given the hand-off's tasks: the tree each store's must equal."""
+    output = tmp_path_factory.mktemp("nemo-writer") / "nemo"
+    assert run_nemo_side(nemo, "nemo-writer", str(output)) == {"tasks": 4}
+    return output
+
+
+def test_the_handoff_into_an_azure_or_gcs_inbox_gives_nemo_s_tree_on_that_store(
+    tmp_path, nemo, nemo_writer_reference, cloud
+):
+    """NeMo's tasks handed off into an `az://` or `gs://` inbox, registered by `clip-assets discover` and
+    written by `clip-assets backfill --all` into an output on the same store, every process configured by
+    the store's standard variable alone (AZURE_STORAGE_CONNECTION_STRING, STORAGE_EMULATOR_HOST): NeMo's
+    own tree, file for file; a second backfill writes nothing."""
+    inbox, output = cloud.url("inbox"), cloud.url("curated")
+    handed = run_nemo_side(nemo, "handoff", inbox)  # its environment is this one's: the store's variable
+    assert handed["same_tasks"] and handed["buffers_left"] == 0
+    assert cloud.keys("inbox") == sorted(
+        [f"{CHUNKED}.chunks/0-of-2.parquet", f"{CHUNKED}.chunks/1-of-2.parquet", *CHUNK_FILES_OF_OTHERS]
+    )
+    env = cli_env(tmp_path, inbox, output, "/videos")
+    found = cli(["clip-assets", "discover"], env, tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert sorted(line.split(None, 1)[1] for line in found.stdout.splitlines()) == sorted([CHUNKED, *OTHERS])
+    written = cli(["clip-assets", "backfill", "--all"], env, tmp_path)
+    assert written.returncode == 0, written.stderr[-3000:]
+
+    cloud.proxy.reset_counts()
+    again = cli(["clip-assets", "backfill", "--all"], env, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert cloud.count(cloud.operations.writes) == 0 and cloud.count(cloud.operations.deletes) == 0
+
+    ours = tmp_path / "ours"
+    storage = cloud.storage("curated")
+    for info in storage.list():
+        (ours / info.key).parent.mkdir(parents=True, exist_ok=True)
+        (ours / info.key).write_bytes(storage.read(info.key))
+    found_tree = compare(nemo_writer_reference, ours, ours_output_path=output)
+    assert found_tree["only_nemo"] == [] and found_tree["only_ours"] == []
+    assert set(found_tree["differences"]) <= DELIBERATE, found_tree["differences"]
+    assert found_tree["pickles"] == 3 and found_tree["pickles_byte_identical"]
+    print(f"\n{cloud.name}: {found_tree['files']} files compared, {found_tree['identical']} identical")
 
 
 @pytest.fixture(scope="module")

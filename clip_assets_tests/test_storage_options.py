@@ -1,5 +1,8 @@
 """One path from configuration to storage: a URL and one flat mapping of options, whoever opens it."""
 
+import subprocess
+import sys
+
 import pytest
 
 from clip_assets.components.resources import StorageResource
@@ -51,7 +54,8 @@ def test_an_unknown_scheme_is_one_line_naming_the_url_and_the_schemes_there_are(
     with pytest.raises(UnknownStorageError) as caught:
         open_storage("s4://bucket/prefix")
     assert str(caught.value) == (
-        "storage URL 's4://bucket/prefix': unknown scheme 's4'; use a local folder or one of s3://"
+        "storage URL 's4://bucket/prefix': unknown scheme 's4'; use a local folder or one of s3://, az://, "
+        "abfs://, abfss://, gs://"
     )
     assert backend_for("S3://bucket").name == "S3"
 
@@ -70,3 +74,32 @@ def test_lance_reaches_a_root_with_the_storage_s_own_options(tmp_path, s3):
     options = open_storage(s3.url("t"), {"endpoint_url": s3.proxy.url, "addressing_style": "path"})
     found = options.object_store_options()
     assert found["aws_endpoint"] == s3.proxy.url and found["aws_virtual_hosted_style_request"] == "false"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_cloud_clients_are_imported_only_by_a_url_that_needs_them():
+    """Every backend's option names are known without its client library, so a local root imports none."""
+    done = run_python(
+        "import sys, tempfile; from clip_assets.storage import open_storage; "
+        "open_storage(tempfile.mkdtemp(), {'azure_block_size': 2097152, 'gcs_checksum': 'md5'}); "
+        "print(sorted(m for m in ('azure.storage.blob', 'google.cloud.storage', 'boto3') if m in sys.modules))"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['boto3']"]  # S3's client is a dependency of clip-assets itself
+
+
+@pytest.mark.parametrize(
+    ("url", "blocked", "extra"),
+    [("az://container/p", "azure", "azure"), ("gs://bucket/p", "google.cloud.storage", "gcs")],
+)
+def test_a_missing_client_library_is_one_line_saying_what_to_install(url, blocked, extra):
+    done = run_python(
+        f"import sys; sys.modules[{blocked!r}] = None; from clip_assets.storage import open_storage\n"
+        f"try:\n    open_storage({url!r})\nexcept Exception as exc:\n    print(type(exc).__name__, exc)"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"which is not installed: pip install 'clip-assets[{extra}]'"), done.stdout
+    assert done.stdout.startswith("UnknownStorageError ") and done.stdout.count("\n") == 1

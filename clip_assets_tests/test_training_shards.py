@@ -400,3 +400,36 @@ def test_a_clip_without_an_embedding_is_a_sample_without_npy(dataset, output):
     assert sorted(samples) == sorted(passed_ids(rows))
     assert "npy" not in samples[clip_id] and all("npy" in s for key, s in samples.items() if key != clip_id)
     assert decoded_frames(samples[clip_id]["mp4"]) == 8
+
+
+def test_on_azure_and_gcs_the_shards_and_the_gallery_through_dagster_and_open_dataset(cloud, inbox, instance, tmp_path):
+    """The exports on Azure and GCS as automation materializes them (with their checks), read back through
+    `open_dataset` as a training job on that cloud would: every passed clip once."""
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    output = cloud.url("out")
+    curate(instance, inbox, output, names)
+    storage = cloud.storage("out")
+    dataset = open_dataset(output, cloud.options)
+    rows = dataset.clips()
+    result = materialize_exports(instance, inbox, output, shard_bytes=shard_bytes_for(rows, 2.5), page_size=3)
+    assert result.success and all(check.passed for check in result.get_asset_check_evaluations())
+    metadata = materialization_metadata(result, "training_shards")
+    assert metadata["samples"] == 5 and metadata["duplicates_left_out"] == 1
+
+    urls = dataset.shards()
+    assert len(urls) == metadata["shards"] >= 2
+    local = []
+    for number, url in enumerate(urls):
+        assert url.startswith(f"{output}/{layout.TRAINING_SHARDS}")
+        key = url.removeprefix(f"{output}/")
+        data = storage.read(key)
+        assert storage.stat(key).sha256 == hashlib.sha256(data).hexdigest()
+        (tmp_path / f"{number}.tar").write_bytes(data)
+        local.append(str(tmp_path / f"{number}.tar"))
+    samples = read_back(local)
+    assert len(samples) == 5
+    check_samples(samples, rows, {sample["__key__"] for sample in samples})
+    assert {sample["__key__"] for sample in samples} < passed_ids(rows)
+    assert materialization_metadata(result, "clip_gallery")["clips"] == 6
+    page = storage.read(layout.gallery_page_key()).decode()
+    assert "<html" in page.lower()

@@ -33,8 +33,9 @@ class Backend:
     """One storage backend: the URL schemes it serves and where its code is.
 
     `options` name the option dataclasses of `module` whose fields are the backend's storage options;
-    `factory(url, *options)` opens it. `requires` is the client library the module imports, and
-    `install` what to run when it is missing.
+    `factory(url, *options)` opens it. `requires` is the client library the module imports (`imports`
+    are its import names, when they are not the library's own), and `install` what to run when it is
+    missing.
     """
 
     schemes: tuple[str, ...]
@@ -44,16 +45,31 @@ class Backend:
     options: tuple[str, ...] = ()
     requires: str = ""
     install: str = ""
+    imports: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         try:
             return importlib.import_module(self.module)
         except ImportError as exc:
-            if self.requires and self.requires.split(".")[0] in str(exc):
-                raise UnknownStorageError(
-                    f"{self.name} needs {self.requires}, which is not installed: {self.install}"
-                ) from None
-            raise
+            raise self._missing(exc) from None
+
+    def open(self, url: str, options: list[Any]) -> Storage:
+        """The factory's storage; a module that imports its client library only here (so that every
+        backend's option names are known without it) gets the same install hint when it is missing."""
+        try:
+            storage: Storage = getattr(self.load(), self.factory)(url, *options)
+        except ImportError as exc:
+            raise self._missing(exc) from None
+        return storage
+
+    def _missing(self, exc: ImportError) -> Exception:
+        """The install hint when `exc` is about this backend's client library (a module it imports, or a
+        package on the way to one: `azure` for `azure.storage.blob`); else `exc` itself."""
+        imports = self.imports or (self.requires.replace("-", "_"),)
+        missing = exc.name or ""
+        if self.requires and missing and any(name == missing or name.startswith(f"{missing}.") for name in imports):
+            return UnknownStorageError(f"{self.name} needs {self.requires}, which is not installed: {self.install}")
+        return exc
 
     def option_types(self) -> tuple[type, ...]:
         module = self.load() if self.options else None
@@ -70,12 +86,34 @@ BACKENDS: tuple[Backend, ...] = (
         options=("S3Connection", "S3Options"),
         requires="boto3",
         install="pip install boto3 (a dependency of clip-assets: reinstall it)",
+        imports=("boto3", "botocore"),
+    ),
+    Backend(
+        ("az", "abfs", "abfss"),
+        "Azure Blob Storage",
+        "clip_assets.storage.azure",
+        "open_azure",
+        options=("AzureConnection", "AzureOptions"),
+        requires="azure-storage-blob",
+        install="pip install 'clip-assets[azure]'",
+        imports=("azure.storage.blob", "azure.core", "azure.identity"),
+    ),
+    Backend(
+        ("gs",),
+        "Google Cloud Storage",
+        "clip_assets.storage.gcs",
+        "open_gcs",
+        options=("GcsConnection", "GcsOptions"),
+        requires="google-cloud-storage",
+        install="pip install 'clip-assets[gcs]'",
+        imports=("google.cloud.storage", "google.api_core", "google.auth", "google_crc32c"),
     ),
 )
 
 
 def url_scheme(url: str) -> str:
-    """`s3` for `s3://bucket/prefix`; `file` for a plain path (relative paths resolve against the working directory)."""
+    """`s3` for `s3://bucket/prefix`, `gs` for `gs://bucket/prefix`; `file` for a plain path (relative
+    paths resolve against the working directory)."""
     scheme, separator, _ = url.partition("://")
     return scheme.lower() if separator else "file"
 
@@ -98,8 +136,7 @@ def open_storage(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     option_types = backend.option_types()
     others = {name for other in BACKENDS if other is not backend and options for name in _names(other)}
     built = parse_options(backend.name, option_types, options, others)
-    storage: Storage = getattr(backend.load(), backend.factory)(url, *built)
-    return storage
+    return backend.open(url, built)
 
 
 def _names(backend: Backend) -> tuple[str, ...]:

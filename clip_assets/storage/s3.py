@@ -40,6 +40,7 @@ from botocore.exceptions import (
 )
 
 from clip_assets.storage.base import Lease, ObjectInfo, StorageError
+from clip_assets.storage.content_types import content_type
 from clip_assets.storage.keys import check_key
 from clip_assets.storage.lease import ExpiringLease
 from clip_assets.storage.ranged_reader import RangedReader
@@ -51,18 +52,6 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 SHA256_METADATA = "sha256"
-# What a bucket served as a static site (the gallery) tells browsers: without a type, S3 answers
-# `binary/octet-stream` and a browser downloads the page instead of showing it.
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".webp": "image/webp",
-    ".mp4": "video/mp4",
-    ".png": "image/png",
-    ".tar": "application/x-tar",
-}
 
 
 @dataclass(frozen=True)
@@ -259,9 +248,9 @@ class S3Storage:
 
     def _write_arguments(self, key: str, sha256: str) -> dict[str, Any]:
         arguments: dict[str, Any] = {"Metadata": {SHA256_METADATA: sha256}}
-        content_type = CONTENT_TYPES.get(key[key.rfind(".") :].lower()) if "." in key else None
-        if content_type:
-            arguments["ContentType"] = content_type
+        stored_type = content_type(key)
+        if stored_type:
+            arguments["ContentType"] = stored_type
         if self.options.server_side_encryption:
             arguments["ServerSideEncryption"] = self.options.server_side_encryption
         if self.options.sse_kms_key_id:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from clip_assets_tests.support.dataset import materialize_partition
 from clip_assets_tests.support.hostile_corpus import CASE_BY_KIND, GOODS, publish
 from clip_assets_tests.support.hostile_runs import (
     FAILURE_RECORDS,
@@ -64,3 +65,32 @@ def test_representative_bad_inputs_fail_alone_in_single_partition_runs(
         else:
             reliability.record("bad input", case.kind, tried=1, handled=1, nothing_lost=NOTHING_LOST)
     assert not failed, json.dumps(failed, indent=1)
+
+
+def test_representative_bad_inputs_on_a_store_fail_alone_and_leave_it_as_it_was(tmp_path, inbox, store, instance):
+    """The same representatives into an output on S3, Azure and GCS: each run fails naming file, field,
+    row and clip; the store keeps exactly what the good partition wrote, all of it below the root."""
+    publish(inbox, GOODS[0])
+    cases = [CASE_BY_KIND[kind] for kind in REPRESENTATIVES]
+    clip_ids = {case.name: case.build(inbox, case.name) for case in cases}
+    output = store.url("out")
+    assert materialize_partition(instance, GOODS[0], str(inbox), output, s3=store.s3).success
+    transient = (f"{LOCKS}/", f"{FAILURE_RECORDS}/")
+    storage = store.storage("out")
+
+    def state() -> dict[str, str | None]:
+        return {i.key: storage.stat(i.key).sha256 for i in storage.list() if not i.key.startswith(transient)}
+
+    before = state()
+    failed = {}
+    for case in cases:
+        result = materialize_partition(instance, case.name, str(inbox), output, s3=store.s3)
+        problems = single_run_problems(result, case, inbox, clip_ids[case.name])
+        after = state()
+        if after != before:
+            problems.append(f"the store changed: {sorted(set(after) ^ set(before))}")
+        if problems:
+            failed[case.kind] = problems
+    assert not failed, json.dumps(failed, indent=1)
+    stored = store.keys()
+    assert stored and all(key.startswith("out/") for key in stored)

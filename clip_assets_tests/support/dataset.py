@@ -30,8 +30,9 @@ from clip_assets.components.resources import (
 )
 from clip_assets.components.sensors import evaluate_inbox
 from clip_assets.dataset.clip_index import PartitionOutputs
-from clip_assets.engine.manifest import ManifestEntry
+from clip_assets.engine.manifest import ManifestEntry, PartitionManifest
 from clip_assets.families import FAMILIES
+from clip_assets.storage import Storage
 
 NAMES = DatasetNames()
 PARTITIONS_NAME = NAMES.partitions
@@ -194,4 +195,14 @@ def is_derived(key: str) -> bool:
         key == layout.dataset_summary_key()
         or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY, layout.CHECKS))
         or key in derived_locks
+    )
+
+
+def unrecorded(storage: Storage) -> list[str]:
+    """Keys of the output that no manifest records, outside clip-assets' own bookkeeping."""
+    recorded = set()
+    for info in storage.list(layout.MANIFESTS):
+        recorded |= set(PartitionManifest.from_bytes(storage.read(info.key)).entries)
+    return sorted(
+        i.key for i in storage.list() if i.key not in recorded and not i.key.startswith(layout.INTERNAL_PREFIX)
     )

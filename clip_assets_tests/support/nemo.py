@@ -24,7 +24,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 # Run in the checkout, with the new virtualenv first on PATH; the README shows the same line.
-INSTALL = "pip install '.[nemo]' && pip install --no-deps nemo-curator==1.4.0 cosmos-xenna==0.2.0"
+INSTALL = "pip install '.[nemo,azure,gcs]' && pip install --no-deps nemo-curator==1.4.0 cosmos-xenna==0.2.0"
 CACHE = Path.home() / ".cache" / "clip-assets"
 IMPORT_CHECK = "import clip_assets.nemo, nemo_curator.stages.video.io.clip_writer, nemo_curator.backends.ray_actor_pool"
 

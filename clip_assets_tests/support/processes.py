@@ -69,7 +69,10 @@ def wait_for(
 
 
 def script_path(name: str) -> str:
-    """A console script of this interpreter's installation (`dagster`, `clip-assets`), else the one on PATH."""
+    """A console script of this interpreter's installation (`dagster`, `clip-assets`), else the one on PATH;
+    an absolute path (a server binary a package ships) as it is."""
+    if Path(name).is_absolute():
+        return name
     beside = Path(sys.executable).with_name(name)
     return str(beside) if beside.exists() else name
 
