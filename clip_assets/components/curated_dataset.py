@@ -7,6 +7,7 @@
       output: s3://curated/cars
       input_path: /data/cars
       partitions_per_run: 50
+      near_duplicates: {eps: 0.02, which_to_keep: easy}   # the near_duplicates run config's defaults
 
 With `from_environment: true` (the embedded default dataset) each setting is taken from its
 CLIP_ASSETS_* variable when that is set, through `EnvVar`, so the UI shows the variable's name, never
@@ -20,6 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from clip_assets.components.dataset import DEFAULT_OWNERS, dataset_definitions, dataset_resources
+from clip_assets.components.dataset_tables import NearDuplicatesSettings
 from clip_assets.components.environment import (
     DEFAULTS,
     EMBEDDING_ALGORITHM_VAR,
@@ -45,6 +47,9 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
     partitions_per_run: int = Field(default=int(DEFAULTS[PARTITIONS_PER_RUN_VAR]), ge=1)
     sensor_interval_s: int = Field(default=int(DEFAULTS[SENSOR_INTERVAL_VAR]), ge=1)
     owners: list[str] = Field(default_factory=lambda: list(DEFAULT_OWNERS))
+    near_duplicates: NearDuplicatesSettings = Field(
+        default_factory=NearDuplicatesSettings, description="The near_duplicates asset's settings for this dataset."
+    )
     from_environment: bool = Field(
         default=False, description="Take each setting from its CLIP_ASSETS_* variable when that is set."
     )
@@ -74,4 +79,5 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
             partitions_per_run=self._number(PARTITIONS_PER_RUN_VAR, self.partitions_per_run),
             sensor_interval_s=self._number(SENSOR_INTERVAL_VAR, self.sensor_interval_s),
             owners=self.owners,
+            near_duplicates=self.near_duplicates,
         )
