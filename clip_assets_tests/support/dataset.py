@@ -131,10 +131,10 @@ def materialize_near_duplicates(
     output: str,
     *,
     s3: S3ConnectionResource | None = None,
-    max_cosine_distance: float | None = None,
+    **config: object,
 ) -> ExecuteInProcessResult:
-    """The near-duplicate grouping over the whole vector table, with its check."""
-    config = {} if max_cosine_distance is None else {"max_cosine_distance": max_cosine_distance}
+    """The near-duplicates over the whole vector table, with its check; `config` is the asset's run config
+    (`eps=...`, `rule="transitive"`, ...)."""
     return materialize(
         [processed_videos, *FAMILY_ASSETS, dataset_tables, near_duplicates, *output_checks],
         selection=[near_duplicates],
