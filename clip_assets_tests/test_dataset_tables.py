@@ -123,13 +123,29 @@ def test_index_agrees_with_the_tree(inbox, output, instance, run_partition):
 def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_partition):
     videos = build_three_videos(inbox)
     curate(inbox, output, instance, run_partition, sorted(videos))
+    a, b, c = videos["a.mp4"], videos["b.mp4"], videos["c.mp4"]
+    # The default, NeMo's rule: a row per clip compared; one clip of each planted pair goes, matched to the other.
     result = materialize_near_duplicates(instance, str(inbox), str(output))
     assert result.success
     metadata = materialization_metadata(result, "near_duplicates")
     assert (metadata["groups"], metadata["duplicates"], metadata["clips_compared"]) == (2, 2, 9)
     assert abs(metadata["duplicate_rate"] - 2 / 9) < 1e-6
+    rows = open_dataset(str(output)).near_duplicates().to_pylist()
+    passed = {clip.uuid for clip in a + b + c if not clip.filtered}
+    assert {row["clip_id"] for row in rows} == passed and len(rows) == 9
+    pairs = [{a[0].uuid, b[1].uuid}, {a[2].uuid, c[2].uuid}]
+    removed = {row["clip_id"]: row for row in rows if not row["kept"]}
+    assert sorted(map(sorted, pairs)) == sorted(sorted({clip_id, row["max_id"]}) for clip_id, row in removed.items())
+    assert all(row["cosine_sim_score"] > 0.999 for row in removed.values())
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.check_name == "duplicate_rate_steady"
+
+    # The transitive option writes the groups, a row per member, the longest clip kept.
+    transitive = materialize_near_duplicates(instance, str(inbox), str(output), rule="transitive")
+    metadata = materialization_metadata(transitive, "near_duplicates")
+    assert (metadata["groups"], metadata["duplicates"], metadata["clips_compared"]) == (2, 2, 9)
+    assert abs(metadata["duplicate_rate"] - 2 / 9) < 1e-6
     groups = open_dataset(str(output)).near_duplicates().to_pylist()
-    a, b, c = videos["a.mp4"], videos["b.mp4"], videos["c.mp4"]
     members = {}
     for row in groups:
         members.setdefault(row["group_id"], set()).add(row["clip_id"])
@@ -140,7 +156,7 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
         assert row["kept_clip_id"] == min(members[row["group_id"]]) and row["kept"] == (
             row["clip_id"] == row["kept_clip_id"]
         )
-    (check,) = result.get_asset_check_evaluations()
+    (check,) = transitive.get_asset_check_evaluations()
     assert check.passed and check.check_name == "duplicate_rate_steady"
 
     # Planting a third copy of a[0] in a new video raises the rate by well over five points: the check warns.
@@ -151,8 +167,19 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
     (check,) = again.get_asset_check_evaluations()
     assert not check.passed and check.severity.value == "WARN"
     assert materialization_metadata(again, "near_duplicates")["duplicates"] == 3
+    # The warning stays on the next run (as automation re-materializes the asset) until a run fixes it or a
+    # curator accepts the new rate.
+    still = materialize_near_duplicates(instance, str(inbox), str(output))
+    (check,) = still.get_asset_check_evaluations()
+    assert not check.passed and check.severity.value == "WARN"
+    accepted = materialize_near_duplicates(instance, str(inbox), str(output), accept_rate=True)
+    assert all(check.passed for check in accepted.get_asset_check_evaluations())
+    (check,) = materialize_near_duplicates(instance, str(inbox), str(output)).get_asset_check_evaluations()
+    assert check.passed
     # A threshold below the planted noise finds nothing.
-    tight = materialize_near_duplicates(instance, str(inbox), str(output), max_cosine_distance=1e-9)
+    tight = materialize_near_duplicates(instance, str(inbox), str(output), eps=1e-9)
+    assert materialization_metadata(tight, "near_duplicates")["groups"] == 0
+    tight = materialize_near_duplicates(instance, str(inbox), str(output), eps=1e-9, rule="transitive")
     assert materialization_metadata(tight, "near_duplicates")["groups"] == 0
 
     # The dataset summary carries the tables' figures.
