@@ -12,14 +12,16 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from dagster import materialize
+from dagster import AssetKey, materialize
 
 from clip_assets import layout
 from clip_assets.cli import main
+from clip_assets.components.curated_dataset import CuratedDataset
 from clip_assets.components.environment import OUTPUT_VAR
 from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
+from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     build_resources,
@@ -27,6 +29,7 @@ from clip_assets_tests.support.dataset import (
     materialization_metadata,
     materialize_dataset_tables,
     materialize_near_duplicates,
+    write_vectors,
 )
 from clip_assets_tests.support.factories import clips_with_vectors, write_video
 
@@ -257,3 +260,26 @@ def test_a_removed_video_leaves_nothing(inbox, output, instance, run_partition, 
     grouping = materialize_near_duplicates(instance, str(inbox), str(output))
     assert materialization_metadata(grouping, "near_duplicates")["groups"] == 1  # only a~c is left
     assert not removed & {r["clip_id"] for r in dataset.near_duplicates().to_pylist()}
+
+
+def test_a_datasets_defs_yaml_sets_the_near_duplicates_defaults(tmp_path, instance):
+    """`near_duplicates: {...}` on the dataset's component: the run config's defaults, which a run can override."""
+    component = CuratedDataset.resolve_from_yaml(
+        f"key_prefix: [cars]\noutput: {tmp_path / 'out'}\nnear_duplicates: {{eps: 0.2, which_to_keep: easy}}\n"
+    )
+    definitions = component.build_defs(None)
+    key = AssetKey(["cars", "near_duplicates"])
+    fields = definitions.resolve_assets_def(key).node_def.config_schema.config_type.fields
+    assert (fields["eps"].default_value, fields["which_to_keep"].default_value) == (0.2, "easy")
+    assert fields["rule"].default_value == "nemo"
+    # Two clips 20 degrees apart (cosine similarity 0.94): near-duplicates at eps 0.2, not at NeMo's 0.01.
+    angles = np.radians([0.0, 20.0])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    write_vectors(LocalStorage(tmp_path / "out"), ["a", "b"], vectors)
+    asset_def = definitions.resolve_assets_def(key)
+    run = materialize([asset_def], instance=instance)
+    metadata = materialization_metadata(run, "cars/near_duplicates")
+    assert metadata["duplicates"] == 1 and metadata["settings"]["which_to_keep"] == "easy"
+    config = {"ops": {asset_def.node_def.name: {"config": {"eps": 0.01}}}}
+    run = materialize([asset_def], instance=instance, run_config=config)
+    assert materialization_metadata(run, "cars/near_duplicates")["duplicates"] == 0

@@ -18,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_assets import layout
-from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.near_duplicates import (
     ClusterRows,
     DedupSettings,
@@ -28,8 +27,8 @@ from clip_assets.dataset.near_duplicates import (
     transitive_groups,
 )
 from clip_assets.dataset.near_duplicates_update import update_near_duplicates
-from clip_assets.dataset.tables import table_location
 from clip_assets.storage import LocalStorage
+from clip_assets_tests.support.dataset import write_vectors
 
 # NeMo's docstring example, rows in ranked order.
 NEMO_EXAMPLE = {
@@ -202,18 +201,6 @@ def clustered_vectors(count, dim, centres, seed, twins=()):
     for source, copy in twins:
         vectors[copy] = vectors[source] + rng.normal(scale=1e-4, size=dim)
     return vectors.astype(np.float32)
-
-
-def write_vectors(storage, ids, vectors, partition="p.mp4", durations=None, mode="create"):
-    """The vector table (and, with `durations`, the clip index's id and duration) as Lance writes them."""
-    dim = vectors.shape[1]
-    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
-    keys = pa.array([partition] * len(ids)) if isinstance(partition, str) else pa.array(partition)
-    rows = pa.table({ci.CLIP_ID: pa.array(ids), ci.PARTITION_KEY: keys, ci.EMBEDDING: embedding})
-    table_location(storage, layout.clip_vectors_key()).write(rows, mode)
-    if durations is not None:
-        index = pa.table({ci.CLIP_ID: pa.array(ids), ci.DURATION: pa.array(durations, pa.float64())})
-        table_location(storage, layout.clip_index_key()).write(index, mode)
 
 
 def stored(storage):

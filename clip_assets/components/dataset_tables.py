@@ -25,6 +25,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     Model,
+    Resolvable,
     TableColumn,
     TableSchema,
     asset,
@@ -138,7 +139,7 @@ def dataset_tables_asset(
     return update_tables
 
 
-class NearDuplicatesSettings(Model):
+class NearDuplicatesSettings(Resolvable, Model):
     """A dataset's near-duplicate settings, NeMo's names: the `near_duplicates:` attribute of its defs.yaml,
     and the defaults of the asset's run config (which can set each one for a run)."""
 

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from dagster import (
     AssetsDefinition,
     ConfigurableResource,
@@ -29,7 +30,9 @@ from clip_assets.components.resources import (
     WriterSettingsResource,
 )
 from clip_assets.components.sensors import evaluate_inbox
+from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.clip_index import PartitionOutputs
+from clip_assets.dataset.tables import table_location
 from clip_assets.engine.manifest import ManifestEntry
 
 NAMES = DatasetNames()
@@ -192,3 +195,15 @@ def is_derived(key: str) -> bool:
         or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY))
         or key in derived_locks
     )
+
+
+def write_vectors(storage, ids, vectors, partition="p.mp4", durations=None, mode="create") -> None:
+    """The vector table (and, with `durations`, the clip index's id and duration) as Lance writes them."""
+    dim = vectors.shape[1]
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+    keys = pa.array([partition] * len(ids)) if isinstance(partition, str) else pa.array(partition)
+    rows = pa.table({ci.CLIP_ID: pa.array(ids), ci.PARTITION_KEY: keys, ci.EMBEDDING: embedding})
+    table_location(storage, layout.clip_vectors_key()).write(rows, mode)
+    if durations is not None:
+        index = pa.table({ci.CLIP_ID: pa.array(ids), ci.DURATION: pa.array(durations, pa.float64())})
+        table_location(storage, layout.clip_index_key()).write(index, mode)
