@@ -185,10 +185,16 @@ class Centroids:
         """sha256 of the means' bytes: ties a build's state to the centroids it used."""
         return hashlib.sha256(self.means.tobytes()).hexdigest()
 
+    def nearest(self, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each unit row's nearest centroid (Euclidean, as NeMo assigns) and its squared distance minus
+        the row's own squared norm."""
+        offsets = self._squared_norms[None, :] - 2 * (unit @ self.means.T)
+        labels = np.argmin(offsets, axis=1).astype(np.int32)
+        return labels, offsets[np.arange(len(unit)), labels]
+
     def assign(self, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each unit row's nearest centroid (Euclidean, as NeMo assigns) and 1 - cos to it."""
-        scores = unit @ self.means.T
-        labels = np.argmin(self._squared_norms[None, :] - 2 * scores, axis=1).astype(np.int32)
+        """Each unit row's nearest centroid and 1 - cos to it (`cosine_dist_to_cent`)."""
+        labels, _ = self.nearest(unit)
         distances = 1.0 - np.einsum("ij,ij->i", unit, self.unit[labels])
         return labels, distances.astype(np.float32)
 
@@ -209,16 +215,15 @@ def fit_centroids(
         pick = rng.choice(len(seeds), p=closest / total) if total > 0 else rng.integers(len(seeds))
         means[index] = seeds[pick]
         closest = np.minimum(closest, np.sum((seeds - means[index]) ** 2, axis=1))
+    squared_norms = np.einsum("ij,ij->i", sample, sample)
     previous_inertia = math.inf
     for _ in range(max_iter):
-        centroids = Centroids(means)
-        labels, _ = centroids.assign(sample)
-        sums = np.zeros_like(means)
-        np.add.at(sums, labels, sample)
-        counts = np.bincount(labels, minlength=clusters)
-        filled = counts > 0
-        means[filled] = sums[filled] / counts[filled, None]
-        inertia = float(np.sum((sample - means[labels]) ** 2))
+        labels, offsets = Centroids(means).nearest(sample)
+        inertia = float(np.sum(squared_norms + offsets))
+        for cluster in range(clusters):
+            members = labels == cluster
+            if members.any():
+                means[cluster] = sample[members].mean(axis=0)
         if previous_inertia - inertia <= tol * max(inertia, 1e-12):
             break
         previous_inertia = inertia
@@ -244,7 +249,7 @@ RowReader = Callable[[int, int], np.ndarray]
 def _earlier_similarities(
     read: RowReader, count: int, batch_size: int, rows_in_memory: int
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Blocks of the ranked rows' similarity matrix, candidates (rows) by queries (columns): yields
+    """Blocks of the ranked rows' similarity matrix, queries (rows) by candidates (columns): yields
     (query_start, candidate_start, block) with every candidate not ranked before its query at -inf.
 
     `read(start, stop)` returns ranked unit rows `start:stop`. Queries go `batch_size` at a time
@@ -254,17 +259,16 @@ def _earlier_similarities(
     for query_start in range(0, count, batch_size):
         query_stop = min(query_start + batch_size, count)
         queries = whole[query_start:query_stop] if whole is not None else read(query_start, query_stop)
-        query_rows = np.arange(query_start, query_stop)
         for candidate_start in range(0, query_stop - 1, rows_in_memory):
             candidate_stop = min(candidate_start + rows_in_memory, query_stop - 1)
             if whole is not None:
                 candidates = whole[candidate_start:candidate_stop]
             else:
                 candidates = read(candidate_start, candidate_stop)
-            similarity = candidates @ queries.T
+            similarity = queries @ candidates.T
             if candidate_stop > query_start:
-                candidate_rows = np.arange(candidate_start, candidate_stop)
-                similarity[candidate_rows[:, None] >= query_rows[None, :]] = -np.inf
+                query_rows = np.arange(query_start, query_stop)[:, None]
+                similarity[query_rows <= np.arange(candidate_start, candidate_stop)[None, :]] = -np.inf
             yield query_start, candidate_start, similarity
 
 
@@ -276,9 +280,9 @@ def earlier_best_match(
     best = np.full(count, -np.inf, dtype=np.float32)
     best_index = np.zeros(count, dtype=np.int64)
     for query_start, candidate_start, similarity in _earlier_similarities(read, count, batch_size, rows_in_memory):
-        queries = slice(query_start, query_start + similarity.shape[1])
-        block_index = np.argmax(similarity, axis=0)
-        block_best = similarity[block_index, np.arange(similarity.shape[1])]
+        queries = slice(query_start, query_start + len(similarity))
+        block_index = np.argmax(similarity, axis=1)
+        block_best = similarity[np.arange(len(similarity)), block_index]
         better = block_best > best[queries]
         best[queries] = np.where(better, block_best, best[queries])
         best_index[queries] = np.where(better, block_index + candidate_start, best_index[queries])
@@ -342,7 +346,7 @@ def transitive_groups(rows: ClusterRows, settings: DedupSettings, dim: int) -> p
     union = _UnionFind(count)
     blocks = _earlier_similarities(rows.read, count, settings.pairwise_batch_size, settings.rows_in_memory(dim))
     for query_start, candidate_start, similarity in blocks:
-        for candidate, query in zip(*np.nonzero(similarity >= settings.threshold), strict=True):
+        for query, candidate in zip(*np.nonzero(similarity >= settings.threshold), strict=True):
             union.union(candidate_start + int(candidate), query_start + int(query))
     components: dict[int, list[int]] = {}
     for item in range(count):

@@ -39,7 +39,6 @@ from clip_assets.dataset.near_duplicates import (
     DECISIONS_SCHEMA,
     GROUPS_SCHEMA,
     KMEANS_SAMPLE,
-    RANK,
     REFIT_FACTOR,
     Centroids,
     ClusterRows,
@@ -167,16 +166,22 @@ def refit_needed(
     return Refit(False, f"kept centroids fitted on {fitted} clips")
 
 
-def _unit_batches(table: lance.LanceDataset, rows: int) -> Iterator[tuple[pa.Array, np.ndarray]]:
-    """(clip ids, unit vectors) of the table in its scan order, `rows` at a time."""
-    batches = table.to_batches(
-        columns=[ci.CLIP_ID, ci.EMBEDDING], batch_size=rows, batch_readahead=1, fragment_readahead=1
-    )
-    for batch in batches:
-        column = batch.column(ci.EMBEDDING)
-        dim = int(column.type.list_size)
-        vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), dim)
-        yield batch.column(ci.CLIP_ID), normalized(vectors)
+def _unit_batches(
+    table: lance.LanceDataset, rows: int, positions: np.ndarray | None = None
+) -> Iterator[tuple[pa.Array, np.ndarray]]:
+    """(clip ids, unit vectors) of the table's rows in row order (or of the rows at `positions`, sorted),
+    `rows` at a time. Read by row position (`take`): a scan's read-ahead and page buffers hold several
+    times a batch, which the memory budget has no room for."""
+    wanted = np.arange(table.count_rows()) if positions is None else positions
+    for start in range(0, len(wanted), rows):
+        batch = table.take(pa.array(wanted[start : start + rows]), columns=[ci.CLIP_ID, ci.EMBEDDING])
+        yield batch.column(ci.CLIP_ID).combine_chunks(), _unit_rows(batch.column(ci.EMBEDDING))
+
+
+def _unit_rows(column: pa.ChunkedArray) -> np.ndarray:
+    vectors = column.combine_chunks()
+    dim = int(vectors.type.list_size)
+    return normalized(vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), dim))
 
 
 def _fit(table: lance.LanceDataset, settings: DedupSettings, clips: int, dim: int) -> Centroids:
@@ -185,8 +190,10 @@ def _fit(table: lance.LanceDataset, settings: DedupSettings, clips: int, dim: in
     budget = settings.memory_mb * 2**20 // (4 * 4 * (dim + clusters))
     size = min(clips, KMEANS_SAMPLE, max(budget, clusters))
     picked = np.sort(np.random.default_rng(settings.random_state).choice(clips, size=size, replace=False))
-    column = table.take(pa.array(picked, pa.int64()), columns=[ci.EMBEDDING]).column(ci.EMBEDDING).combine_chunks()
-    sample = normalized(column.flatten().to_numpy(zero_copy_only=False).reshape(size, dim))
+    sample = np.empty((size, dim), dtype=np.float32)
+    for start in range(0, size, SCAN_ROWS):
+        rows = table.take(pa.array(picked[start : start + SCAN_ROWS]), columns=[ci.EMBEDDING])
+        sample[start : start + SCAN_ROWS] = _unit_rows(rows.column(ci.EMBEDDING))
     return fit_centroids(sample, clusters, settings.random_state)
 
 
@@ -221,20 +228,19 @@ def _assign(table: lance.LanceDataset, centroids: Centroids, scan_rows: int) -> 
 
 
 def _spill(table: lance.LanceDataset, destination: np.ndarray, scan_rows: int, descriptor: int, dim: int) -> None:
-    """Writes each clip with a destination (>= 0) at that row of the spill file, in runs of adjacent rows."""
+    """Writes each clip with a destination (>= 0) at that row of the spill file, in runs of adjacent rows;
+    only those clips are read from the table."""
     row_bytes = 4 * dim
+    positions = np.flatnonzero(destination >= 0)
     start = 0
-    for _, unit in _unit_batches(table, scan_rows):
-        targets = destination[start : start + len(unit)]
+    for _, unit in _unit_batches(table, scan_rows, positions):
+        targets = destination[positions[start : start + len(unit)]]
         start += len(unit)
-        chosen = np.flatnonzero(targets >= 0)
-        if not len(chosen):
-            continue
-        chosen = chosen[np.argsort(targets[chosen])]
-        rows = targets[chosen]
+        order = np.argsort(targets)
+        rows = targets[order]
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for run in np.split(np.arange(len(chosen)), breaks):
-            block = np.ascontiguousarray(unit[chosen[run]], dtype=np.float32)
+        for run in np.split(np.arange(len(order)), breaks):
+            block = np.ascontiguousarray(unit[order[run]], dtype=np.float32)
             os.pwrite(descriptor, block.tobytes(), int(rows[run[0]]) * row_bytes)
 
 
@@ -264,6 +270,19 @@ def _previous_rows(storage: Storage, settings: DedupSettings, state: dict[str, A
     rows = pq.read_table(io.BytesIO(data))
     schema = DECISIONS_SCHEMA if settings.rule == "nemo" else GROUPS_SCHEMA
     return rows if rows.schema.equals(schema) else None
+
+
+def _rows_by_cluster(rows: pa.Table) -> dict[int, list[pa.Table]]:
+    """The last build's rows of each cluster (slices, no copy; the table is written in cluster order)."""
+    clusters = rows.column(CENTROID).to_numpy()
+    if len(clusters) and np.any(np.diff(clusters) < 0):
+        rows = rows.sort_by([(CENTROID, "ascending")])
+        clusters = rows.column(CENTROID).to_numpy()
+    found: dict[int, list[pa.Table]] = {}
+    for cluster in np.unique(clusters).tolist():
+        start, stop = np.searchsorted(clusters, [cluster, cluster + 1])
+        found[cluster] = [rows.slice(int(start), int(stop - start))]
+    return found
 
 
 def build_near_duplicates(storage: Storage, settings: DedupSettings, *, refit: bool = False) -> NearDuplicatesBuild:
@@ -309,14 +328,17 @@ def build_near_duplicates(storage: Storage, settings: DedupSettings, *, refit: b
         ranked[cluster] = (offset, members)
         offset += len(members)
     durations = _durations(storage, assigned.clip_ids) if settings.rule == "transitive" and ranked else None
+    kept_rows = _rows_by_cluster(previous) if previous is not None else {}
     parts: list[pa.Table] = []
-    if previous is not None:
-        parts.append(previous.filter(pc.invert(pc.is_in(previous.column(CENTROID), pa.array(redo, pa.int32())))))
     with tempfile.TemporaryFile(prefix="near-duplicates-") as spill:
         descriptor = spill.fileno()
         if ranked:
             _spill(vectors, destination, scan_rows, descriptor, dim)
-        for cluster, (first_row, members) in ranked.items():
+        for cluster in range(len(centroids)):
+            if cluster not in ranked:
+                parts.extend(kept_rows.get(cluster, []))
+                continue
+            first_row, members = ranked[cluster]
             rows = ClusterRows(
                 cluster,
                 assigned.clip_ids.take(pa.array(members)),
@@ -329,9 +351,7 @@ def build_near_duplicates(storage: Storage, settings: DedupSettings, *, refit: b
             else:
                 parts.append(transitive_groups(rows, settings, dim))
     table = pa.concat_tables(parts) if parts else empty
-    if settings.rule == "nemo":
-        table = table.sort_by([(CENTROID, "ascending"), (RANK, "ascending")])
-    else:
+    if settings.rule == "transitive":
         table = number_groups(table)
     grouping = Grouping(table, settings, clips, len(centroids))
     return NearDuplicatesBuild(
