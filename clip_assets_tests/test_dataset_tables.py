@@ -140,6 +140,15 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
     removed = {row["clip_id"]: row for row in rows if not row["kept"]}
     assert sorted(map(sorted, pairs)) == sorted(sorted({clip_id, row["max_id"]}) for clip_id, row in removed.items())
     assert all(row["cosine_sim_score"] > 0.999 for row in removed.values())
+    histogram = (
+        open_dataset(str(output))
+        .query(  # docs/dataset.md's query for choosing eps
+            "SELECT round(cosine_sim_score, 2) AS similarity, count(*) AS clips "
+            "FROM near_duplicates GROUP BY 1 ORDER BY 1 DESC"
+        )
+        .to_pylist()
+    )
+    assert histogram[0] == {"similarity": 1.0, "clips": 2} and sum(h["clips"] for h in histogram) == 9
     (check,) = result.get_asset_check_evaluations()
     assert check.passed and check.check_name == "duplicate_rate_steady"
 
