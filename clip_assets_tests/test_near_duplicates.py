@@ -27,6 +27,7 @@ from clip_assets.dataset.near_duplicates import (
     transitive_groups,
 )
 from clip_assets.dataset.near_duplicates_update import update_near_duplicates
+from clip_assets.dataset.tables import table_location
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import write_vectors
 
@@ -345,3 +346,29 @@ def test_memory_stays_bounded_by_the_setting(tmp_path):
     update_near_duplicates(storage, small)
     table, _, means = stored(storage)
     assert_matches_reference(table, ids, vectors, means, small)
+
+
+def test_several_fragments_with_deleted_rows(tmp_path):
+    """Appends make fragments and a replaced video leaves deletion files: the build reads the live rows of
+    each fragment, in the scan for the centroids and in the spill alike, and an update sees the deletions."""
+    storage = LocalStorage(tmp_path)
+    vectors = clustered_vectors(900, 16, centres=4, seed=12, twins=[(i, i + 300) for i in range(0, 300, 25)])
+    ids = [f"clip-{i:04d}" for i in range(900)]
+    for part in range(3):
+        rows = slice(300 * part, 300 * (part + 1))
+        write_vectors(storage, ids[rows], vectors[rows], f"v{part}.mp4", mode="create" if part == 0 else "append")
+    table = table_location(storage, layout.clip_vectors_key()).latest()
+    gone = {ids[i] for i in range(0, 900, 7)}
+    table.delete("clip_id IN (" + ", ".join(f"'{c}'" for c in sorted(gone)) + ")")
+    assert len(table.get_fragments()) == 3
+    live = [i for i in range(900) if ids[i] not in gone]
+    settings = DedupSettings(eps=0.05, n_clusters=3, pairwise_batch_size=32)
+    update_near_duplicates(storage, settings)
+    decisions, _, means = stored(storage)
+    assert_matches_reference(decisions, [ids[i] for i in live], vectors[live], means, settings)
+    # One more deletion: the update re-decides the clusters that lost a clip, and still agrees.
+    table_location(storage, layout.clip_vectors_key()).latest().delete(f"clip_id = '{ids[live[-1]]}'")
+    update = update_near_duplicates(storage, settings)
+    decisions, _, _ = stored(storage)
+    assert not update.build.refit.needed and update.build.clusters_decided == 1
+    assert_matches_reference(decisions, [ids[i] for i in live[:-1]], vectors[live[:-1]], means, settings)

@@ -169,13 +169,23 @@ def refit_needed(
 def _unit_batches(
     table: lance.LanceDataset, rows: int, positions: np.ndarray | None = None
 ) -> Iterator[tuple[pa.Array, np.ndarray]]:
-    """(clip ids, unit vectors) of the table's rows in row order (or of the rows at `positions`, sorted),
-    `rows` at a time. Read by row position (`take`): a scan's read-ahead and page buffers hold several
-    times a batch, which the memory budget has no room for."""
-    wanted = np.arange(table.count_rows()) if positions is None else positions
-    for start in range(0, len(wanted), rows):
-        batch = table.take(pa.array(wanted[start : start + rows]), columns=[ci.CLIP_ID, ci.EMBEDDING])
-        yield batch.column(ci.CLIP_ID).combine_chunks(), _unit_rows(batch.column(ci.EMBEDDING))
+    """(clip ids, unit vectors) of the table's rows in position order (fragment by fragment, live rows
+    only), or of the rows at `positions` (sorted), `rows` at a time.
+
+    Read by position within each fragment (`LanceFragment.take`): a scan's read-ahead and page buffers
+    hold several times a batch, which the memory budget has no room for, and the dataset-wide `take`
+    re-maps positions over the deletion files on every call (seconds a call once a video was replaced)."""
+    start = 0
+    for fragment in table.get_fragments():
+        stop = start + fragment.count_rows()
+        if positions is None:
+            local = np.arange(stop - start)
+        else:
+            local = positions[np.searchsorted(positions, start) : np.searchsorted(positions, stop)] - start
+        for first in range(0, len(local), rows):
+            batch = fragment.take(local[first : first + rows].tolist(), columns=[ci.CLIP_ID, ci.EMBEDDING])
+            yield batch.column(ci.CLIP_ID).combine_chunks(), _unit_rows(batch.column(ci.EMBEDDING))
+        start = stop
 
 
 def _unit_rows(column: pa.ChunkedArray) -> np.ndarray:
@@ -191,9 +201,10 @@ def _fit(table: lance.LanceDataset, settings: DedupSettings, clips: int, dim: in
     size = min(clips, KMEANS_SAMPLE, max(budget, clusters))
     picked = np.sort(np.random.default_rng(settings.random_state).choice(clips, size=size, replace=False))
     sample = np.empty((size, dim), dtype=np.float32)
-    for start in range(0, size, SCAN_ROWS):
-        rows = table.take(pa.array(picked[start : start + SCAN_ROWS]), columns=[ci.EMBEDDING])
-        sample[start : start + SCAN_ROWS] = _unit_rows(rows.column(ci.EMBEDDING))
+    filled = 0
+    for _, unit in _unit_batches(table, SCAN_ROWS, picked):
+        sample[filled : filled + len(unit)] = unit
+        filled += len(unit)
     return fit_centroids(sample, clusters, settings.random_state)
 
 
