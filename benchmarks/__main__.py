@@ -9,7 +9,8 @@ first run), nemo (NeMo Curator 1.4.0's ClipWriterStage, in the tests' venv cache
 production (a backfill on deploy/'s instance, PostgreSQL, runs launched by the daemon from the queue, vs NeMo),
 s3 (vs `aws s3 cp --recursive` to moto's server on loopback), scale (one video of 10 MB to 1 GB: time and
 peak RSS), overhead (Dagster per partition: batched vs one run each), discovery (sensor ticks over a big inbox),
-dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips; nearest at 100k),
+dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips, or --clips; each derived
+table's build and update time and peak RSS; nearest's latency and recall@10 at the largest size),
 exports (training shards and gallery: one added video vs building them from scratch at 10k clips),
 partitions (100,000 registered partitions on PostgreSQL: sensor ticks, discover, the UI's partition status, a
 backfill of all of them enqueued).
@@ -119,6 +120,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--discovery-files", type=int, help="inbox size for discovery (full: 10000)")
     parser.add_argument("--overhead-partitions", type=int, help="tiny partitions for Dagster overhead (full: 200)")
     parser.add_argument("--partitions", type=int, help="registered partitions for `partitions` (full: 100000)")
+    parser.add_argument(
+        "--clips", type=int, nargs="+", help="dataset sizes in clips for `dataset` (full: 10000 100000), e.g. 1000000"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where JSON and PNG go")
     parser.add_argument("--tmp", type=Path, help="parent of the scratch folder (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (generated inputs, logs)")
@@ -152,7 +156,7 @@ def run_all(
         "scale": lambda: bench_scale.run(ctx, args.scale_mb or sizes["scale_mb"]),
         "overhead": lambda: bench_overhead.run(ctx, args.overhead_partitions or sizes["overhead_partitions"]),
         "discovery": lambda: bench_discovery.run(ctx, args.discovery_files or sizes["discovery_files"]),
-        "dataset": lambda: bench_dataset.run(ctx, sizes["dataset_clips"]),
+        "dataset": lambda: bench_dataset.run(ctx, args.clips or sizes["dataset_clips"]),
         "exports": lambda: bench_exports.run(ctx, sizes["exports_clips"]),
         "partitions": lambda: bench_partitions.run(ctx, args.partitions or sizes["partitions"]),
     }

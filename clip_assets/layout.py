@@ -299,13 +299,20 @@ def clip_vectors_key() -> str:
 
 
 def near_duplicates_key() -> str:
-    """Groups of near-duplicate clips, a Parquet file: one row per member."""
+    """The near-duplicate decisions, a Parquet file: one row per clip compared (per group member for the
+    transitive rule)."""
     return f"{DATASET}near_duplicates.parquet"
 
 
 def near_duplicates_summary_key() -> str:
-    """The last grouping's figures (duplicate rate and the one before it), for the rate-jump check."""
+    """The last build's figures, settings and per-cluster fingerprints (what the next update compares
+    with), and the duplicate rate the rate-jump check accepts."""
     return f"{DATASET}near_duplicates.json"
+
+
+def near_duplicates_centroids_key() -> str:
+    """The fitted k-means centroids (a .npy array, clusters x dim), re-used by every update until a re-fit."""
+    return f"{DATASET}near_duplicates_centroids.npy"
 
 
 def dataset_lock_key() -> str:

@@ -43,6 +43,13 @@ def test_index_vectors_and_duplicates_on_a_store(store, inbox, instance):
 
     grouping = materialize_near_duplicates(instance, str(inbox), output, s3=store.s3)
     assert grouping.success and materialization_metadata(grouping, "near_duplicates")["groups"] == 1
+    decisions = dataset.near_duplicates().to_pylist()  # NeMo's rule: a row per clip, one of the twins removed
+    removed = [r for r in decisions if not r["kept"]]
+    assert len(decisions) == 4 and len(removed) == 1
+    assert sorted([removed[0]["clip_id"], removed[0]["max_id"]]) == sorted([a[1].uuid, b[0].uuid])
+    assert "dataset/near_duplicates_centroids.npy" in store.keys("curated")
+    transitive = materialize_near_duplicates(instance, str(inbox), output, s3=store.s3, rule="transitive")
+    assert transitive.success and materialization_metadata(transitive, "near_duplicates")["groups"] == 1
     assert sorted(r["clip_id"] for r in dataset.near_duplicates().to_pylist()) == sorted([a[1].uuid, b[0].uuid])
 
     # The credentials reach Lance, and nothing else: not the location's repr, not any event of any run.
@@ -50,7 +57,7 @@ def test_index_vectors_and_duplicates_on_a_store(store, inbox, instance):
     assert location.storage_options
     if store.secret is not None:
         assert store.secret in location.storage_options.values() and store.secret not in repr(location)
-        for run in [*runs, grouping]:
+        for run in [*runs, grouping, transitive]:
             for event in run.all_events:
                 assert store.secret not in str(event)
     if store.name == "gcs":  # Lance commits a table version only if no other writer made it first

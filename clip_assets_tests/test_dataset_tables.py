@@ -12,13 +12,15 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from dagster import materialize
+from dagster import AssetKey, materialize
 
 from clip_assets import layout
 from clip_assets.cli import main
+from clip_assets.components.curated_dataset import CuratedDataset
 from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
+from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     build_resources,
@@ -26,6 +28,7 @@ from clip_assets_tests.support.dataset import (
     materialization_metadata,
     materialize_dataset_tables,
     materialize_near_duplicates,
+    write_vectors,
 )
 from clip_assets_tests.support.factories import clips_with_vectors, write_video
 
@@ -122,13 +125,38 @@ def test_index_agrees_with_the_tree(inbox, output, instance, run_partition):
 def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_partition):
     videos = build_three_videos(inbox)
     curate(inbox, output, instance, run_partition, sorted(videos))
+    a, b, c = videos["a.mp4"], videos["b.mp4"], videos["c.mp4"]
+    # The default, NeMo's rule: a row per clip compared; one clip of each planted pair goes, matched to the other.
     result = materialize_near_duplicates(instance, str(inbox), str(output))
     assert result.success
     metadata = materialization_metadata(result, "near_duplicates")
     assert (metadata["groups"], metadata["duplicates"], metadata["clips_compared"]) == (2, 2, 9)
     assert abs(metadata["duplicate_rate"] - 2 / 9) < 1e-6
+    rows = open_dataset(str(output)).near_duplicates().to_pylist()
+    passed = {clip.uuid for clip in a + b + c if not clip.filtered}
+    assert {row["clip_id"] for row in rows} == passed and len(rows) == 9
+    pairs = [{a[0].uuid, b[1].uuid}, {a[2].uuid, c[2].uuid}]
+    removed = {row["clip_id"]: row for row in rows if not row["kept"]}
+    assert sorted(map(sorted, pairs)) == sorted(sorted({clip_id, row["max_id"]}) for clip_id, row in removed.items())
+    assert all(row["cosine_sim_score"] > 0.999 for row in removed.values())
+    histogram = (
+        open_dataset(str(output))
+        .query(  # docs/dataset.md's query for choosing eps
+            "SELECT round(cosine_sim_score, 2) AS similarity, count(*) AS clips "
+            "FROM near_duplicates GROUP BY 1 ORDER BY 1 DESC"
+        )
+        .to_pylist()
+    )
+    assert histogram[0] == {"similarity": 1.0, "clips": 2} and sum(h["clips"] for h in histogram) == 9
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.check_name == "duplicate_rate_steady"
+
+    # The transitive option writes the groups, a row per member, the longest clip kept.
+    transitive = materialize_near_duplicates(instance, str(inbox), str(output), rule="transitive")
+    metadata = materialization_metadata(transitive, "near_duplicates")
+    assert (metadata["groups"], metadata["duplicates"], metadata["clips_compared"]) == (2, 2, 9)
+    assert abs(metadata["duplicate_rate"] - 2 / 9) < 1e-6
     groups = open_dataset(str(output)).near_duplicates().to_pylist()
-    a, b, c = videos["a.mp4"], videos["b.mp4"], videos["c.mp4"]
     members = {}
     for row in groups:
         members.setdefault(row["group_id"], set()).add(row["clip_id"])
@@ -139,7 +167,7 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
         assert row["kept_clip_id"] == min(members[row["group_id"]]) and row["kept"] == (
             row["clip_id"] == row["kept_clip_id"]
         )
-    (check,) = result.get_asset_check_evaluations()
+    (check,) = transitive.get_asset_check_evaluations()
     assert check.passed and check.check_name == "duplicate_rate_steady"
 
     # Planting a third copy of a[0] in a new video raises the rate by well over five points: the check warns.
@@ -150,8 +178,19 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
     (check,) = again.get_asset_check_evaluations()
     assert not check.passed and check.severity.value == "WARN"
     assert materialization_metadata(again, "near_duplicates")["duplicates"] == 3
+    # The warning stays on the next run (as automation re-materializes the asset) until a run fixes it or a
+    # curator accepts the new rate.
+    still = materialize_near_duplicates(instance, str(inbox), str(output))
+    (check,) = still.get_asset_check_evaluations()
+    assert not check.passed and check.severity.value == "WARN"
+    accepted = materialize_near_duplicates(instance, str(inbox), str(output), accept_rate=True)
+    assert all(check.passed for check in accepted.get_asset_check_evaluations())
+    (check,) = materialize_near_duplicates(instance, str(inbox), str(output)).get_asset_check_evaluations()
+    assert check.passed
     # A threshold below the planted noise finds nothing.
-    tight = materialize_near_duplicates(instance, str(inbox), str(output), max_cosine_distance=1e-9)
+    tight = materialize_near_duplicates(instance, str(inbox), str(output), eps=1e-9)
+    assert materialization_metadata(tight, "near_duplicates")["groups"] == 0
+    tight = materialize_near_duplicates(instance, str(inbox), str(output), eps=1e-9, rule="transitive")
     assert materialization_metadata(tight, "near_duplicates")["groups"] == 0
 
     # The dataset summary carries the tables' figures.
@@ -227,3 +266,26 @@ def test_a_removed_video_leaves_nothing(inbox, output, instance, run_partition, 
     grouping = materialize_near_duplicates(instance, str(inbox), str(output))
     assert materialization_metadata(grouping, "near_duplicates")["groups"] == 1  # only a~c is left
     assert not removed & {r["clip_id"] for r in dataset.near_duplicates().to_pylist()}
+
+
+def test_a_datasets_defs_yaml_sets_the_near_duplicates_defaults(tmp_path, instance):
+    """`near_duplicates: {...}` on the dataset's component: the run config's defaults, which a run can override."""
+    component = CuratedDataset.resolve_from_yaml(
+        f"key_prefix: [cars]\noutput: {tmp_path / 'out'}\nnear_duplicates: {{eps: 0.2, which_to_keep: easy}}\n"
+    )
+    definitions = component.build_defs(None)
+    key = AssetKey(["cars", "near_duplicates"])
+    fields = definitions.resolve_assets_def(key).node_def.config_schema.config_type.fields
+    assert (fields["eps"].default_value, fields["which_to_keep"].default_value) == (0.2, "easy")
+    assert fields["rule"].default_value == "nemo"
+    # Two clips 20 degrees apart (cosine similarity 0.94): near-duplicates at eps 0.2, not at NeMo's 0.01.
+    angles = np.radians([0.0, 20.0])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    write_vectors(LocalStorage(tmp_path / "out"), ["a", "b"], vectors)
+    asset_def = definitions.resolve_assets_def(key)
+    run = materialize([asset_def], instance=instance)
+    metadata = materialization_metadata(run, "cars/near_duplicates")
+    assert metadata["duplicates"] == 1 and metadata["settings"]["which_to_keep"] == "easy"
+    config = {"ops": {asset_def.node_def.name: {"config": {"eps": 0.01}}}}
+    run = materialize([asset_def], instance=instance, run_config=config)
+    assert materialization_metadata(run, "cars/near_duplicates")["duplicates"] == 0

@@ -9,6 +9,7 @@
       partitions_per_run: 50
       storage_options: {addressing_style: path}      # how to reach the stores (not credentials)
       writer_settings: {generate_captions: false}    # NeMo's writer knobs, for every run of this dataset
+      near_duplicates: {eps: 0.02, which_to_keep: easy}   # the near_duplicates run config's defaults
 
 The file is the dataset's one source of truth: the UI, the sensors and `clip-assets --dataset cars`
 all read it. With `from_environment: true` (the embedded default dataset) each setting is taken from
@@ -24,6 +25,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from clip_assets.components.dataset import DEFAULT_OWNERS, dataset_definitions, dataset_resources
+from clip_assets.components.dataset_tables import NearDuplicatesSettings
 from clip_assets.components.environment import (
     DEFAULTS,
     EMBEDDING_ALGORITHM_VAR,
@@ -75,6 +77,9 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
         "their own (a re-read of what was written); off, they run only when launched.",
     )
     owners: list[str] = Field(default_factory=lambda: list(DEFAULT_OWNERS))
+    near_duplicates: NearDuplicatesSettings = Field(
+        default_factory=NearDuplicatesSettings, description="The near_duplicates asset's settings for this dataset."
+    )
     from_environment: bool = Field(
         default=False, description="Take each setting from its CLIP_ASSETS_* variable when that is set."
     )
@@ -144,6 +149,7 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
             sensor_interval_s=self.number(SENSOR_INTERVAL_VAR, self.sensor_interval_s),
             owners=self.owners,
             verify_after_write=self.verify_after_write,
+            near_duplicates=self.near_duplicates,
         )
 
 

@@ -16,7 +16,12 @@ from clip_assets.components.assets import inbox_spec, output_families_asset
 from clip_assets.components.checks import intact_checks
 from clip_assets.components.dataset_exports import clip_gallery_asset, dataset_export_checks, training_shards_asset
 from clip_assets.components.dataset_summary import dataset_summary_asset
-from clip_assets.components.dataset_tables import dataset_table_checks, dataset_tables_asset, near_duplicates_asset
+from clip_assets.components.dataset_tables import (
+    NearDuplicatesSettings,
+    dataset_table_checks,
+    dataset_tables_asset,
+    near_duplicates_asset,
+)
 from clip_assets.components.jobs import dataset_jobs
 from clip_assets.components.names import DatasetNames
 from clip_assets.components.resources import (
@@ -40,8 +45,10 @@ def dataset_definitions(
     sensor_interval_s: int = 30,
     owners: Sequence[str] = DEFAULT_OWNERS,
     verify_after_write: bool = True,
+    near_duplicates: NearDuplicatesSettings | None = None,
 ) -> Definitions:
-    """Everything Dagster needs for one dataset; `resources` as `dataset_resources` makes them."""
+    """Everything Dagster needs for one dataset; `resources` as `dataset_resources` makes them;
+    `near_duplicates` the defaults of the near-duplicates asset's run config."""
     jobs = dataset_jobs(names)
     family_keys = [names.key(family.name) for family in families]
     sensors = [inbox_sensor(names, partitions_per_run, sensor_interval_s, family_keys), summary_automation(names)]
@@ -53,7 +60,7 @@ def dataset_definitions(
             output_families_asset(names, families, partitions_per_run, owners),
             dataset_summary_asset(names, families, owners),
             dataset_tables_asset(names, families, partitions_per_run, owners),
-            near_duplicates_asset(names, owners),
+            near_duplicates_asset(names, owners, near_duplicates),
             training_shards_asset(names, owners),
             clip_gallery_asset(names, owners),
         ],

@@ -3,10 +3,12 @@
 Thin: `clip_assets.dataset.update` does the work. `clip_index` and `clip_vectors` are one step
 (partitioned like the output families, downstream of them) because both are made from one read of
 a partition's outputs; each run replaces exactly its partitions' rows, and drops the rows of videos
-that are no longer partitions. `near_duplicates` regroups the whole vector table.
+that are no longer partitions. `near_duplicates` re-decides the clusters whose clips changed
+(`clip_assets.dataset.near_duplicates_update`).
 """
 
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from dagster import (
@@ -22,22 +24,37 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    Model,
+    Resolvable,
     TableColumn,
     TableSchema,
     asset,
     asset_check,
     multi_asset,
 )
-from pydantic import Field
+from pydantic import Field, create_model
+from pydantic.fields import FieldInfo
 
 from clip_assets import layout
 from clip_assets.components.names import CLIP_INDEX, CLIP_VECTORS, DATASET_GROUP, NEAR_DUPLICATES, DatasetNames
 from clip_assets.components.partitions import video_partitions
 from clip_assets.components.resources import StorageResource
 from clip_assets.dataset import clip_index as ci
-from clip_assets.dataset.near_duplicates import DEFAULT_MAX_COSINE_DISTANCE, DEFAULT_RATE_JUMP, rate_jumped
+from clip_assets.dataset.near_duplicates import (
+    CLUSTER_SIZE,
+    DEFAULT_EPS,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_PAIRWISE_BATCH_SIZE,
+    DEFAULT_RANDOM_STATE,
+    DEFAULT_RATE_JUMP,
+    DedupSettings,
+    Rule,
+    WhichToKeep,
+    rate_jumped,
+)
+from clip_assets.dataset.near_duplicates_update import read_near_duplicates_summary, update_near_duplicates
 from clip_assets.dataset.tables import VECTOR_COLUMNS, read_clip_index, table_location
-from clip_assets.dataset.update import read_near_duplicates_summary, update_dataset_tables, update_near_duplicates
+from clip_assets.dataset.update import update_dataset_tables
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, clip_metadata
 
@@ -122,16 +139,60 @@ def dataset_tables_asset(
     return update_tables
 
 
-class NearDuplicatesConfig(Config):
-    max_cosine_distance: float = Field(
-        default=DEFAULT_MAX_COSINE_DISTANCE,
-        ge=0.0,
-        lt=2.0,
-        description="Clips whose embeddings are this close (1 - cosine similarity) or closer are near-duplicates.",
+class NearDuplicatesSettings(Resolvable, Model):
+    """A dataset's near-duplicate settings, NeMo's names: the `near_duplicates:` attribute of its defs.yaml,
+    and the defaults of the asset's run config (which can set each one for a run)."""
+
+    rule: Rule = Field(
+        default="nemo",
+        description="'nemo': NeMo Curator's ranked comparison (a clip goes when an earlier-ranked clip of its "
+        "cluster is within eps); 'transitive': union-find groups of pairs within eps, the longest clip kept.",
+    )
+    eps: float = Field(
+        default=DEFAULT_EPS, ge=0.0, lt=1.0, description="Near-duplicate at cosine similarity >= 1 - eps (NeMo's)."
+    )
+    which_to_keep: WhichToKeep = Field(
+        default="hard",
+        description="NeMo's ranking within a cluster: 'hard' keeps the clips farthest from the centroid, 'easy' "
+        "the closest, 'random' a seeded shuffle.",
+    )
+    n_clusters: int | None = Field(
+        default=None, ge=1, description=f"k-means clusters; unset: one per {CLUSTER_SIZE} clips, fixed at each fit."
+    )
+    random_state: int = Field(default=DEFAULT_RANDOM_STATE, description="Seeds k-means and 'random'.")
+    pairwise_batch_size: int = Field(
+        default=DEFAULT_PAIRWISE_BATCH_SIZE, ge=1, description="Clips compared per block (NeMo's)."
+    )
+    memory_mb: int = Field(
+        default=DEFAULT_MEMORY_MB,
+        ge=16,
+        description="MiB of vectors, similarity blocks and k-means sample held at once.",
     )
 
+    def settings(self) -> DedupSettings:
+        return DedupSettings(**{name: getattr(self, name) for name in NearDuplicatesSettings.model_fields})
 
-def near_duplicates_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsDefinition:
+
+def near_duplicates_config(defaults: NearDuplicatesSettings) -> type[Config]:
+    """The asset's run config: every setting, defaulting to the dataset's, and two actions."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, FieldInfo.merge_field_infos(info, default=getattr(defaults, name)))
+        for name, info in NearDuplicatesSettings.model_fields.items()
+    }
+    fields["refit"] = (bool, Field(default=False, description="Fit k-means anew (every cluster is re-decided)."))
+    fields["accept_rate"] = (
+        bool,
+        Field(default=False, description="Take this build's duplicate rate as the one duplicate_rate_steady accepts."),
+    )
+    config: type[Config] = create_model("NearDuplicatesConfig", __base__=Config, **fields)
+    return config
+
+
+def near_duplicates_asset(
+    names: DatasetNames, owners: Sequence[str], defaults: NearDuplicatesSettings | None = None
+) -> AssetsDefinition:
+    config_type = near_duplicates_config(defaults or NearDuplicatesSettings())
+
     @asset(
         key=names.key(NEAR_DUPLICATES),
         deps=[names.key(CLIP_VECTORS)],
@@ -140,25 +201,21 @@ def near_duplicates_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsD
         owners=list(owners),
         automation_condition=AutomationCondition.eager(),
         required_resource_keys={names.output},
-        description="Groups of passed clips whose embeddings are within a cosine distance of each other, across "
-        "the whole dataset (k-means clusters, exact pairs within them, union-find); per group the longest clip is "
-        "kept (ties: smallest clip id). dataset/near_duplicates.parquet, one row per member.",
+        description="Near-duplicate passed clips across the whole dataset, by NeMo Curator's semantic dedup rule "
+        "(k-means clusters; within each, clips ranked by which_to_keep and one removed when an earlier-ranked clip "
+        "is at cosine similarity >= 1 - eps). dataset/near_duplicates.parquet: one row per clip with NeMo's "
+        "centroid, cosine_dist_to_cent, max_id, cosine_sim_score and kept. rule 'transitive' writes union-find "
+        "groups (one row per member) with the longest clip kept.",
     )
-    def near_duplicates(context: AssetExecutionContext, config: NearDuplicatesConfig) -> MaterializeResult:
+    def near_duplicates(context: AssetExecutionContext, config: config_type) -> MaterializeResult:  # type: ignore[valid-type]
         output: StorageResource = getattr(context.resources, names.output)
         storage = output.get_storage()
-        update = update_near_duplicates(storage, config.max_cosine_distance)
-        grouping = update.grouping
-        largest = sorted(
-            set(
-                zip(
-                    grouping.groups.column("group_id").to_pylist(),
-                    grouping.groups.column("group_size").to_pylist(),
-                    strict=True,
-                )
-            ),
-            key=lambda g: -g[1],
-        )[:_MAX_LISTED]
+        given: dict[str, Any] = config.model_dump()  # type: ignore[attr-defined]
+        chosen = NearDuplicatesSettings(**{name: given[name] for name in NearDuplicatesSettings.model_fields})
+        update = update_near_duplicates(
+            storage, chosen.settings(), refit=given["refit"], accept_rate=given["accept_rate"]
+        )
+        grouping, build = update.grouping, update.build
         return MaterializeResult(
             metadata={
                 "clips_compared": grouping.clips,
@@ -167,10 +224,16 @@ def near_duplicates_asset(names: DatasetNames, owners: Sequence[str]) -> AssetsD
                 "duplicate_rate": MetadataValue.float(round(grouping.duplicate_rate, 6)),
                 "previous_duplicate_rate": MetadataValue.float(update.previous_rate)
                 if update.previous_rate is not None
-                else MetadataValue.text("none (first grouping)"),
-                "max_cosine_distance": MetadataValue.float(grouping.max_cosine_distance),
-                "largest_groups": MetadataValue.json([{"group_id": g, "size": s} for g, s in largest]),
-                "dagster/row_count": MetadataValue.int(grouping.groups.num_rows),
+                else MetadataValue.text("none (first build)"),
+                "baseline_duplicate_rate": MetadataValue.float(update.baseline_rate)
+                if update.baseline_rate is not None
+                else MetadataValue.text("none (first build)"),
+                "settings": MetadataValue.json(asdict(grouping.settings)),
+                "clusters": grouping.clusters,
+                "kmeans": MetadataValue.text(("fitted: " if build.refit.needed else "") + build.refit.reason),
+                "clusters_decided": build.clusters_decided,
+                "clips_decided": build.clips_decided,
+                "dagster/row_count": MetadataValue.int(grouping.table.num_rows),
                 "dagster/uri": MetadataValue.path(layout.full_location(storage.root, layout.near_duplicates_key())),
             }
         )
@@ -264,24 +327,25 @@ def dataset_table_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
         asset=names.key(NEAR_DUPLICATES),
         name="duplicate_rate_steady",
         required_resource_keys={names.output},
-        description=f"Warns when the duplicate rate rose more than {DEFAULT_RATE_JUMP:.0%} (absolute) since the "
-        "previous grouping: a re-ingested batch or a broken embedding model looks like this.",
+        description=f"Warns when the duplicate rate rose more than {DEFAULT_RATE_JUMP:.0%} (absolute) above the last "
+        "rate it accepted: a re-ingested batch or a broken embedding model looks like this. It keeps warning until "
+        "a build's rate is back within that, or a run with accept_rate takes the new rate.",
     )
     def duplicate_rate_steady(context: AssetCheckExecutionContext) -> AssetCheckResult:
         output: StorageResource = getattr(context.resources, names.output)
         summary = read_near_duplicates_summary(output.get_storage()) or {}
         rate = float(summary.get("duplicate_rate", 0.0))
-        previous = summary.get("previous_duplicate_rate")
-        jumped = rate_jumped(None if previous is None else float(previous), rate)
+        baseline = summary.get("baseline_duplicate_rate", summary.get("previous_duplicate_rate"))
+        jumped = rate_jumped(None if baseline is None else float(baseline), rate)
         return AssetCheckResult(
             passed=not jumped,
             severity=AssetCheckSeverity.WARN,
-            description=f"duplicate rate {rate:.2%}, previously "
-            + ("none" if previous is None else f"{float(previous):.2%}"),
+            description=f"duplicate rate {rate:.2%}, last accepted "
+            + ("none" if baseline is None else f"{float(baseline):.2%}"),
             metadata={
                 "duplicate_rate": MetadataValue.float(rate),
-                "previous_duplicate_rate": MetadataValue.float(float(previous))
-                if previous is not None
+                "baseline_duplicate_rate": MetadataValue.float(float(baseline))
+                if baseline is not None
                 else MetadataValue.text("none"),
                 "tolerance": MetadataValue.float(DEFAULT_RATE_JUMP),
             },

@@ -31,7 +31,8 @@ REFINE_FACTOR = 10
 
 
 def read_near_duplicates(storage: Storage) -> pa.Table | None:
-    """The near-duplicate groups (one row per member), or None before the first grouping."""
+    """The near-duplicate decisions (one row per clip; per group member for the transitive rule), or None
+    before the first build."""
     try:
         data = storage.read(layout.near_duplicates_key())
     except StorageError:

@@ -465,7 +465,8 @@ def update_shards(
 
 
 def duplicates_not_kept(groups: pa.Table | None) -> frozenset[str]:
-    """The clips the near-duplicate grouping (one row per member, `kept` per member) leaves out of training."""
+    """The clips the near-duplicates table (`clip_id`, `kept` per row, whichever rule wrote it) leaves out of
+    training."""
     if groups is None:
         return frozenset()
     members = zip(groups.column(clip_index.CLIP_ID).to_pylist(), groups.column("kept").to_pylist(), strict=True)

@@ -17,9 +17,9 @@ from typing import Any
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.near_duplicates_update import read_near_duplicates_summary
 from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.tables import table_location
-from clip_assets.dataset.update import read_near_duplicates_summary
 from clip_assets.engine.failures import PartitionFailure, load_failures
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, video_summaries

@@ -9,20 +9,14 @@ behind whichever partition is materialized next.
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.clip_index import PartitionOutputs
-from clip_assets.dataset.near_duplicates import DEFAULT_MAX_COSINE_DISTANCE, Grouping, group_near_duplicates
 from clip_assets.dataset.outputs import read_partition_outputs
 from clip_assets.dataset.tables import (
     LOCK_TIMEOUT_S,
@@ -30,13 +24,12 @@ from clip_assets.dataset.tables import (
     TableUpdate,
     embedding_dim,
     indexed_partitions,
-    read_clip_index,
     refresh_vector_index,
     replace_partitions,
     table_location,
     vector_rows,
 )
-from clip_assets.storage import Storage, StorageError
+from clip_assets.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -101,60 +94,3 @@ def commit_partitions(
         vector_index = refresh_vector_index(vectors_location, min_rows=min_indexed_rows)
     written = tuple(key for key, found in outputs.items() if found is not None)
     return DatasetUpdate(index_update, vectors_update, written, removed, vector_index, dim, rows.num_rows)
-
-
-@dataclass(frozen=True)
-class NearDuplicatesUpdate:
-    """A grouping as written, and the duplicate rate of the grouping before it (None the first time)."""
-
-    grouping: Grouping
-    previous_rate: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "clips": self.grouping.clips,
-            "groups": self.grouping.group_count,
-            "duplicates": self.grouping.duplicates,
-            "duplicate_rate": self.grouping.duplicate_rate,
-            "previous_duplicate_rate": self.previous_rate,
-            "max_cosine_distance": self.grouping.max_cosine_distance,
-        }
-
-
-def read_near_duplicates_summary(storage: Storage) -> dict[str, Any] | None:
-    """The figures of the last grouping written, or None before the first."""
-    key = layout.near_duplicates_summary_key()
-    try:
-        document = json.loads(storage.read(key))
-    except StorageError:
-        if storage.stat(key) is None:
-            return None
-        raise
-    return document if isinstance(document, dict) else None
-
-
-def update_near_duplicates(
-    storage: Storage, max_cosine_distance: float = DEFAULT_MAX_COSINE_DISTANCE
-) -> NearDuplicatesUpdate:
-    """Group the vector table's clips anew and write the groups (Parquet) and their figures (JSON)."""
-    vectors = table_location(storage, layout.clip_vectors_key()).open()
-    if vectors is None:
-        clip_ids: list[str] = []
-        matrix = np.empty((0, 1), dtype=np.float32)
-    else:
-        rows = vectors.to_table(columns=[ci.CLIP_ID, ci.EMBEDDING])
-        clip_ids = [str(c) for c in rows.column(ci.CLIP_ID).to_pylist()]
-        column = rows.column(ci.EMBEDDING).combine_chunks()
-        dim = int(column.type.list_size)
-        matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(clip_ids), dim)
-    index = read_clip_index(storage, [ci.CLIP_ID, ci.DURATION])
-    by_id = dict(zip(index.column(ci.CLIP_ID).to_pylist(), index.column(ci.DURATION).to_pylist(), strict=True))
-    grouping = group_near_duplicates(clip_ids, [by_id.get(c) for c in clip_ids], matrix, max_cosine_distance)
-    sink = io.BytesIO()
-    pq.write_table(grouping.groups, sink, compression="zstd")
-    with storage.lock(layout.dataset_lock_key(), LOCK_TIMEOUT_S):
-        previous = read_near_duplicates_summary(storage)
-        update = NearDuplicatesUpdate(grouping, None if previous is None else float(previous["duplicate_rate"]))
-        storage.put(layout.near_duplicates_key(), sink.getvalue())
-        storage.put(layout.near_duplicates_summary_key(), json.dumps(update.to_json(), indent=1).encode())
-    return update

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from dagster import (
     AssetsDefinition,
     ConfigurableResource,
@@ -29,7 +30,9 @@ from clip_assets.components.resources import (
     WriterSettingsResource,
 )
 from clip_assets.components.sensors import evaluate_inbox
+from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.clip_index import PartitionOutputs
+from clip_assets.dataset.tables import table_location
 from clip_assets.engine.manifest import ManifestEntry, PartitionManifest
 from clip_assets.families import FAMILIES
 from clip_assets.storage import Storage
@@ -133,10 +136,10 @@ def materialize_near_duplicates(
     output: str,
     *,
     s3: S3ConnectionResource | None = None,
-    max_cosine_distance: float | None = None,
+    **config: object,
 ) -> ExecuteInProcessResult:
-    """The near-duplicate grouping over the whole vector table, with its check."""
-    config = {} if max_cosine_distance is None else {"max_cosine_distance": max_cosine_distance}
+    """The near-duplicates over the whole vector table, with its check; `config` is the asset's run config
+    (`eps=...`, `rule="transitive"`, ...)."""
     return materialize(
         [processed_videos, *FAMILY_ASSETS, dataset_tables, near_duplicates, *output_checks],
         selection=[near_duplicates],
@@ -206,3 +209,15 @@ def unrecorded(storage: Storage) -> list[str]:
     return sorted(
         i.key for i in storage.list() if i.key not in recorded and not i.key.startswith(layout.INTERNAL_PREFIX)
     )
+
+
+def write_vectors(storage, ids, vectors, partition="p.mp4", durations=None, mode="create") -> None:
+    """The vector table (and, with `durations`, the clip index's id and duration) as Lance writes them."""
+    dim = vectors.shape[1]
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+    keys = pa.array([partition] * len(ids)) if isinstance(partition, str) else pa.array(partition)
+    rows = pa.table({ci.CLIP_ID: pa.array(ids), ci.PARTITION_KEY: keys, ci.EMBEDDING: embedding})
+    table_location(storage, layout.clip_vectors_key()).write(rows, mode)
+    if durations is not None:
+        index = pa.table({ci.CLIP_ID: pa.array(ids), ci.DURATION: pa.array(durations, pa.float64())})
+        table_location(storage, layout.clip_index_key()).write(index, mode)
