@@ -51,7 +51,6 @@ from clip_assets_tests.support.deployment import (
     LOCATION_NAME,
     WRITE_POOL,
     Deployment,
-    descendants,
     env_references,
     fresh_database,
     holders,
@@ -64,6 +63,7 @@ from clip_assets_tests.support.deployment import (
     with_overrides,
 )
 from clip_assets_tests.support.factories import make_clips, write_video
+from clip_assets_tests.support.processes import descendants
 
 FAMILIES = sorted(family.name for family in OUTPUT_FAMILIES)
 LAUNCHERS = {"local": "DefaultRunLauncher", "ecs": "EcsRunLauncher", "k8s": "K8sRunLauncher"}
