@@ -30,7 +30,7 @@ def test_index_vectors_and_duplicates_on_s3(s3, inbox, instance):
     stored = s3.keys("curated")
     assert any(key.startswith("dataset/clip_index.lance/") for key in stored)
 
-    dataset = open_dataset(output, s3=s3.connection.storage_options())
+    dataset = open_dataset(output, s3.connection.storage_options())
     rows = dataset.clips([ci.CLIP_ID, ci.PASSED, ci.MP4_URI])
     assert rows.num_rows == 5 and rows.column(ci.PASSED).to_pylist().count(True) == 4
     assert all(uri.startswith(f"{output}/") for uri in rows.column(ci.MP4_URI).to_pylist())

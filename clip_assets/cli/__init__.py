@@ -116,7 +116,7 @@ def discover(inbox: str | None) -> None:
     from clip_assets.engine.discovery import register
     from clip_assets.storage import open_storage
 
-    storage = open_storage(inbox or configured(INBOX_VAR), s3=s3_connection(configured).storage_options())
+    storage = open_storage(inbox or configured(INBOX_VAR), s3_connection(configured).storage_options())
     result, new_keys = register(DagsterInstance.get(), storage, DatasetNames().partitions)
     for video in result.videos:
         click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")
@@ -147,7 +147,7 @@ def failures(output: str | None, as_json: bool) -> None:
     from clip_assets.engine.failures import load_failures
     from clip_assets.storage import open_storage
 
-    storage = open_storage(output or configured(OUTPUT_VAR), s3=s3_connection(configured).storage_options())
+    storage = open_storage(output or configured(OUTPUT_VAR), s3_connection(configured).storage_options())
     found = list(load_failures(storage))
     if as_json:
         click.echo(json.dumps([json.loads(failure.to_bytes()) for failure in found], indent=2))
@@ -211,7 +211,7 @@ def remove(video_key: str, output: str | None) -> None:
     from clip_assets.families import FAMILIES
     from clip_assets.storage import open_storage
 
-    storage = open_storage(output or configured(OUTPUT_VAR), s3=s3_connection(configured).storage_options())
+    storage = open_storage(output or configured(OUTPUT_VAR), s3_connection(configured).storage_options())
     partitions = DatasetNames().partitions
     instance = DagsterInstance.get()
     known = instance.get_dynamic_partitions(partitions)

@@ -18,7 +18,8 @@ from clip_assets.components.environment import (
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.engine.batches import PARTITIONS_IN_PARALLEL
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import Storage, open_storage
+from clip_assets.storage import Storage, StorageSpec
+from clip_assets.storage.options import options_of
 from clip_assets.storage.s3 import MiB, S3Connection, S3Options
 
 
@@ -68,8 +69,8 @@ class S3ConnectionResource(S3Resource):
         return self.connection().client(self.write_options().checksum)
 
     def storage_options(self) -> dict[str, Any]:
-        """What `open_storage` needs for an `s3://` URL: how to connect and how to write."""
-        return {"connection": self.connection(), "options": self.write_options()}
+        """This connection as `open_storage`'s options: the fields set here, in the S3 backend's names."""
+        return options_of(self.connection(), self.write_options())
 
     def write_options(self) -> S3Options:
         if self.checksum not in ("sha256", "md5"):
@@ -103,20 +104,33 @@ def s3_connection(setting: Callable[[str], Any]) -> S3ConnectionResource:
 
 
 class StorageResource(ConfigurableResource):
-    """A storage root chosen by configuration alone: a local folder, or `s3://bucket/prefix`."""
+    """A storage root chosen by configuration alone: a local folder, or a store's URL (`s3://bucket/prefix`)."""
 
     url: str = Field(
-        description="Local folder (relative paths resolve against the working directory) or s3://bucket/prefix."
+        description="Local folder (relative paths resolve against the working directory) or a store's URL "
+        "(s3://bucket/prefix)."
+    )
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="How to reach the store, in its backend's option names (docs/architecture.md, Storage): "
+        "an endpoint, addressing, checksums. Credentials come from the store's standard chain, never from here.",
     )
     s3: S3ConnectionResource | None = Field(
-        default=None, description="How to reach S3 for s3:// URLs; unset: the standard AWS configuration."
+        default=None,
+        description="dagster-aws's S3 connection, for deployments that configure S3 as a resource (credentials "
+        "through EnvVar); `storage_options` override it.",
     )
     _storage: Storage | None = PrivateAttr(default=None)
 
+    def spec(self) -> StorageSpec:
+        """The URL and every option, for a process that opens the storage itself."""
+        s3 = self.s3.storage_options() if self.s3 is not None else {}
+        return StorageSpec(self.url, {**s3, **self.storage_options})
+
     def get_storage(self) -> Storage:
-        """Built once per resource instance (an S3 client is costly to make)."""
+        """Built once per resource instance (a cloud client is costly to make)."""
         if self._storage is None:
-            self._storage = open_storage(self.url, s3=(self.s3 or S3ConnectionResource()).storage_options())
+            self._storage = self.spec().open()
         return self._storage
 
 

@@ -4,6 +4,6 @@
 neighbours, the near-duplicate groups and the training shards.
 """
 
-from clip_assets.dataset.read import ClipDataset, open_dataset
+from clip_assets.dataset.read import ClipDataset, DatasetNotFoundError, open_dataset
 
-__all__ = ["ClipDataset", "open_dataset"]
+__all__ = ["ClipDataset", "DatasetNotFoundError", "open_dataset"]

@@ -1,6 +1,6 @@
 """Reading the curated dataset back: the clip index as Arrow, SQL over it, nearest neighbours, shards.
 
-`open_dataset(root)` takes a folder or an `s3://` URL (with the same storage options as
+`open_dataset(root)` takes a folder or a store's URL (with the same storage options as
 `clip_assets.storage.open_storage`). SQL runs in DuckDB over the Lance tables themselves (DuckDB
 scans them as Arrow datasets, so S3 is read by Lance, not by DuckDB's httpfs).
 """
@@ -39,6 +39,10 @@ def read_near_duplicates(storage: Storage) -> pa.Table | None:
             return None
         raise
     return pq.read_table(io.BytesIO(data))
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """`open_dataset` on a root where the dataset was never built."""
 
 
 class ClipDataset:
@@ -119,7 +123,14 @@ def _literal(value: str) -> str:
     return value.replace("'", "''")
 
 
-def open_dataset(root: str, **storage_options: Mapping[str, Any]) -> ClipDataset:
-    """The curated dataset under `root` (a folder or `s3://bucket/prefix`); `storage_options` as
-    `open_storage` takes them (`s3={"connection": S3Connection(...)}`)."""
-    return ClipDataset(open_storage(root, **storage_options))
+def open_dataset(root: str, storage_options: Mapping[str, Any] | None = None) -> ClipDataset:
+    """The curated dataset under `root` (a folder or a store's URL), reached as `open_storage` reaches it
+    (`storage_options={"endpoint_url": ..., "addressing_style": "path"}`; credentials from the store's chain).
+    Raises `DatasetNotFoundError`, naming the root, where no dataset was built."""
+    dataset = ClipDataset(open_storage(root, storage_options))
+    if dataset._table(layout.clip_index_key()) is None:
+        raise DatasetNotFoundError(
+            f"{dataset.root}: no curated dataset here ({layout.clip_index_key()} was never written); build it "
+            "with `clip-assets backfill --all` or materialize the dataset group"
+        )
+    return dataset

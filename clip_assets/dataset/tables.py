@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
-from clip_assets.storage import Storage, url_scheme
+from clip_assets.storage import Storage
 
 if TYPE_CHECKING:
     import lance
@@ -85,15 +85,8 @@ class TableLocation:
 
 
 def table_location(storage: Storage, key: str) -> TableLocation:
-    """A table under the storage's root: a local path, or the S3 URL with the client's own connection."""
-    uri = layout.full_location(storage.root, key)
-    if url_scheme(storage.root) == "file":
-        return TableLocation(uri)
-    from clip_assets.storage.s3 import S3Storage
-
-    if not isinstance(storage, S3Storage):
-        raise ValueError(f"{storage.root}: the dataset tables support local folders and s3:// roots")
-    return TableLocation(uri, storage.object_store_options())
+    """A table under the storage's root, reached with the storage's own connection (its object-store options)."""
+    return TableLocation(layout.full_location(storage.root, key), storage.object_store_options() or None)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from clip_assets.contract import processed_video_bytes
 from clip_assets.contract.partition_keys import SUFFIX, chunk_key
 from clip_assets.nemo.mapping import MappingError, chunk_rows, is_chunked, source_video
 from clip_assets.storage import Storage, open_storage
+from clip_assets.storage.options import options_of
 from clip_assets.storage.s3 import S3Connection, S3Options
 
 if TYPE_CHECKING:
@@ -68,9 +69,11 @@ def release_buffers(video: Video) -> None:
 class ProcessedVideoWriterStage(ProcessingStage[VideoTask, VideoTask]):  # type: ignore[misc]
     """Writes each clip chunk into the inbox clip-assets watches, instead of NeMo's output tree.
 
-    - `inbox`: a folder or `s3://bucket/prefix`; S3 credentials come from the standard AWS chain
-      (environment, profile, instance role), `s3` adds what the chain does not say (an endpoint,
-      path-style addressing), `s3_options` how objects are written (server-side encryption, part sizes).
+    - `inbox`: a folder or a store's URL (`s3://bucket/prefix`); credentials come from the store's
+      standard chain (for S3: environment, profile, instance role). `storage_options` add what the
+      chain does not say, in the same names a dataset's defs.yaml and `open_dataset` use (an endpoint,
+      `addressing_style: path`, server-side encryption, part sizes). `s3` (an `S3Connection`) and
+      `s3_options` (an `S3Options`) are the older spelling of the same, still taken.
     - `input_path`: as NeMo's: the inbox file's path is the video's path below it.
     - `row_group_size`: clips per Parquet row group (clip-assets streams a row group at a time).
 
@@ -80,6 +83,7 @@ class ProcessedVideoWriterStage(ProcessingStage[VideoTask, VideoTask]):  # type:
 
     inbox: str
     input_path: str
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     s3: S3Connection | None = None
     s3_options: S3Options | None = None
     row_group_size: int = 8
@@ -97,7 +101,7 @@ class ProcessedVideoWriterStage(ProcessingStage[VideoTask, VideoTask]):  # type:
         self._storage = self._open()
 
     def _open(self) -> Storage:
-        return open_storage(self.inbox, s3={"connection": self.s3 or S3Connection(), "options": self.s3_options})
+        return open_storage(self.inbox, {**options_of(self.s3, self.s3_options), **self.storage_options})
 
     def process(self, task: VideoTask) -> VideoTask:
         """Write the task's chunk file atomically (temp file + rename locally; one PUT or a completed

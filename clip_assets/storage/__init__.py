@@ -1,25 +1,77 @@
 """Where bytes live: a small interface (put atomically, stat, read, delete, list, lock) and its backends.
 
-`open_storage(url)` is the one way in: the URL's scheme picks the backend from a small table, and a
-backend's module (and its client library) is imported only when a URL asks for it, as fsspec's
-registry and `pyarrow.fs.FileSystem.from_uri` do. A new backend is a module with an `open_<scheme>`
-factory and a row in `BACKENDS`; a lease comes with it for free if it implements `ConditionalWrites`.
+`open_storage(url, storage_options)` is the one way in, from every caller (the Dagster resources, the
+CLI, the NeMo stage, `open_dataset`): the URL's scheme picks a `Backend` entry, whose module (and client
+library) is imported only when a URL asks for it, as fsspec's registry and
+`pyarrow.fs.FileSystem.from_uri` do, with an install hint when the library is missing. `storage_options`
+is one flat mapping (option name -> value, as Lance and fsspec take them); each backend takes the
+names its option types declare. A new backend is a module (a `Storage`, its option types, an
+`open_<scheme>` factory) and an entry in `BACKENDS`; a lease comes with it if it implements
+`ConditionalWrites`, and Lance reaches its tables through its `object_store_options()`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from clip_assets.storage.base import ConditionalWrites, Lease, ObjectInfo, Storage, StorageError, read_if_exists
 from clip_assets.storage.local import LocalStorage
+from clip_assets.storage.options import StorageOptionError, option_names, parse_options
 
-# scheme -> (module, factory); the factory takes the URL and that scheme's options.
-BACKENDS: dict[str, tuple[str, str]] = {
-    "file": ("clip_assets.storage.local", "open_local"),
-    "s3": ("clip_assets.storage.s3", "open_s3"),
-}
+
+class UnknownStorageError(ValueError):
+    """A URL no backend serves, or whose backend's library is not installed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One storage backend: the URL schemes it serves and where its code is.
+
+    `options` name the option dataclasses of `module` whose fields are the backend's storage options;
+    `factory(url, *options)` opens it. `requires` is the client library the module imports, and
+    `install` what to run when it is missing.
+    """
+
+    schemes: tuple[str, ...]
+    name: str
+    module: str
+    factory: str
+    options: tuple[str, ...] = ()
+    requires: str = ""
+    install: str = ""
+
+    def load(self) -> ModuleType:
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as exc:
+            if self.requires and self.requires.split(".")[0] in str(exc):
+                raise UnknownStorageError(
+                    f"{self.name} needs {self.requires}, which is not installed: {self.install}"
+                ) from None
+            raise
+
+    def option_types(self) -> tuple[type, ...]:
+        module = self.load() if self.options else None
+        return tuple(getattr(module, name) for name in self.options)
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend(("file",), "local storage", "clip_assets.storage.local", "open_local"),
+    Backend(
+        ("s3",),
+        "S3",
+        "clip_assets.storage.s3",
+        "open_s3",
+        options=("S3Connection", "S3Options"),
+        requires="boto3",
+        install="pip install boto3 (a dependency of clip-assets: reinstall it)",
+    ),
+)
 
 
 def url_scheme(url: str) -> str:
@@ -28,27 +80,61 @@ def url_scheme(url: str) -> str:
     return scheme.lower() if separator else "file"
 
 
-def open_storage(url: str, **options: Mapping[str, Any]) -> Storage:
-    """The storage at `url`. `options` are keyed by scheme, each the keyword arguments of that backend's
-    factory (`s3={"connection": S3Connection(...), "options": S3Options(...)}`), so a caller that serves
-    any URL passes every backend's settings and the URL picks the one that applies."""
+def backend_for(url: str) -> Backend:
+    """The entry serving `url`, or an error naming the URL and the schemes there are."""
     scheme = url_scheme(url)
-    if scheme not in BACKENDS:
-        known = ", ".join(f"{name}://" for name in sorted(BACKENDS))
-        raise ValueError(f"storage URL {url!r}: unknown scheme {scheme!r}; use a local folder or one of {known}")
-    module, factory = BACKENDS[scheme]
-    backend: Storage = getattr(importlib.import_module(module), factory)(url, **options.get(scheme, {}))
-    return backend
+    for backend in BACKENDS:
+        if scheme in backend.schemes:
+            return backend
+    known = ", ".join(f"{scheme}://" for backend in BACKENDS for scheme in backend.schemes if scheme != "file")
+    raise UnknownStorageError(f"storage URL {url!r}: unknown scheme {scheme!r}; use a local folder or one of {known}")
+
+
+def open_storage(url: str, storage_options: Mapping[str, Any] | None = None) -> Storage:
+    """The storage at `url`, reached as `storage_options` say (names of any backend's options; this
+    URL's backend takes its own). Credentials are best left to each cloud's standard chain."""
+    backend = backend_for(url)
+    options = dict(storage_options or {})
+    option_types = backend.option_types()
+    others = {name for other in BACKENDS if other is not backend and options for name in _names(other)}
+    built = parse_options(backend.name, option_types, options, others)
+    storage: Storage = getattr(backend.load(), backend.factory)(url, *built)
+    return storage
+
+
+def _names(backend: Backend) -> tuple[str, ...]:
+    """Another backend's option names; one whose library is missing cannot be this mapping's target."""
+    try:
+        return option_names(backend.option_types())
+    except UnknownStorageError:
+        return ()
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A storage as its URL and options: what a process that must open it itself (a Ray task, a NeMo
+    worker) is handed instead of a client. The options may hold credentials: they stay out of repr."""
+
+    url: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def open(self) -> Storage:
+        return open_storage(self.url, self.options)
 
 
 __all__ = [
     "BACKENDS",
+    "Backend",
     "ConditionalWrites",
     "Lease",
     "LocalStorage",
     "ObjectInfo",
     "Storage",
     "StorageError",
+    "StorageOptionError",
+    "StorageSpec",
+    "UnknownStorageError",
+    "backend_for",
     "open_storage",
     "read_if_exists",
     "url_scheme",

@@ -116,6 +116,12 @@ class Storage(Protocol):
         """
         ...
 
+    def object_store_options(self) -> dict[str, str]:
+        """How Lance (the `object_store` crate under it) reaches this root, exactly as this client does:
+        endpoint, region, addressing and credentials in that crate's option names. The values may hold
+        secrets: pass them on, never log them."""
+        ...
+
     def lock(self, key: str, timeout_s: float) -> AbstractContextManager[Lease]:
         """Hold `key` exclusively across processes and machines sharing this storage.
 

@@ -45,6 +45,10 @@ class LocalStorage:
     def root(self) -> str:
         return self._root.as_posix()
 
+    def object_store_options(self) -> dict[str, str]:
+        """A local path needs none."""
+        return {}
+
     def path(self, key: str) -> Path:
         return self._root / check_key(key)
 
