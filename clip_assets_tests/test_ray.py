@@ -14,12 +14,25 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import boto3
 import pytest
-from dagster import ExecuteInProcessResult, instance_for_test, materialize
+import yaml
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    ExecuteInProcessResult,
+    instance_for_test,
+    materialize,
+)
 
 from clip_assets import layout
 from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
@@ -27,9 +40,27 @@ from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract import EmbeddingLayout, write_processed_video
 from clip_assets.contract.partition_keys import chunk_key
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
-from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
-from clip_assets_tests.support.deployment import holders, manifest_without_fingerprints, tree_files
+from clip_assets_tests.support.dataset import (
+    FAMILY_ASSETS,
+    PARTITIONS_NAME,
+    build_resources,
+    is_derived,
+    processed_videos,
+)
+from clip_assets_tests.support.deployment import (
+    LOCATION_NAME,
+    RAY_INSTANCE,
+    Deployment,
+    fresh_database,
+    holders,
+    load_yaml,
+    manifest_without_fingerprints,
+    running_deployment,
+    tree_files,
+    with_overrides,
+)
 from clip_assets_tests.support.factories import make_clips, video_info, write_video
+from clip_assets_tests.support.graphql import BACKFILL_DONE, backfill_state, launch_asset_backfill, stop_all_sensors
 from clip_assets_tests.support.ray_cluster import HEAD_IP, WORKER_IPS, RayCluster, ray_cluster
 from clip_assets_tests.support.s3_endpoint import ACCESS_KEY, SECRET_KEY, MotoServer
 
@@ -224,3 +255,240 @@ def test_nemo_style_inputs_through_ray_tasks_equal_the_threaded_run_file_for_fil
     assert_same_tree(output, reference)
     written = tree_files(output)
     assert any(key.endswith(".pickle") for key in written) and any("straße café" in key for key in written)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A backfill from the UI onto the cluster, through deploy/ray/dagster.yaml. The test kills a node, then
+# starts it again: the module's cluster stays whole for whatever runs after it.
+
+VIDEOS = [f"v{i}.mp4" for i in range(1, 7)]  # 2 per run: 3 runs, 2 at once
+# All alike: the third run starts when one of the first two ends, and has written its first partition
+# once the other has ended too; then it is the only run on its node.
+CLIPS = 250
+# The shipped file's structure, with monitoring quick enough for a test.
+RAY_TEST_SETTINGS: dict[tuple[str, ...], object] = {
+    ("run_monitoring", "poll_interval_seconds"): 2,
+    ("run_monitoring", "start_timeout_seconds"): 90,
+    ("run_monitoring", "free_slots_after_run_end_seconds"): 6,
+}
+
+
+def ray_job_nodes(cluster: RayCluster) -> dict[str, tuple[str, str]]:
+    """Dagster run id -> (the Ray job's status, the address of the node its driver ran on), from Ray's job table."""
+    ips = cluster.node_id_ips()
+    found = {}
+    for job in cluster.jobs():
+        submission = job.get("submission_id") or ""
+        if submission.startswith("dagster-run-"):
+            found[submission.removeprefix("dagster-run-")] = (
+                job["status"],
+                ips.get(job.get("driver_node_id") or "", ""),
+            )
+    return found
+
+
+def curate_runs(instance: DagsterInstance) -> list[DagsterRun]:
+    return [
+        record.dagster_run for record in instance.get_run_records() if record.dagster_run.job_name != "verify_outputs"
+    ]
+
+
+def no_failure_without_retry(instance: DagsterInstance, deployment: Deployment) -> None:
+    for run in curate_runs(instance):
+        if run.status == DagsterRunStatus.FAILURE and run.tags.get("dagster/will_retry") == "false":
+            raise AssertionError(f"run {run.run_id} failed and will not be retried\n{deployment.logs(80)}")
+
+
+def unchanged_in(instance: DagsterInstance, run_id: str) -> dict[tuple[str, str], bool]:
+    """(family, partition) -> whether the run found it unchanged (its `input_unchanged` metadata)."""
+    found = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.asset_materialization
+        assert materialization is not None and materialization.partition is not None
+        found[(materialization.asset_key.to_user_string(), materialization.partition)] = bool(
+            materialization.metadata["input_unchanged"].value
+        )
+    return found
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_backfill_from_the_ui_runs_as_ray_jobs_on_the_workers_and_survives_a_lost_node(
+    cluster, tmp_path, moto_server, monkeypatch
+):
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    inbox, output, reference, logs = (tmp_path / name for name in ("inbox", "output", "reference", "logs"))
+    inbox.mkdir()
+    logs.mkdir()
+    keys = VIDEOS
+    write_inputs(inbox, keys, CLIPS)
+    reference_tree(inbox, output, reference, keys)
+    timings["inputs and clean in-process run"] = time.monotonic() - t0
+
+    bucket = f"run-logs-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_server.url,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=bucket)
+    aws = {name: cluster.env[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    aws["AWS_ENDPOINT_URL_S3"] = moto_server.url
+    with fresh_database() as database:
+        env = {
+            **database.env,
+            **aws,
+            "DAGSTER_COMPUTE_LOG_BUCKET": bucket,
+            "RAY_ADDRESS": cluster.dashboard_url,  # the job API, as a deployment's webserver and daemon reach it
+            "RAY_AUTH_MODE": cluster.env["RAY_AUTH_MODE"],
+            "RAY_AUTH_TOKEN_PATH": cluster.env["RAY_AUTH_TOKEN_PATH"],
+            "CLIP_ASSETS_INBOX": str(inbox),
+            "CLIP_ASSETS_OUTPUT": str(output),
+            "CLIP_ASSETS_INPUT_PATH": "/videos",
+            "CLIP_ASSETS_PARTITIONS_PER_RUN": "2",
+        }
+        for name, value in env.items():
+            if not name.startswith(("RAY_", "CLIP_ASSETS_")):
+                monkeypatch.setenv(name, value)  # this process reads the same instance
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(yaml.safe_dump(with_overrides(load_yaml(RAY_INSTANCE), RAY_TEST_SETTINGS)))
+        t = time.monotonic()
+        with running_deployment(home, env, logs) as deployment, DagsterInstance.from_config(str(home)) as instance:
+            timings["code server, daemon and webserver up"] = time.monotonic() - t
+            try:
+                backfill_on_the_cluster(cluster, deployment, instance, keys, output, timings)
+            except BaseException:
+                print(deployment.logs(120), cluster.logs(60))
+                raise
+    assert_same_tree_but_derived(output, reference)
+
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="clip-assets/compute-logs/").get("KeyCount", 0)
+    assert listed > 0, "no run's logs reached S3"
+    timings["whole test"] = time.monotonic() - t0
+    print("\n".join(f"{name}: {seconds:.1f} s" for name, seconds in timings.items()))
+
+
+def backfill_on_the_cluster(
+    cluster: RayCluster,
+    deployment: Deployment,
+    instance: DagsterInstance,
+    keys: list[str],
+    output: Path,
+    timings: dict[str, float],
+) -> None:
+    assert type(instance.run_launcher).__name__ == "RayRunLauncher"
+    stop_all_sensors(deployment.graphql, LOCATION_NAME)
+    instance.add_dynamic_partitions(PARTITIONS_NAME, keys)
+
+    def runs_now() -> str:
+        jobs = ray_job_nodes(cluster)
+        return "\n".join(
+            f"run {run.run_id[:8]} {run.status.value} {run.tags.get(RANGE_START_TAG)}..{run.tags.get(RANGE_END_TAG)}"
+            f" parent {run.tags.get('dagster/parent_run_id', '-')[:8]} ray job {jobs.get(run.run_id)}"
+            for run in curate_runs(instance)
+        )
+
+    t = time.monotonic()
+    backfill_id = launch_asset_backfill(deployment.graphql, FAMILIES, keys, "onto the Ray cluster")
+
+    def finished_on_both_workers() -> bool:
+        no_failure_without_retry(instance, deployment)
+        jobs = ray_job_nodes(cluster)
+        done = [run for run in curate_runs(instance) if run.status == DagsterRunStatus.SUCCESS]
+        return {jobs[run.run_id][1] for run in done if run.run_id in jobs} == set(WORKER_IPS)
+
+    deployment.wait(finished_on_both_workers, 240, "runs to have finished on both worker nodes", context=runs_now)
+    timings["backfill launched to runs done on both workers"] = time.monotonic() - t
+
+    # The one run left, once it has written its first partition and is writing its second: its node goes,
+    # every process of it at once. Writing = a process of that node holds the partition's lock (a kernel
+    # flock held only while a partition is written).
+    def last_run() -> DagsterRun | None:
+        no_failure_without_retry(instance, deployment)
+        unfinished = [run for run in curate_runs(instance) if not run.is_finished]
+        if len(unfinished) == 1 and unfinished[0].status == DagsterRunStatus.STARTED:
+            return unfinished[0] if unfinished[0].run_id in ray_job_nodes(cluster) else None
+        return None
+
+    last = deployment.wait(last_run, 240, "the last run to start", context=runs_now)
+    written = [last.tags[RANGE_START_TAG], last.tags[RANGE_END_TAG]]
+    node = cluster.node_of_ip(ray_job_nodes(cluster)[last.run_id][1])
+    first_done = output / layout.manifest_key(FAMILIES[-1], written[0])
+    second_lock = {output.resolve() / layout.lock_key(written[1])}
+    cluster.wait(
+        lambda: first_done.exists() and holders(second_lock, node.pids()),
+        120,
+        f"run {last.run_id} to write its first partition and lock its second",
+        interval_s=0.02,
+    )
+    lost = cluster.kill(node)
+    killed_at, killed_ip = time.monotonic(), node.ip
+    status = instance.get_run_by_id(last.run_id).status
+    assert status == DagsterRunStatus.STARTED, f"the last run ended ({status}) before its node was killed"
+
+    def retried() -> DagsterRun | None:
+        no_failure_without_retry(instance, deployment)
+        for run in curate_runs(instance):
+            if run.tags.get("dagster/parent_run_id") == last.run_id and run.status == DagsterRunStatus.SUCCESS:
+                return run
+        return None
+
+    retry = deployment.wait(
+        retried, 240, f"the retry of {last.run_id}, whose node was killed, to succeed", context=runs_now
+    )
+    timings["node killed to retry succeeded"] = time.monotonic() - killed_at
+    backfill = deployment.wait(
+        lambda: (state := backfill_state(deployment.graphql, backfill_id))["status"] in BACKFILL_DONE and state,
+        120,
+        "the backfill to end",
+        context=runs_now,
+    )
+    assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+
+    # The killed run failed (Ray: its job FAILED) and was retried once, on the other node.
+    assert instance.get_run_by_id(last.run_id).status == DagsterRunStatus.FAILURE
+    retries = [run for run in curate_runs(instance) if run.tags.get("dagster/root_run_id") == last.run_id]
+    assert [run.run_id for run in retries] == [retry.run_id]
+    assert retry.tags["dagster/retry_number"] == "1"
+    jobs = ray_job_nodes(cluster)
+    assert jobs[last.run_id] == ("FAILED", killed_ip), jobs[last.run_id]
+    (other_ip,) = set(WORKER_IPS) - {killed_ip}
+    assert jobs[retry.run_id] == ("SUCCEEDED", other_ip), jobs[retry.run_id]
+    # Ray's job table: every run a job on a worker node, both of them, none on the head.
+    runs = curate_runs(instance)
+    assert {jobs[run.run_id][1] for run in runs} == set(WORKER_IPS), jobs
+    assert all(jobs[run.run_id][1] != HEAD_IP for run in runs)
+    # From failure: the partition written before the kill is found unchanged, the interrupted one written.
+    expected = {(family, key): key == written[0] for family in FAMILIES for key in written}
+    events = [(r.dagster_event_type, r.step_key) for r in instance.all_logs(retry.run_id) if r.dagster_event]
+    assert unchanged_in(instance, retry.run_id) == expected, events
+
+    # Every family of every video is materialized, and every `intact` check the backfill ran passed.
+    for family in FAMILIES:
+        assert instance.get_materialized_partitions(AssetKey(family)) >= set(keys), family
+    checks = 0
+    for family in FAMILIES:
+        for record in instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey(family), "intact"), limit=100
+        ):
+            evaluation = record.event.dagster_event.event_specific_data if record.event else None
+            checks += 1
+            assert record.status.value == "SUCCEEDED" and evaluation is not None and evaluation.passed, record
+    assert checks >= len(FAMILIES), "the backfill ran no intact check"
+
+    t = time.monotonic()
+    cluster.restart(lost_node := next(node for node in cluster.lost if node.ip == killed_ip))
+    timings[f"node {lost_node.name} started again"] = time.monotonic() - t
+    print(f"\nkilled {len(lost)} processes of {killed_ip}; retry {retry.run_id} on {other_ip}")
+
+
+def assert_same_tree_but_derived(output: Path, reference: Path) -> None:
+    """`assert_same_tree` over the families' files and records: what the dataset's automation derives from the
+    tree whenever it runs (summary, tables, shards, gallery) is left out."""
+    for root in (output, reference):
+        for path in [p for p in root.rglob("*") if p.is_file() and is_derived(p.relative_to(root).as_posix())]:
+            path.unlink()
+    assert_same_tree(output, reference)

@@ -39,6 +39,8 @@ class RayNode:
     ip: str
     process: ServerProcess
     temp_dir: Path
+    # What `ray start` was given beyond ports and paths: enough to start the node again.
+    args: list[str]
 
     def pids(self) -> list[int]:
         """Every process of the node right now: `ray start`, its raylet, agents and workers, and theirs."""
@@ -74,6 +76,8 @@ class RayCluster(ServerGroup):
     gcs_port: int
     dashboard_port: int
     nodes: dict[str, RayNode] = field(default_factory=dict, kw_only=True)
+    worker_cpus: int = field(default=1, kw_only=True)
+    lost: list[RayNode] = field(default_factory=list, kw_only=True)
     # Seconds from the first `ray start` to the last node listed alive.
     started_in_s: float = field(default=0.0, kw_only=True)
 
@@ -105,11 +109,33 @@ class RayCluster(ServerGroup):
             *("--min-worker-port", "0", "--max-worker-port", "0"),
         ]
         process = self.start(name, ["ray", "start", "--block", "--disable-usage-stats", *ports, *args])
-        node = RayNode(name, ip, process, temp_dir)
+        node = RayNode(name, ip, process, temp_dir, args)
         self.nodes[name] = node
         joined = f"Ray node {name} ({ip}) to join"
         self.wait(lambda: ip in self.alive_ips(), START_TIMEOUT_S, joined, retry_on=(OSError,))
         return node
+
+    def add_worker(self) -> RayNode:
+        """One more worker node, on the next address of WORKER_IPS, with `worker_cpus` CPUs."""
+        used = {node.ip for node in self.nodes.values()}
+        ip = next(ip for ip in WORKER_IPS if ip not in used)
+        args = [
+            *("--address", self.address, "--num-cpus", str(self.worker_cpus), "--num-gpus", "0"),
+            *("--object-store-memory", str(OBJECT_STORE_BYTES)),
+        ]
+        return self.start_node(f"worker-{WORKER_IPS.index(ip) + 1}", ip, args)
+
+    def kill(self, node: RayNode) -> list[int]:
+        """SIGKILL every process of `node` (RayNode.kill); the cluster goes on without it."""
+        killed = node.kill()
+        del self.nodes[node.name]
+        self.processes.remove(node.process)
+        self.lost.append(node)
+        return killed
+
+    def restart(self, node: RayNode) -> RayNode:
+        """A killed node back on its address, under a name of its own (Ray lists the old one as dead)."""
+        return self.start_node(f"{node.name}-{len(self.lost)}", node.ip, node.args)
 
     def alive_ips(self) -> set[str]:
         """The addresses of the nodes the cluster's control store lists alive (the dashboard's node list)."""
@@ -192,12 +218,21 @@ def ray_cluster(
     auth: Literal["disabled", "token"] = "token",
     base_env: Mapping[str, str] | None = None,
 ) -> Iterator[RayCluster]:
-    """A head on HEAD_IP with no CPUs and `workers` nodes of `worker_cpus` each, started one after another;
-    every process ended on the way out. `root` should be short: Ray's socket paths live under it."""
+    """A head on HEAD_IP with no CPUs and `workers` nodes of `worker_cpus` each (at most len(WORKER_IPS)),
+    started one after another; every process ended on the way out. `root` should be short: Ray's socket
+    paths live under it."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(exist_ok=True)
     env = node_environment(base_env if base_env is not None else os.environ, auth, root)
-    cluster = RayCluster(env, root, root / "logs", root=root, gcs_port=free_port(), dashboard_port=free_port())
+    cluster = RayCluster(
+        env,
+        root,
+        root / "logs",
+        root=root,
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        worker_cpus=worker_cpus,
+    )
     env["RAY_ADDRESS"] = cluster.address
     started = time.monotonic()
     try:
@@ -211,15 +246,8 @@ def ray_cluster(
                 *("--object-store-memory", str(OBJECT_STORE_BYTES)),
             ],
         )
-        for index, ip in enumerate(WORKER_IPS[:workers], start=1):
-            cluster.start_node(
-                f"worker-{index}",
-                ip,
-                [
-                    *("--address", cluster.address, "--num-cpus", str(worker_cpus), "--num-gpus", "0"),
-                    *("--object-store-memory", str(OBJECT_STORE_BYTES)),
-                ],
-            )
+        for _ in range(workers):
+            cluster.add_worker()
         cluster.started_in_s = time.monotonic() - started
         yield cluster
     finally:
