@@ -82,14 +82,15 @@ def engine_write(inbox: Path, output: Path, keys: Sequence[str]) -> None:
 
 @contextmanager
 def connected(cluster: RayCluster) -> Iterator[None]:
-    """This process as a run's process on the cluster: Ray's variables set, disconnected afterwards."""
-    import ray
-
+    """This process as a run's process on the cluster: Ray's variables set (before Ray is imported: it reads
+    the auth mode once), disconnected afterwards."""
     saved = {name: os.environ.get(name) for name in RAY_VARIABLES}
     os.environ.update({name: cluster.env[name] for name in RAY_VARIABLES if name in cluster.env})
     try:
         yield
     finally:
+        import ray
+
         ray.shutdown()
         for name, value in saved.items():
             if value is None:

@@ -17,16 +17,19 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.engine.partition import PartitionOutcome, WriteJob, write_partition
 from clip_assets.engine.writer import ArtifactWriter
 from clip_assets.families import OutputFamily
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import StorageSpec
+from clip_assets.storage import Storage, StorageSpec
+
+T = TypeVar("T")
 
 # Re-runs of a partition whose task's worker process or node died (not of one whose write failed: that
 # is in its outcome, and a re-run would fail the same way).
@@ -115,21 +118,24 @@ def task_of(job: WriteJob) -> PartitionTask:
 
 
 def _connect() -> Any:
+    """Ray, connected to the cluster at RAY_ADDRESS unless this process is connected already."""
+    imported = sys.modules.get("ray")
+    if imported is not None and imported.is_initialized():
+        return imported
+    address = os.environ.get(RAY_ADDRESS_VAR)
+    if not address:
+        raise RayBackendError(
+            f"parallel_backend 'ray' writes partitions on a Ray cluster, and this process is connected to none: "
+            f"set {RAY_ADDRESS_VAR} to the cluster's address (a run launched as a Ray job has it), or set "
+            "parallel_backend to 'threads'"
+        )
     try:
         import ray
     except ImportError:
         raise RayBackendError(
             "parallel_backend 'ray' needs Ray: pip install 'clip-assets[ray]' on the run's image and every node"
         ) from None
-    if not ray.is_initialized():
-        address = os.environ.get(RAY_ADDRESS_VAR)
-        if not address:
-            raise RayBackendError(
-                f"parallel_backend 'ray' writes partitions on a Ray cluster, and this process is connected to "
-                f"none: set {RAY_ADDRESS_VAR} to the cluster's address (a run launched as a Ray job has it), "
-                "or set parallel_backend to 'threads'"
-            )
-        ray.init(address=address, log_to_driver=False)
+    ray.init(address=address, log_to_driver=False)
     return ray
 
 
@@ -137,35 +143,13 @@ def write_partitions_as_tasks(
     task: PartitionTask, partition_keys: Sequence[str], log: logging.Logger
 ) -> Iterator[PartitionOutcome]:
     """Each partition as a task on the cluster; yields each outcome as its task ends (failures included)."""
-    ray = _connect()
-    remote = ray.remote(write_one).options(
-        num_cpus=task.settings.ray_cpus_per_partition,
-        max_retries=TASK_RETRIES,
-        retry_exceptions=False,
-        scheduling_strategy="SPREAD",
-        name="write_partition",
-    )
-    shared = ray.put(task)
-    ahead = max(1, int(ray.cluster_resources().get("CPU", 1) / task.settings.ray_cpus_per_partition))
-    ahead *= TASKS_PER_CPU_AHEAD
-    waiting = iter(partition_keys)
-    running: dict[Any, str] = {}
-
-    def submit(count: int) -> None:
-        for key in [key for _, key in zip(range(count), waiting, strict=False)]:
-            running[remote.remote(shared, key)] = key
-
-    submit(ahead)
-    while running:
-        (done,), _ = ray.wait(list(running), num_returns=1)
-        key = running.pop(done)
-        submit(1)
-        try:
-            result: TaskResult = ray.get(done)
-        except Exception as exc:  # the task's worker or node died more often than Ray re-runs it
+    tasks = _as_tasks(write_one, task, partition_keys, task.settings.ray_cpus_per_partition, "write_partition")
+    for key, result in tasks:
+        if isinstance(result, BaseException):  # its worker or node died more often than Ray re-runs it
             outcome = PartitionOutcome(key, source=f"{task.inbox.url}/{key}")
             error = PartitionTaskError(
-                f"{key}: its Ray task did not finish after {TASK_RETRIES} re-runs: {type(exc).__name__}: {exc}"
+                f"{key}: its Ray task ended without an outcome (up to {TASK_RETRIES} re-runs): "
+                f"{type(result).__name__}: {result}"
             )
             outcome.fail_unsettled(task.families, error)
             yield outcome
@@ -173,3 +157,53 @@ def write_partitions_as_tasks(
         for level, message in result.log:
             log.log(level, message)
         yield result.outcome
+
+
+def _open_and_call(call: tuple[Callable[[Storage, str], T], StorageSpec], partition_key: str) -> T:
+    function, storage = call
+    return function(storage.open(), partition_key)
+
+
+def map_partitions(
+    function: Callable[[Storage, str], T], storage: StorageSpec, partition_keys: Sequence[str], cpus: float
+) -> Iterator[tuple[str, T]]:
+    """`function(storage, key)` for each partition as a Ray task, the storage opened on the task's node from
+    its spec; yields (key, result) as tasks end. An error of `function` is raised here as itself."""
+    for key, result in _as_tasks(_open_and_call, (function, storage), partition_keys, cpus, function.__name__):
+        if isinstance(result, BaseException):
+            raise result
+        yield key, result
+
+
+def _as_tasks(
+    function: Callable[[Any, str], Any], shared: Any, partition_keys: Sequence[str], cpus: float, name: str
+) -> Iterator[tuple[str, Any]]:
+    """`function(shared, key)` per key, as Ray tasks of `cpus` CPUs spread over the nodes, `shared` sent to
+    the cluster once; yields (key, result or the exception it ended with) in the order tasks end."""
+    ray = _connect()
+    remote = ray.remote(function).options(
+        num_cpus=cpus, max_retries=TASK_RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD", name=name
+    )
+    reference = ray.put(shared)
+    ahead = TASKS_PER_CPU_AHEAD * max(1, int(ray.cluster_resources().get("CPU", 1) / cpus))
+    waiting = iter(partition_keys)
+    running: dict[Any, str] = {}
+
+    def submit(count: int) -> None:
+        for key in [key for _, key in zip(range(count), waiting, strict=False)]:
+            running[remote.remote(reference, key)] = key
+
+    submit(ahead)
+    while running:
+        (done,), _ = ray.wait(list(running), num_returns=1)
+        key = running.pop(done)
+        submit(1)
+        try:
+            result = ray.get(done)
+        except ray.exceptions.RayTaskError as failed:  # the function raised: the error itself
+            yield key, failed.as_instanceof_cause()
+            continue
+        except Exception as lost:  # the worker or node died more often than Ray re-runs a task
+            yield key, lost
+            continue
+        yield key, result

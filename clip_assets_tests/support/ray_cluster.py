@@ -77,6 +77,7 @@ class RayCluster(ServerGroup):
     dashboard_port: int
     nodes: dict[str, RayNode] = field(default_factory=dict, kw_only=True)
     worker_cpus: int = field(default=1, kw_only=True)
+    nodes_started: int = field(default=0, kw_only=True)
     lost: list[RayNode] = field(default_factory=list, kw_only=True)
     # Seconds from the first `ray start` to the last node listed alive.
     started_in_s: float = field(default=0.0, kw_only=True)
@@ -99,7 +100,9 @@ class RayCluster(ServerGroup):
 
     def start_node(self, name: str, ip: str, args: list[str]) -> RayNode:
         """Start one node and wait until the cluster lists it alive (the next may start then)."""
-        temp_dir = self.root / name
+        # Short: Ray's socket paths (at most 107 bytes) live under it.
+        temp_dir = self.root / f"n{self.nodes_started}"
+        self.nodes_started += 1
         temp_dir.mkdir()
         ports = [
             *("--node-ip-address", ip, "--temp-dir", str(temp_dir)),
@@ -135,7 +138,8 @@ class RayCluster(ServerGroup):
 
     def restart(self, node: RayNode) -> RayNode:
         """A killed node back on its address, under a name of its own (Ray lists the old one as dead)."""
-        return self.start_node(f"{node.name}-{len(self.lost)}", node.ip, node.args)
+        self.lost.remove(node)
+        return self.start_node(f"{node.name}-again", node.ip, node.args)
 
     def alive_ips(self) -> set[str]:
         """The addresses of the nodes the cluster's control store lists alive (the dashboard's node list)."""
