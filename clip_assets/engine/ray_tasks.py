@@ -34,8 +34,8 @@ T = TypeVar("T")
 # Re-runs of a partition whose task's worker process or node died (not of one whose write failed: that
 # is in its outcome, and a re-run would fail the same way).
 TASK_RETRIES = 3
-# Tasks submitted ahead of those running, per CPU of the cluster: enough that a node never waits for
-# work, few enough that a run of 5,000 partitions does not hold 5,000 task specs and results at once.
+# Tasks submitted, per task the cluster can run at once: enough that a node never waits for work, few
+# enough that a run of 5,000 partitions does not hold 5,000 task specs and results at once.
 TASKS_PER_CPU_AHEAD = 4
 RAY_ADDRESS_VAR = "RAY_ADDRESS"
 
