@@ -1,10 +1,11 @@
 """clip-assets on a real Ray cluster of local processes (support/ray_cluster.py: a head with no CPUs and two
 worker nodes of one CPU, token auth): a run's partitions as Ray tasks spread over both nodes, a task's
 worker killed mid-write, NeMo-style inputs written as the threaded path writes them, and a backfill
-launched from the UI's GraphQL onto the cluster through deploy/ray's instance file, surviving a lost node.
+launched from the UI's GraphQL onto the cluster through deploy/ray's instance file (every run a Ray job,
+its partitions Ray tasks), surviving a lost node.
 
-One cluster serves the module (about 20-35 s to start on a busy 2-core machine): each test leaves it as
-it found it, with every node alive.
+One cluster serves the module (20-50 s to start on a busy 2-core machine, about 1.2 GB of memory): each
+test leaves it as it found it, with every node alive (the backfill's killed node is started again).
 """
 
 from __future__ import annotations
@@ -514,17 +515,17 @@ def backfill_on_the_cluster(
         t = time.monotonic()
         backfill_id = launch_asset_backfill(deployment.graphql, FAMILIES, keys, "onto the Ray cluster")
 
-        def cluster_ips() -> set[str]:
-            return {node.ip for node in cluster.nodes.values()}
-
-        def first_written(run: DagsterRun) -> bool:
-            return (output / layout.manifest_key(FAMILIES[-1], run.tags[RANGE_START_TAG])).exists()
-
-        def waiting_at_second(run: DagsterRun, node_ip: str) -> bool:
-            """Whether a process of the run's node has its second partition's lock open: the run is done with
-            its first partition (written and settled, its own lock let go) and waits for the held one."""
-            lock = output.resolve() / layout.lock_key(run.tags[RANGE_END_TAG])
-            return node_ip in cluster_ips() and bool(holders({lock}, cluster.node_of_ip(node_ip).pids()))
+        def past_first_waiting_at_second(run: DagsterRun) -> bool:
+            """The run's first partition is written and settled (its manifests there, its lock let go) and a
+            task or process of a worker node waits for its second's lock, held here."""
+            first, second = (
+                output.resolve() / layout.lock_key(run.tags[tag]) for tag in (RANGE_START_TAG, RANGE_END_TAG)
+            )
+            if not (output / layout.manifest_key(FAMILIES[-1], run.tags[RANGE_START_TAG])).exists():
+                return False
+            pids = [pid for node in cluster.workers for pid in node.pids()]
+            opened = set().union(*holders({first, second}, pids).values())
+            return second in opened and first not in opened
 
         def started(exclude: Collection[str] = ()) -> list[DagsterRun]:
             """Runs started on the cluster, past their first partition and held at their second's lock."""
@@ -536,8 +537,7 @@ def backfill_on_the_cluster(
                 if run.status == DagsterRunStatus.STARTED
                 and run.run_id in jobs
                 and run.run_id not in exclude
-                and first_written(run)
-                and waiting_at_second(run, jobs[run.run_id][1])
+                and past_first_waiting_at_second(run)
             ]
 
         # The first two runs, held at their second partition, then let go: they finish, one on each node.
@@ -602,6 +602,27 @@ def backfill_on_the_cluster(
         runs = curate_runs(instance)
         assert {jobs[run.run_id][1] for run in runs} == set(WORKER_IPS), jobs
         assert all(jobs[run.run_id][1] != HEAD_IP for run in runs)
+        # The runs' partitions were Ray tasks, on both worker nodes (Ray's task events, by the runs' jobs).
+        job_ids = {
+            job["job_id"]
+            for job in cluster.jobs()
+            if (job.get("submission_id") or "").removeprefix("dagster-run-") in {run.run_id for run in runs}
+        }
+        ips = cluster.node_id_ips()
+        task_nodes = cluster.wait(
+            lambda: (
+                (
+                    found := {
+                        ips.get(t["node_id"]) for t in ray_tasks(cluster) if t["job_id"] in job_ids and t["node_id"]
+                    }
+                )
+                == set(WORKER_IPS)
+                and found
+            ),
+            60,
+            "Ray's task events of the backfill's partition tasks on both worker nodes",
+        )
+        assert HEAD_IP not in task_nodes
         # From failure: the partition written before the kill is found unchanged, the interrupted one written.
         expected = {(family, key): key == written[0] for family in FAMILIES for key in written}
         assert unchanged_in(instance, retry.run_id) == expected

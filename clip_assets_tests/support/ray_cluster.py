@@ -208,8 +208,6 @@ def node_environment(base: Mapping[str, str], auth: Literal["disabled", "token"]
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
         env["RAY_AUTH_TOKEN_PATH"] = str(token)
-    # One log line per record, no colour codes: logs that read well in a test's failure report.
-    env["RAY_LOG_TO_STDERR"] = "0"
     return env
 
 
