@@ -12,11 +12,11 @@ partition at a time and two nodes two: on a 2-core machine, the second node has 
   hashing, encoding), so the second core is what the second node brings. Target: >= 1.5x one node.
   Workers are warmed up before each configuration is timed (a Ray worker process imports clip-assets
   once).
-- Dagster per partition: `clip-assets backfill`'s loop (`run_backfill`, in process, the embedded
-  instance) over N tiny partitions in one run (`partitions_per_run` N), with the Ray backend on both
-  nodes, against the engine writing the same partitions through the same backend without Dagster: the
-  difference per partition is Dagster's cost (events, partition checks), the tasks' own cost being in
-  both.
+- Dagster per partition: `clip-assets backfill --families-only --skip-checks`'s loop (`run_backfill`,
+  in process, the embedded instance) over N tiny partitions in one run (`partitions_per_run` N), with
+  the Ray backend on both nodes, against the engine writing the same partitions through the same
+  backend without Dagster: the difference per partition is Dagster's cost (events, partition checks),
+  the tasks' own cost being in both.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progress, settle, stderr_to
-from benchmarks.runners import NAMES, add_partitions, embedded_instance
+from benchmarks.runners import NAMES, WRITES_ONLY, add_partitions, embedded_instance
 from benchmarks.workloads import INPUT_PATH, build_tiny_inbox
 from clip_assets.cli.backfill import run_backfill
 from clip_assets.components.dataset import dataset_definitions, dataset_resources
@@ -157,7 +157,7 @@ def dagster_per_partition(ctx: Context, root: Path, size: int) -> list[Row]:
             settle()
             failures: list[str] = []
             with Timer() as timer:
-                done = run_backfill(instance, keys, size, failures.append, definitions)
+                done = run_backfill(instance, definitions, NAMES, keys, size, failures.append, WRITES_ONLY)
             if not done:
                 raise RuntimeError(f"the run of {size} partitions failed: {failures[:3]}")
             dagster.append(timer.seconds / size)

@@ -45,6 +45,7 @@ CLIP_CLAIMS = f"{CLAIMS}clips/"
 INTENTS = f"{INTERNAL_PREFIX}/intents/"
 # One record per failed partition (Cosmos Curator keeps `video_errors/`), removed when it succeeds.
 VIDEO_ERRORS = f"{INTERNAL_PREFIX}/video_errors/"
+CHECKS = f"{INTERNAL_PREFIX}/checks/"
 
 
 class LayoutError(ValueError):
@@ -259,6 +260,23 @@ def intent_key(partition_key: str) -> str:
 def video_error_key(partition_key: str) -> str:
     """The record of why a partition failed, kept until it is written successfully."""
     return f"{VIDEO_ERRORS}{_partition_digest(partition_key)}.json"
+
+
+def check_problems_key(family: str) -> str:
+    """What a family's `intact` check found damaged and is not yet repaired: kept between checks, so a
+    later check of other partitions does not forget it."""
+    return f"{CHECKS}{_check_name(family)}.json"
+
+
+def check_problems_lock_key(family: str) -> str:
+    """Held while a check updates that record, so two checks never drop each other's findings."""
+    return f"{LOCKS}checks-{_check_name(family)}.lock"
+
+
+def _check_name(family: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_]{1,64}", family):
+        raise LayoutError(f"family name {family!r} is not lowercase letters, digits and '_'")
+    return family
 
 
 def dataset_summary_key() -> str:

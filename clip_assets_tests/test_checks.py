@@ -179,3 +179,44 @@ def test_a_run_without_partition_verifies_every_partition(instance, inbox, outpu
     assert not passed and metadata["partitions"] == 2 and metadata["problems"] == 1
     assert f"clips/{damaged.name}: 0 bytes" in description
     assert all(evaluations[family][0] for family in ("clip_previews", "clip_metadata", "video_summaries"))
+
+
+def test_a_failure_stays_until_its_partition_is_repaired(instance, inbox, output, run_partition):
+    """A check of other partitions that pass must not turn the check green while damage it found is still there."""
+    clips = {}
+    for name in ("a.mp4", "b.mp4"):
+        clips[name] = make_clips(2, source_video=f"/videos/{name}")
+        write_video(inbox / f"{name}.parquet", clips[name], source_video=f"/videos/{name}")
+        assert run_partition(name).success
+    damaged = f"metas/v0/{clips['a.mp4'][0].uuid}.json"
+    (output / damaged).write_bytes(b"{}")
+    assert not run_checks(instance, inbox, output, partition_key="a.mp4")["clip_metadata"][0]
+
+    later = run_checks(instance, inbox, output, partition_key="b.mp4")
+    passed, description, metadata = later["clip_metadata"]
+    assert not passed and description.startswith(damaged), description
+    assert metadata["partitions_checked"] == ["a.mp4", "b.mp4"] and metadata["partitions_damaged"] == 1
+    assert all(later[family][0] for family in ALL_FAMILIES if family != "clip_metadata")
+
+    assert run_partition("a.mp4").success  # rewrites the damaged document
+    repaired = run_checks(instance, inbox, output, partition_key="b.mp4")
+    assert sorted(repaired) == ALL_FAMILIES
+    assert all(passed for passed, _, _ in repaired.values()), repaired
+    assert repaired["clip_metadata"][2]["partitions_checked"] == ["a.mp4", "b.mp4"]
+    assert not (output / "_clip_assets/checks/clip_metadata.json").exists()
+
+
+def test_every_successful_curate_run_is_followed_by_its_checks(instance, inbox, output, run_partition):
+    from dagster import DagsterEventType, build_run_status_sensor_context
+
+    from clip_assets_tests.support.dataset import verify_after_curate
+
+    write_video(inbox / f"{KEY}.parquet", make_clips(2))
+    run = run_partition(KEY)
+    success = next(e for e in run.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
+    context = build_run_status_sensor_context(
+        sensor_name="verify_after_curate", dagster_instance=instance, dagster_run=run.dagster_run, dagster_event=success
+    )
+    request = verify_after_curate(context)
+    assert request.tags == {"dagster/partition": KEY} and request.run_key == f"verify:{run.run_id}"
+    assert verify_after_curate.job_name == "verify_outputs"

@@ -118,3 +118,32 @@ def test_backfill_runs_batches_without_a_daemon_and_reports_failures(tmp_path, i
     for name in ("a.mp4", "b.mp4", "c.mp4", "e.mp4"):
         assert (output / f"processed_videos/{name}.json").exists()
     assert not (output / "processed_videos/d.mp4.json").exists()
+
+
+def test_ingest_into_an_s3_inbox_puts_the_file_there_and_nothing_on_disk(tmp_path, s3):
+    from clip_assets.producer.synthetic import SAMPLE_VIDEOS
+    from clip_assets.producer.synthetic import write_video as write_sample
+
+    video = write_sample(tmp_path / "videos/box.mp4", SAMPLE_VIDEOS["cam2/bouncing box.mp4"], num_frames=24)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = cli_env(
+        tmp_path,
+        s3.url("inbox"),
+        s3.url("curated"),
+        CLIP_ASSETS_S3_ADDRESSING_STYLE="path",
+        AWS_ENDPOINT_URL_S3=s3.proxy.url,
+    )
+    bin_dir = Path(sys.executable).parent
+    ingested = run([str(bin_dir / "clip-assets"), "ingest", str(video), "--no-progress"], env, work)
+    assert ingested.returncode == 0, ingested.stderr
+    assert ingested.stdout.strip() == f"{s3.url('inbox')}/box.mp4.parquet"
+    assert s3.keys("inbox") == ["box.mp4.parquet"]
+    assert list(work.iterdir()) == []  # no ./s3:/bucket/... folder
+    flagged = run(
+        [str(bin_dir / "clip-assets"), "ingest", str(video), "--inbox", s3.url("other"), "--no-progress"], env, work
+    )
+    assert flagged.returncode == 0, flagged.stderr
+    assert s3.keys("other") == ["box.mp4.parquet"] and list(work.iterdir()) == []
+    discovered = run([str(bin_dir / "clip-assets"), "discover"], env, work)
+    assert discovered.returncode == 0 and "added   box.mp4" in discovered.stdout

@@ -16,7 +16,6 @@ from dagster import materialize
 
 from clip_assets import layout
 from clip_assets.cli import main
-from clip_assets.components.environment import OUTPUT_VAR
 from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
@@ -208,10 +207,8 @@ def test_a_removed_video_leaves_nothing(inbox, output, instance, run_partition, 
     videos = build_three_videos(inbox)
     curate(inbox, output, instance, run_partition, sorted(videos))
     removed = {c.uuid for c in videos["b.mp4"]}
-    monkeypatch.setenv(OUTPUT_VAR, str(output))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused-home"))
-    monkeypatch.setattr("dagster.DagsterInstance.get", lambda: instance)
-    outcome = CliRunner().invoke(main, ["remove", "b.mp4"])
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)  # the command records in the test's instance
+    outcome = CliRunner().invoke(main, ["remove", "b.mp4", "--output", str(output)])
     assert outcome.exit_code == 0, outcome.output
     assert "removed      3 files of clip_files" in outcome.output
     assert "b.mp4" not in instance.get_dynamic_partitions("processed_videos")

@@ -97,6 +97,43 @@ def test_the_readme_shows_the_install_command_the_tests_run():
     assert INSTALL in (REPO / "README.md").read_text()
 
 
+def readme_pipeline(videos: Path, inbox: Path) -> str:
+    """The README's NeMo pipeline, exactly as printed but for its two folders."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## For NeMo Curator users") :]
+    block = section[section.index("```python\n") + len("```python\n") :]
+    block = block[: block.index("```")]
+    lines = block.splitlines()
+    for name, value in (("VIDEOS", videos), ("INBOX", inbox)):
+        (index,) = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")]
+        lines[index] = f"{name} = {str(value)!r}"
+    return "\n".join(lines)
+
+
+def test_the_readme_s_nemo_pipeline_runs_as_written(nemo, tmp_path, instance):
+    """Imports and all, on this 2-core machine: a NeMo user copies it and it runs."""
+    videos, inbox = tmp_path / "videos", tmp_path / "inbox"
+    videos.mkdir()
+    (videos / "carphone 3s.mp4").write_bytes((VIDEOS / "carphone 3s.mp4").read_bytes())
+    env = {**os.environ, **checkout_first(), "RAY_memory_monitor_refresh_ms": "0"}
+    done = subprocess.run(
+        [str(nemo), "-c", readme_pipeline(videos, inbox)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    (request,) = sensor_tick(instance, str(inbox)).run_requests
+    assert request.partition_key == "carphone 3s.mp4"
+    output = tmp_path / "output"
+    assert materialize_partition(instance, "carphone 3s.mp4", str(inbox), str(output), input_path=str(videos)).success
+    assert [p.name for p in (output / "clips").iterdir()] and (
+        output / "processed_videos/carphone 3s.mp4.json"
+    ).is_file()
+
+
 def test_nemo_tasks_survive_the_round_trip_through_a_processed_video_file(nemo):
     """Every field of real VideoTasks -> rows -> a processed-video file -> rows -> VideoTasks, unchanged:
     embeddings with dtype and shape, the InternVideo2 vector 1.4.0's writer has no output for too."""

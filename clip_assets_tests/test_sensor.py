@@ -36,6 +36,24 @@ def test_sensor_adds_partitions_and_requests_runs_incrementally(instance, inbox)
     assert third.dynamic_partitions_requests == []  # the partition exists already
 
 
+def test_a_file_already_written_is_registered_but_not_run_again(instance, inbox, run_partition):
+    """After `clip-assets discover` and `backfill` (or a daemon's restart, its cursor lost), the sensor's
+    first tick finds every file new; those already written from the very same file run nothing."""
+    write_video(inbox / "a.mp4.parquet", num_clips=1)
+    write_video(inbox / "b.mp4.parquet", num_clips=1)
+    assert run_partition("a.mp4").success
+    first = tick(instance, inbox)
+    (request,) = first.run_requests
+    assert request.partition_key == "b.mp4"  # a.mp4's outputs are from this very file
+    assert sorted(event.partition for event in first.asset_events) == ["a.mp4", "b.mp4"]
+
+    path = write_video(inbox / "a.mp4.parquet", num_clips=2)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    (rewritten,) = tick(instance, inbox, first.cursor).run_requests
+    assert rewritten.partition_key == "a.mp4"  # changed since it was written: runs again
+
+
 def video(key, fingerprint="1:1"):
     return DiscoveredVideo(key, f"{key}.parquet", fingerprint)
 

@@ -1,34 +1,121 @@
-"""`clip-assets`: make sample input, ingest real video, register partitions, backfill them, run the demo."""
+"""`clip-assets`: list the datasets, make sample input, ingest real video, register partitions, backfill them,
+list failures, remove a video, run the demo.
+
+Every command works on one dataset of the code location (`--dataset NAME`, NAME its key prefix; optional
+where there is one dataset, or for the unprefixed one) and takes its inbox, output, storage options,
+settings and partitions from that dataset's defs.yaml. A mistake is one line naming it and what to do,
+exit status 2 (1 when the work itself failed); `--debug` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from clip_assets.components.environment import (
-    DATA_DIR,
-    EMBEDDING_ALGORITHM_VAR,
-    INBOX_VAR,
-    INPUT_PATH_VAR,
-    OUTPUT_VAR,
-    PARTITIONS_PER_RUN_VAR,
-    configured,
+from clip_assets.cli.errors import UsageProblem, one_line
+from clip_assets.cli.text import text_table
+from clip_assets.components.environment import DATA_DIR, PARTITIONS_PER_RUN_VAR
+
+if TYPE_CHECKING:
+    from clip_assets.cli.location import Dataset
+    from clip_assets.storage import Storage
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+class ClipAssetsGroup(click.Group):
+    """Turns any error into one line on stderr and a non-zero exit; `--debug` lets it through."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError):
+            raise
+        except click.ClickException as exc:
+            if _debugging(ctx):
+                raise
+            click.echo(f"clip-assets: error: {one_line(exc)}", err=True)
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            if _debugging(ctx):
+                raise
+            click.echo(f"clip-assets: error: {one_line(exc)} (--debug shows where)", err=True)
+            sys.exit(1)
+
+
+def _debugging(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().params.get("debug"))
+
+
+@click.group(cls=ClipAssetsGroup)
+@click.version_option(package_name="clip-assets", prog_name="clip-assets")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error instead of one line.")
+@click.option(
+    "-m",
+    "--module",
+    envvar="CLIP_ASSETS_MODULE",
+    default="clip_assets.definitions",
+    show_default=True,
+    help="The code location whose datasets the commands use (its `defs`, loaded from a defs folder).",
 )
+@click.pass_context
+def main(ctx: click.Context, debug: bool, module: str) -> None:
+    """Turn processed videos into NeMo Curator-compatible curated outputs and a curated dataset, as Dagster assets."""
+    from clip_assets.cli.home import load_env_file
+
+    del debug  # read through the context by ClipAssetsGroup
+    load_env_file()
+    ctx.obj = module
 
 
-@click.group()
-def main() -> None:
-    """Turn processed videos into NeMo Curator-compatible curated outputs, as Dagster assets."""
+def dataset_option(command: Command) -> Command:
+    """`--dataset NAME`, resolved to the code location's dataset and passed on as `dataset`."""
+
+    @wraps(command)
+    def with_dataset(*args: Any, dataset_name: str | None, **kwargs: Any) -> Any:
+        from clip_assets.cli.location import load_location
+
+        dataset = load_location(click.get_current_context().find_root().obj).select(dataset_name)
+        return command(*args, dataset=dataset, **kwargs)
+
+    option = click.option(
+        "--dataset",
+        "dataset_name",
+        default=None,
+        metavar="NAME",
+        help="The dataset (its key prefix, as its defs.yaml writes it); optional with one dataset, or for the "
+        "unprefixed one. `clip-assets datasets` lists them.",
+    )
+    return option(with_dataset)  # type: ignore[return-value]
+
+
+@main.command()
+@click.pass_context
+def datasets(ctx: click.Context) -> None:
+    """List the code location's datasets: name, inbox, output, registered partitions, where each is defined."""
+    from clip_assets.cli.home import dagster_instance
+    from clip_assets.cli.location import load_location
+
+    location = load_location(ctx.find_root().obj)
+    with dagster_instance(_note) as instance:
+        rows = [("dataset", "inbox", "output", "partitions", "defined in")]
+        for component in location.datasets:
+            dataset = location.select(component.names.dataset)
+            count = len(instance.get_dynamic_partitions(dataset.names.partitions))
+            name = dataset.names.dataset or "(default)"
+            rows.append((name, dataset.root("inbox"), dataset.root("output"), str(count), component.source))
+    click.echo(text_table(rows))
 
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def sample(directory: Path) -> None:
-    """Write a few short synthetic test-pattern videos into DIRECTORY."""
+    """Write a few short synthetic test-pattern videos (and their annotations) into DIRECTORY."""
     from clip_assets.producer.synthetic import write_sample_videos
 
     for path in write_sample_videos(directory):
@@ -37,12 +124,8 @@ def sample(directory: Path) -> None:
 
 @main.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--inbox",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Inbox folder (default: ${INBOX_VAR} or {configured(INBOX_VAR)}).",
-)
+@dataset_option
+@click.option("--inbox", default=None, help="Inbox folder or URL (default: the dataset's inbox).")
 @click.option(
     "--input-root",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -65,7 +148,8 @@ def sample(directory: Path) -> None:
 @click.option("--skip-up-to-date", is_flag=True, help="Skip videos whose processed file is newer than the video.")
 def ingest(
     videos: tuple[Path, ...],
-    inbox: Path | None,
+    dataset: Dataset,
+    inbox: str | None,
     input_root: Path | None,
     clip_len: float,
     stride: float,
@@ -75,12 +159,11 @@ def ingest(
     no_progress: bool,
     skip_up_to_date: bool,
 ) -> None:
-    """Turn VIDEOS (files or folders) into processed-video files in the inbox."""
+    """Turn VIDEOS (files or folders) into processed-video files in the dataset's inbox (a folder or a store)."""
     from clip_assets.media.probe import MediaError
     from clip_assets.producer.ingest import ingest_paths
     from clip_assets.producer.planning import IngestSettings
 
-    target = inbox or Path(configured(INBOX_VAR))
     try:
         settings = IngestSettings(
             clip_len_s=clip_len,
@@ -89,52 +172,54 @@ def ingest(
             clips_per_chunk=clips_per_chunk,
             min_frame_difference=min_frame_difference,
         )
-        written = ingest_paths(
-            list(videos),
-            target,
-            input_root=input_root,
-            settings=settings,
-            progress=not no_progress,
-            skip_up_to_date=skip_up_to_date,
-        )
-    except (MediaError, ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    for path in written:
-        click.echo(path)
+    with dataset.storage("inbox", inbox) as storage:
+        try:
+            written = ingest_paths(
+                list(videos),
+                storage,
+                input_root=input_root,
+                settings=settings,
+                progress=not no_progress,
+                skip_up_to_date=skip_up_to_date,
+            )
+        except (MediaError, ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+    for location in written:
+        click.echo(location)
 
 
 @main.command()
-@click.option(
-    "--inbox", default=None, help=f"Inbox folder or s3:// URL (default: ${INBOX_VAR} or {configured(INBOX_VAR)})."
-)
-def discover(inbox: str | None) -> None:
-    """Register every complete processed video in the inbox as a partition of the instance at $DAGSTER_HOME."""
-    from dagster import DagsterInstance
-
-    from clip_assets.components.names import DatasetNames
-    from clip_assets.components.resources import s3_connection
+@dataset_option
+@click.option("--inbox", default=None, help="Inbox folder or URL (default: the dataset's inbox).")
+def discover(dataset: Dataset, inbox: str | None) -> None:
+    """Register every complete processed video in the dataset's inbox as a partition of that dataset."""
+    from clip_assets.cli.home import dagster_instance
     from clip_assets.engine.discovery import register
-    from clip_assets.storage import open_storage
 
-    storage = open_storage(inbox or configured(INBOX_VAR), s3_connection(configured).storage_options())
-    result, new_keys = register(DagsterInstance.get(), storage, DatasetNames().partitions)
+    with dataset.storage("inbox", inbox) as storage, dagster_instance(_note) as instance:
+        _must_exist(storage, "inbox", dataset)
+        result, new_keys = register(instance, storage, dataset.names.partitions)
     for video in result.videos:
         click.echo(f"{'added  ' if video.partition_key in new_keys else 'known  '} {video.partition_key}")
     for key in result.incomplete:
         click.echo(f"skipped {key} (incomplete: no readable Parquet footer)", err=True)
     for waiting in result.waiting:
         click.echo(f"waiting {waiting}", err=True)
-    click.echo(f"{len(result.videos)} processed videos in {storage.root}, {len(new_keys)} new partitions", err=True)
+    click.echo(
+        f"{len(result.videos)} processed videos in {storage.root}, {len(new_keys)} new partitions of {dataset.label}",
+        err=True,
+    )
 
 
 @main.command()
-@click.option(
-    "--output", default=None, help=f"Output folder or s3:// URL (default: ${OUTPUT_VAR} or {configured(OUTPUT_VAR)})."
-)
+@dataset_option
+@click.option("--output", default=None, help="Output folder or URL (default: the dataset's output).")
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON document: a list of failed partitions and their errors."
 )
-def failures(output: str | None, as_json: bool) -> None:
+def failures(dataset: Dataset, output: str | None, as_json: bool) -> None:
     """List the partitions whose last run failed, and why: file, row, field, message, time and run id.
 
     Read from the output's failure records (_clip_assets/video_errors/), not from run logs; a partition
@@ -143,12 +228,11 @@ def failures(output: str | None, as_json: bool) -> None:
     import json
 
     from clip_assets.cli.failures import failure_table
-    from clip_assets.components.resources import s3_connection
     from clip_assets.engine.failures import load_failures
-    from clip_assets.storage import open_storage
 
-    storage = open_storage(output or configured(OUTPUT_VAR), s3_connection(configured).storage_options())
-    found = list(load_failures(storage))
+    with dataset.storage("output", output) as storage:
+        _must_exist(storage, "output", dataset)
+        found = list(load_failures(storage))
     if as_json:
         click.echo(json.dumps([json.loads(failure.to_bytes()) for failure in found], indent=2))
     else:
@@ -159,74 +243,89 @@ def failures(output: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("partitions", nargs=-1)
+@dataset_option
 @click.option("--all", "all_partitions", is_flag=True, help="Every registered partition.")
 @click.option(
     "--per-run",
     type=click.IntRange(min=1),
     default=None,
-    help=f"Partitions per run (default: ${PARTITIONS_PER_RUN_VAR} or {configured(PARTITIONS_PER_RUN_VAR)}).",
+    help=f"Partitions per run (default: the dataset's partitions_per_run, or ${PARTITIONS_PER_RUN_VAR}).",
 )
-def backfill(partitions: tuple[str, ...], all_partitions: bool, per_run: int | None) -> None:
-    """Materialize PARTITIONS (or --all) in batched runs in this process, recorded in $DAGSTER_HOME's instance.
+@click.option("--families-only", is_flag=True, help="Write the output families only, not the derived dataset.")
+@click.option("--skip-checks", is_flag=True, help="Do not run the `intact` checks over what was written.")
+def backfill(
+    partitions: tuple[str, ...],
+    dataset: Dataset,
+    all_partitions: bool,
+    per_run: int | None,
+    families_only: bool,
+    skip_checks: bool,
+) -> None:
+    """Materialize PARTITIONS (or --all) in batched runs in this process, check them, then bring the dataset
+    group up to date (clip index and vectors, near-duplicates, shards, gallery, summary).
 
-    For CI and scripts: no daemon needed; the exit status says whether every partition succeeded.
+    For CI and scripts: no daemon needed; every run is recorded in the Dagster instance, and the exit
+    status says whether every partition and check succeeded.
     """
-    from dagster import DagsterInstance
-
-    from clip_assets.cli.backfill import run_backfill
+    from clip_assets.cli.backfill import BackfillSteps, run_backfill
+    from clip_assets.cli.home import dagster_instance
 
     if bool(partitions) == all_partitions:
         raise click.UsageError("give partition keys or --all, not both and not neither")
-    try:
-        ok = run_backfill(
-            DagsterInstance.get(),
-            None if all_partitions else list(partitions),
-            per_run or int(configured(PARTITIONS_PER_RUN_VAR)),
-            click.echo,
-        )
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    with dagster_instance(_note) as instance:
+        if all_partitions and not instance.get_dynamic_partitions(dataset.names.partitions):
+            raise UsageProblem(
+                f"no partitions are registered for {dataset.label}: run `clip-assets discover{dataset.flag}` first"
+            )
+        try:
+            ok = run_backfill(
+                instance,
+                dataset.location.definitions,
+                dataset.names,
+                None if all_partitions else list(partitions),
+                per_run or dataset.partitions_per_run,
+                click.echo,
+                BackfillSteps(checks=not skip_checks, dataset=not families_only),
+            )
+        except ValueError as exc:
+            raise UsageProblem(f"{exc} (`clip-assets discover{dataset.flag}` registers the inbox's videos)") from None
     sys.exit(0 if ok else 1)
 
 
 @main.command()
 @click.argument("video_key")
-@click.option(
-    "--output", default=None, help=f"Output folder or s3:// URL (default: ${OUTPUT_VAR} or {configured(OUTPUT_VAR)})."
-)
-def remove(video_key: str, output: str | None) -> None:
+@dataset_option
+@click.option("--output", default=None, help="Output folder or URL (default: the dataset's output).")
+def remove(video_key: str, dataset: Dataset, output: str | None) -> None:
     """Remove VIDEO_KEY (a partition key) from the dataset: its output files, manifests and claim, its rows in
-    the clip index and vector table, and its partition in the instance at $DAGSTER_HOME.
+    the clip index and vector table, and its partition in the Dagster instance.
 
     Remove or keep its processed-video file out of the inbox too, or a change to it curates it again;
     re-materialize near_duplicates, training_shards and clip_gallery (their automation does) to drop
     it from those.
     """
-    from dagster import DagsterInstance
-
-    from clip_assets.components.names import DatasetNames
-    from clip_assets.components.resources import s3_connection
+    from clip_assets.cli.home import dagster_instance
     from clip_assets.dataset.update import update_dataset_tables
     from clip_assets.engine.removal import remove_partition
     from clip_assets.families import FAMILIES
-    from clip_assets.storage import open_storage
 
-    storage = open_storage(output or configured(OUTPUT_VAR), s3_connection(configured).storage_options())
-    partitions = DatasetNames().partitions
-    instance = DagsterInstance.get()
-    known = instance.get_dynamic_partitions(partitions)
-    removal = remove_partition(storage, video_key, FAMILIES)
-    if not removal.found and video_key not in known:
-        raise click.ClickException(f"{video_key!r} is neither a partition nor has outputs in {storage.root}")
-    for family, count in sorted(removal.files.items()):
-        click.echo(f"removed {count:6d} files of {family}")
-    if removal.kept_shared:
-        click.echo(f"kept {len(removal.kept_shared)} files another partition also records", err=True)
-    update = update_dataset_tables(storage, [video_key])
-    click.echo(f"removed {update.index.deleted} clip index rows and {update.vectors.deleted} vectors")
-    if video_key in known:
-        instance.delete_dynamic_partition(partitions, video_key)
-        click.echo(f"deleted partition {video_key}")
+    partitions = dataset.names.partitions
+    with dataset.storage("output", output) as storage, dagster_instance(_note) as instance:
+        known = instance.get_dynamic_partitions(partitions)
+        removal = remove_partition(storage, video_key, FAMILIES)
+        if not removal.found and video_key not in known:
+            raise UsageProblem(
+                f"{video_key!r} is neither a partition of {dataset.label} nor has outputs in {storage.root}"
+            )
+        for family, count in sorted(removal.files.items()):
+            click.echo(f"removed {count:6d} files of {family}")
+        if removal.kept_shared:
+            click.echo(f"kept {len(removal.kept_shared)} files another partition also records", err=True)
+        update = update_dataset_tables(storage, [video_key])
+        click.echo(f"removed {update.index.deleted} clip index rows and {update.vectors.deleted} vectors")
+        if video_key in known:
+            instance.delete_dynamic_partition(partitions, video_key)
+            click.echo(f"deleted partition {video_key} of {dataset.label}")
 
 
 @main.command()
@@ -235,24 +334,26 @@ def remove(video_key: str, output: str | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(DATA_DIR),
     show_default=True,
-    help="Where sample videos, inbox and output go.",
+    help="Where sample videos, inbox, output and the demo's Dagster home go.",
 )
 def demo(workdir: Path) -> None:
-    """Sample videos -> ingest -> discover -> the curate_videos job for every partition, in a temporary
-    Dagster home, on local storage."""
+    """Sample videos -> ingest -> discover -> every asset (families, checks, the curated dataset), on local
+    storage, recorded in a Dagster home under WORKDIR that `dagster dev` then shows."""
     from clip_assets.cli.demo import run_demo
-    from clip_assets.instance.storages import use_embedded_instance
-    from clip_assets.producer.descriptor import COLOR_GRID_ALGORITHM
 
-    os.environ.setdefault(INBOX_VAR, str(workdir / "inbox"))
-    os.environ.setdefault(OUTPUT_VAR, str(workdir / "output"))
-    # The ingested videos record their absolute path, as upstream pipelines do; strip the demo folder.
-    os.environ.setdefault(INPUT_PATH_VAR, str((workdir / "videos").resolve()))
-    # The sample videos carry an honest colour-grid descriptor, not Cosmos-Embed1: write that one.
-    os.environ.setdefault(EMBEDDING_ALGORITHM_VAR, COLOR_GRID_ALGORITHM)
-    with (
-        tempfile.TemporaryDirectory(prefix="clip-assets-dagster-home-") as home,
-        use_embedded_instance(Path(home)) as instance,
-    ):
-        ok = run_demo(workdir, instance, echo=click.echo)
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if run_demo(workdir, click.echo) else 1)
+
+
+def _note(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _must_exist(storage: Storage, role: str, dataset: Dataset) -> None:
+    """A local root that is not there is a misspelt path, not an empty dataset."""
+    from clip_assets.storage import url_scheme
+
+    if url_scheme(storage.root) == "file" and not Path(storage.root).is_dir():
+        raise UsageProblem(
+            f"{role} {storage.root} does not exist ({dataset.label}, {dataset.component.source}): "
+            f"check the path, or --{role}"
+        )

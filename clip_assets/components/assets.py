@@ -39,6 +39,9 @@ from clip_assets.families.base import Markdown, MetadataEntry
 
 # Every artifact is in the manifest; the event log gets a sample (each row costs ~170 bytes in every event).
 _MAX_LISTED_ARTIFACTS = 20
+# The inbox file a materialization was written from (its fingerprint): the sensor skips a file it finds
+# already written, so a restart or a partition registered by `clip-assets discover` runs nothing twice.
+INPUT_FINGERPRINT = "input_fingerprint"
 
 
 def inbox_spec(names: DatasetNames, owners: Sequence[str]) -> AssetSpec:
@@ -81,7 +84,9 @@ def _dagster_value(value: MetadataEntry) -> Any:
     return MetadataValue.md(value) if isinstance(value, Markdown) else value
 
 
-def _metadata(family: OutputFamily, result: WriteResult, report: BuildReport, source: str, root: str) -> dict[str, Any]:
+def _metadata(
+    family: OutputFamily, result: WriteResult, report: BuildReport, outcome: PartitionOutcome, root: str
+) -> dict[str, Any]:
     manifest = result.manifest
     listed = sorted(manifest.entries.items())[:_MAX_LISTED_ARTIFACTS]
     table = "| key | bytes | sha256 |\n|---|---:|---|\n" + "\n".join(
@@ -91,7 +96,8 @@ def _metadata(family: OutputFamily, result: WriteResult, report: BuildReport, so
         table += f"\n\n{len(manifest.entries) - len(listed)} more in the manifest."
     manifest_uri = layout.full_location(root, result.manifest_key)
     metadata: dict[str, Any] = {
-        "source": source,
+        "source": outcome.source,
+        INPUT_FINGERPRINT: outcome.fingerprint,
         "artifacts": len(manifest.entries),
         "bytes": MetadataValue.int(manifest.total_bytes),
         "written": result.written,
@@ -175,7 +181,7 @@ def output_families_asset(
                         failures.setdefault(outcome.partition_key, {})[family.name] = outcome.errors[family.name]
                     else:
                         result, report = outcome.results[family.name], outcome.report(family)
-                        metadata = _metadata(family, result, report, outcome.source, job.output.root)
+                        metadata = _metadata(family, result, report, outcome, job.output.root)
                         done.setdefault(family.name, {})[outcome.partition_key] = metadata
             if failures:
                 _record_and_fail(context, names, selected, done, failures, len(keys))

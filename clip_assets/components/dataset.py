@@ -1,14 +1,14 @@
 """One curated dataset's Dagster objects, all made from the list of output families.
 
 `dataset_definitions` is the one factory: the inbox, the families' assets, their `intact` checks, the
-dataset summary, the jobs and the sensors, named after the dataset's key prefix (`DatasetNames`).
+derived dataset, the jobs and the sensors, named after the dataset's key prefix (`DatasetNames`).
 `dataset_resources` is the resource set those objects ask for. The `CuratedDataset` component calls
 both from a YAML file; tests call them with their own folders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dagster import ConfigurableResource, Definitions, EnvVar
 
@@ -25,7 +25,7 @@ from clip_assets.components.resources import (
     ValidationLimitsResource,
     WriterSettingsResource,
 )
-from clip_assets.components.sensors import inbox_sensor, summary_automation
+from clip_assets.components.sensors import inbox_sensor, summary_automation, verify_after_curate
 from clip_assets.families import FAMILIES, OutputFamily
 
 DEFAULT_OWNERS = ("team:clip-curation",)
@@ -39,9 +39,15 @@ def dataset_definitions(
     partitions_per_run: int = 25,
     sensor_interval_s: int = 30,
     owners: Sequence[str] = DEFAULT_OWNERS,
+    verify_after_write: bool = True,
 ) -> Definitions:
     """Everything Dagster needs for one dataset; `resources` as `dataset_resources` makes them."""
-    objects = Definitions(
+    jobs = dataset_jobs(names)
+    family_keys = [names.key(family.name) for family in families]
+    sensors = [inbox_sensor(names, partitions_per_run, sensor_interval_s, family_keys), summary_automation(names)]
+    if verify_after_write:
+        sensors.append(verify_after_curate(names, jobs))
+    return Definitions(
         assets=[
             inbox_spec(names, owners),
             output_families_asset(names, families, partitions_per_run, owners),
@@ -52,10 +58,10 @@ def dataset_definitions(
             clip_gallery_asset(names, owners),
         ],
         asset_checks=[*intact_checks(names, families), *dataset_table_checks(names), *dataset_export_checks(names)],
-        sensors=[inbox_sensor(names, partitions_per_run, sensor_interval_s), summary_automation(names)],
+        jobs=jobs.all,
+        sensors=sensors,
         resources=resources,
     )
-    return Definitions.merge(objects, dataset_jobs(names))
 
 
 def dataset_resources(
@@ -65,11 +71,15 @@ def dataset_resources(
     writer_settings: WriterSettingsResource,
     s3: S3ConnectionResource | None = None,
     validation_limits: ValidationLimitsResource | None = None,
+    *,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, ConfigurableResource]:
-    """The resources one dataset's objects ask for, under its own keys."""
+    """The resources one dataset's objects ask for, under its own keys. `storage_options` reach both
+    roots' stores (each backend takes its own names); `s3` is dagster-aws's connection, for S3."""
+    options = dict(storage_options or {})
     return {
-        names.inbox: StorageResource(url=inbox, s3=s3),
-        names.output: StorageResource(url=output, s3=s3),
+        names.inbox: StorageResource(url=inbox, storage_options=options, s3=s3),
+        names.output: StorageResource(url=output, storage_options=options, s3=s3),
         names.writer_settings: writer_settings,
         names.validation_limits: validation_limits or ValidationLimitsResource(),
     }

@@ -14,7 +14,14 @@ from dagster import (
 )
 
 from clip_assets import layout
-from clip_assets.components.names import CLIP_INDEX, DATASET_GROUP, NEAR_DUPLICATES, TRAINING_SHARDS, DatasetNames
+from clip_assets.components.names import (
+    CLIP_INDEX,
+    DATASET_GROUP,
+    DATASET_SUMMARY,
+    NEAR_DUPLICATES,
+    TRAINING_SHARDS,
+    DatasetNames,
+)
 from clip_assets.components.resources import StorageResource
 from clip_assets.dataset.summary import plot_png, summarize
 from clip_assets.families import OutputFamily
@@ -24,7 +31,7 @@ def dataset_summary_asset(
     names: DatasetNames, families: Sequence[OutputFamily], owners: Sequence[str]
 ) -> AssetsDefinition:
     @asset(
-        key=names.key("dataset_summary"),
+        key=names.key(DATASET_SUMMARY),
         deps=[
             *(names.key(family.name) for family in families),
             names.key(CLIP_INDEX),

@@ -1,8 +1,20 @@
-"""A dataset's jobs: write its outputs, verify them, roll them up."""
+"""A dataset's jobs: write its outputs, verify them, index the written partitions, build the derived dataset."""
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dataclasses import dataclass
 
-from clip_assets.components.names import OUTPUT_GROUP, DatasetNames
+from dagster import AssetSelection, define_asset_job
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from clip_assets.components.names import (
+    CLIP_GALLERY,
+    CLIP_INDEX,
+    CLIP_VECTORS,
+    DATASET_SUMMARY,
+    NEAR_DUPLICATES,
+    OUTPUT_GROUP,
+    TRAINING_SHARDS,
+    DatasetNames,
+)
 
 
 def curate_job_name(names: DatasetNames) -> str:
@@ -10,25 +22,62 @@ def curate_job_name(names: DatasetNames) -> str:
     return names.name("curate_videos")
 
 
-def dataset_jobs(names: DatasetNames) -> Definitions:
+def verify_job_name(names: DatasetNames) -> str:
+    """The families' `intact` checks, for a run's partition or range, or every partition."""
+    return names.name("verify_outputs")
+
+
+def index_job_name(names: DatasetNames) -> str:
+    """The clip index and vectors of a partition or a range (partitioned like the families)."""
+    return names.name("index_clips")
+
+
+def build_job_name(names: DatasetNames) -> str:
+    """The dataset as a whole, once partitions are indexed: near-duplicates, shards, gallery, summary."""
+    return names.name("build_dataset")
+
+
+@dataclass(frozen=True)
+class DatasetJobs:
+    """A dataset's jobs, for the sensors that request them and the Definitions that hold them."""
+
+    curate: UnresolvedAssetJobDefinition
+    verify: UnresolvedAssetJobDefinition
+    index: UnresolvedAssetJobDefinition
+    build: UnresolvedAssetJobDefinition
+
+    @property
+    def all(self) -> list[UnresolvedAssetJobDefinition]:
+        return [self.curate, self.verify, self.index, self.build]
+
+
+def dataset_jobs(names: DatasetNames) -> DatasetJobs:
     outputs = AssetSelection.groups(names.group(OUTPUT_GROUP))
-    return Definitions(
-        jobs=[
-            define_asset_job(
-                curate_job_name(names),
-                selection=outputs.without_checks(),
-                description="Write all NeMo-compatible outputs of processed videos (one partition, or a range).",
-            ),
-            define_asset_job(
-                names.name("verify_outputs"),
-                selection=outputs - outputs.without_checks(),
-                description="Read every output of a partition back and check it against its manifest (the "
-                "`intact` checks).",
-            ),
-            define_asset_job(
-                names.name("summarize_dataset"),
-                selection=AssetSelection.assets(names.key("dataset_summary")),
-                description="Roll every partition's outputs up into the dataset summary.",
-            ),
-        ]
+    whole = AssetSelection.assets(
+        *(names.key(name) for name in (NEAR_DUPLICATES, TRAINING_SHARDS, CLIP_GALLERY, DATASET_SUMMARY))
+    )
+    return DatasetJobs(
+        curate=define_asset_job(
+            curate_job_name(names),
+            selection=outputs.without_checks(),
+            description="Write all NeMo-compatible outputs of processed videos (one partition, or a range).",
+        ),
+        verify=define_asset_job(
+            verify_job_name(names),
+            selection=outputs - outputs.without_checks(),
+            description="Read every output of a partition back and check it against its manifest (the `intact` "
+            "checks), and every partition an earlier check found damaged.",
+        ),
+        index=define_asset_job(
+            index_job_name(names),
+            selection=AssetSelection.assets(names.key(CLIP_INDEX), names.key(CLIP_VECTORS)),
+            description="Bring the clip index and vectors up to date with the written outputs of a partition or a "
+            "range.",
+        ),
+        build=define_asset_job(
+            build_job_name(names),
+            selection=whole,
+            description="Build what the dataset hands on from its index: near-duplicates, training shards, gallery, "
+            "and the dataset summary, with their checks.",
+        ),
     )

@@ -22,6 +22,7 @@ NEAR_DUPLICATES = "near_duplicates"
 # What the dataset hands on (clip_assets.components.dataset_exports); the summary depends on the shards.
 TRAINING_SHARDS = "training_shards"
 CLIP_GALLERY = "clip_gallery"
+DATASET_SUMMARY = "dataset_summary"
 # Every write step takes a slot of this pool, so a deployment can bound simultaneous writers to its
 # output storage (`dagster instance concurrency set clip_assets_writes N`); shared by all datasets.
 WRITE_POOL = "clip_assets_writes"
@@ -32,6 +33,16 @@ class DatasetNames:
     """`prefix` (e.g. `("cars",)`) goes in front of every asset key and, joined by `_`, every other name."""
 
     prefix: tuple[str, ...] = ()
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name, as `clip-assets --dataset` takes it: its key prefix joined by '/' ('' unprefixed)."""
+        return "/".join(self.prefix)
+
+    @property
+    def label(self) -> str:
+        """How messages name the dataset."""
+        return f"dataset {self.dataset!r}" if self.prefix else "the default dataset (no key prefix)"
 
     def key(self, name: str) -> AssetKey:
         return AssetKey([*self.prefix, name])

@@ -53,6 +53,9 @@ class PartitionOutcome:
 
     partition_key: str
     source: str = ""
+    # The input's fingerprint (size and ETag or mtime; every chunk's for a chunked video): what the
+    # inbox sensor compares with to know the partition is already written from this very file.
+    fingerprint: str = ""
     results: dict[str, WriteResult] = field(default_factory=dict)
     errors: dict[str, Exception] = field(default_factory=dict)
     reports: dict[str, BuildReport] = field(default_factory=dict)
@@ -99,7 +102,7 @@ def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: loggi
     outcome = PartitionOutcome(partition_key, source=f"{job.inbox.root}/{partition_key}")
     try:
         delivery = find_delivery(job.inbox, partition_key)  # one file, or every chunk file of the video
-        outcome.source = delivery.name
+        outcome.source, outcome.fingerprint = delivery.name, delivery.fingerprint
         version = output_version(delivery.fingerprint, job.settings)
         # 0. Unchanged? Then verify, don't read (and take no lock).
         recorded = writer.load_manifests([family.name for family in job.families], partition_key)

@@ -3,7 +3,8 @@
 It plays the part of NeMo Curator's splitting pipeline (fixed-stride clipping, transcoding, motion
 filter, windowing, previews, embeddings) with cheap honest stand-ins for the models: clips get a
 colour-grid embedding and a frame-difference motion score (under names of its own, not NeMo's
-motion-vector keys), and never captions, because nothing here can caption. A clip keeps the source's
+motion-vector keys), and never invented captions: a caption and an aesthetic score come only from a
+video's annotation file, when it has one. A clip keeps the source's
 first audio track, as NeMo's transcoding does: its packets in the clip's span, copied, not re-encoded.
 Each source is demuxed and decoded once, front to back; frames and audio packets are handed to every
 clip being built and dropped, so memory stays bounded by about one clip (its preview frames and its
@@ -15,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import mmap
+import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,10 +35,12 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 from tqdm import tqdm
 
+from clip_assets import layout
 from clip_assets.contract import write_processed_video
 from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.contract.records import ChunkCounters, ClipRecord, VideoInfo, Window
 from clip_assets.media.probe import MediaError, VideoProbe, probe_video_file, stream_framerate
+from clip_assets.producer.annotation import CAPTION_MODEL, Annotation, read_annotation
 from clip_assets.producer.descriptor import (
     COLOR_GRID_ALGORITHM,
     FRAME_DIFFERENCE_MEAN,
@@ -53,6 +58,7 @@ from clip_assets.producer.planning import (
     plan_clip_spans,
     plan_windows,
 )
+from clip_assets.storage import Storage
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 MOTION_FILTER = "motion"
@@ -389,6 +395,17 @@ def _write_with_counters(destination: Path, info: VideoInfo, records: Iterable[C
     return write_processed_video(destination, final_info, tallied())
 
 
+def _annotated(records: Iterable[ClipRecord], annotation: Annotation) -> Iterator[ClipRecord]:
+    """Each passed clip with the annotation's caption on every window and its aesthetic score."""
+    for record in records:
+        if not record.filtered and record.mp4 is not None:
+            if annotation.caption is not None:
+                for window in record.windows:
+                    window.captions = {CAPTION_MODEL: annotation.caption}
+            record.aesthetic_score = annotation.aesthetic_score
+        yield record
+
+
 def _calling_back(records: Iterable[ClipRecord], on_clip: Callable[[], object]) -> Iterator[ClipRecord]:
     """`records` unchanged, calling `on_clip` as each one is done."""
     for record in records:
@@ -403,11 +420,13 @@ def ingest_video(
     source_video: str,
     settings: IngestSettings = DEFAULT_SETTINGS,
     on_clip: Callable[[], object] | None = None,
+    annotation: Annotation | None = None,
 ) -> Path:
     """Cut, transcode and describe one source video into the processed-video file `destination`.
 
     `source_video` is the name clip ids are derived from (NeMo's `input_video`). The source is
-    decoded once; `on_clip` is called as each clip is done, for progress bars. Errors name `video`.
+    decoded once; `on_clip` is called as each clip is done, for progress bars. `annotation` gives
+    every passed clip its caption and aesthetic score. Errors name `video`.
     """
     video = Path(video)
     probe = probe_video_file(video)
@@ -418,6 +437,8 @@ def ingest_video(
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             records = _build_clips(container, stream, plans, probe, settings)
+            if annotation is not None:
+                records = _annotated(records, annotation)
             if on_clip is not None:
                 records = _calling_back(records, on_clip)
             return _write_with_counters(destination, info, records)
@@ -467,36 +488,56 @@ def find_videos(paths: Iterable[Path], input_root: Path | None = None) -> list[t
 
 def ingest_paths(
     paths: Sequence[Path],
-    inbox: Path,
+    inbox: Storage,
     *,
     input_root: Path | None = None,
     settings: IngestSettings = DEFAULT_SETTINGS,
     progress: bool = True,
     skip_up_to_date: bool = False,
-) -> list[Path]:
-    """Ingest every video named by `paths` into `inbox / f"{key}.parquet"` (see `find_videos`).
+) -> list[str]:
+    """Ingest every video named by `paths` into the inbox as `f"{key}.parquet"` (see `find_videos`); returns
+    each file's full location. The inbox is any storage: a folder, or a store's URL opened with
+    `open_storage`, so the files land where the dataset's sensor looks.
 
+    Each file is made in a local temporary folder and published with one atomic `put` (a rename on
+    disk; one PUT or a completed multipart upload on S3), so the inbox never holds a part of one.
     `source_video`, which clip ids derive from, is each video's absolute POSIX path with symlinks
     resolved, so the same file gets the same ids whichever path named it (and a resolved
-    `input_path` prefix strips cleanly). Stops at the first video that fails, naming it.
+    `input_path` prefix strips cleanly). A video's annotation file (`producer.annotation`) gives its
+    passed clips a caption and an aesthetic score. Stops at the first video that fails, naming it.
     With `skip_up_to_date`, a video whose processed file is newer than it is not ingested again:
     libx264's bits are not reproducible run to run, so re-ingesting would change every clip's MP4.
     """
     jobs = find_videos(paths, input_root)
-    written: list[Path] = []
-    for video, key in tqdm(jobs, unit="video", disable=not progress):
-        destination = Path(inbox) / f"{key}.parquet"
-        if skip_up_to_date and destination.exists() and destination.stat().st_mtime_ns >= video.stat().st_mtime_ns:
-            written.append(destination)
-            continue
-        with tqdm(desc=key, unit="clip", leave=False, disable=not progress) as clip_bar:
-            written.append(
-                ingest_video(
+    annotations = {video: read_annotation(video) for video, _ in jobs}  # every file checked before any work
+    written: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="clip-assets-ingest-") as scratch:
+        for video, key in tqdm(jobs, unit="video", disable=not progress):
+            target = f"{key}.parquet"
+            existing = inbox.stat(target) if skip_up_to_date else None
+            if existing is not None and existing.modified_ns >= video.stat().st_mtime_ns:
+                written.append(layout.full_location(inbox.root, target))
+                continue
+            with tqdm(desc=key, unit="clip", leave=False, disable=not progress) as clip_bar:
+                made = ingest_video(
                     video,
-                    destination,
+                    Path(scratch) / "video.parquet",
                     source_video=video.resolve().as_posix(),
                     settings=settings,
                     on_clip=clip_bar.update,
+                    annotation=annotations[video],
                 )
-            )
+            _publish(made, inbox, target)
+            written.append(layout.full_location(inbox.root, target))
     return written
+
+
+def _publish(made: Path, inbox: Storage, key: str) -> None:
+    """One atomic write of a finished file, mapped rather than read into memory (files reach gigabytes)."""
+    with made.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            inbox.put(key, view)
+        finally:
+            view.release()
+    made.unlink()

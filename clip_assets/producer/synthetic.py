@@ -14,6 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from clip_assets.producer.annotation import Annotation, annotation_path
+
 WIDTH = 320
 HEIGHT = 240
 FRAMERATE = 24
@@ -88,13 +90,27 @@ SAMPLE_VIDEOS: dict[str, Painter] = {
 }
 
 
-def write_video(path: Path, painter: Painter, num_frames: int = NUM_FRAMES) -> Path:
+# What a person would say about each sample: the demo's captions and scores (`producer.annotation`).
+SAMPLE_ANNOTATIONS: dict[str, Annotation] = {
+    "cam1/street walk.mp4": Annotation("colour bars scroll left over a rising grey ramp", 3.8),
+    "cam2/bouncing box.mp4": Annotation("an orange box bounces around a dark blue room", 4.6),
+    "static/still frame.mp4": Annotation("a white circle on a still colour gradient", 2.1),
+}
+# The demo's planted near-duplicate: street walk's first two seconds uploaded again, encoded a little
+# worse, under another name, as a re-upload looks in a real collection.
+PLANTED_DUPLICATE = "cam3/street walk re-upload.mp4"
+PLANTED_DUPLICATE_OF = "cam1/street walk.mp4"
+_PLANTED_FRAMES = 2 * FRAMERATE
+_PLANTED_CRF = "30"
+
+
+def write_video(path: Path, painter: Painter, num_frames: int = NUM_FRAMES, crf: str = "20") -> Path:
     """Encode `num_frames` frames from `painter` as H.264 MP4 at `path`; `veryfast` keeps it quick."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=FRAMERATE)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.options = {"crf": "20", "preset": "veryfast"}
+        stream.options = {"crf": crf, "preset": "veryfast"}
         for index in range(num_frames):
             frame = av.VideoFrame.from_ndarray(painter(index), format="rgb24")
             container.mux(stream.encode(frame))
@@ -105,3 +121,23 @@ def write_video(path: Path, painter: Painter, num_frames: int = NUM_FRAMES) -> P
 def write_sample_videos(directory: Path) -> list[Path]:
     """Write the three sample videos below `directory` (sub-folders, a space in each name); return paths."""
     return [write_video(Path(directory) / relative, painter) for relative, painter in SAMPLE_VIDEOS.items()]
+
+
+def write_sample_annotations(directory: Path) -> list[Path]:
+    """Each sample video's annotation file, beside it: its caption and a rater's aesthetic score."""
+    written = []
+    for relative, annotation in SAMPLE_ANNOTATIONS.items():
+        path = annotation_path(Path(directory) / relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(annotation.to_json(), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def write_planted_duplicate(directory: Path) -> Path:
+    """`PLANTED_DUPLICATE`: one clip's worth of `PLANTED_DUPLICATE_OF`, re-encoded, annotated like it."""
+    path = write_video(
+        Path(directory) / PLANTED_DUPLICATE, SAMPLE_VIDEOS[PLANTED_DUPLICATE_OF], _PLANTED_FRAMES, _PLANTED_CRF
+    )
+    annotation_path(path).write_text(SAMPLE_ANNOTATIONS[PLANTED_DUPLICATE_OF].to_json(), encoding="utf-8")
+    return path

@@ -8,6 +8,7 @@ import pytest
 
 from clip_assets.producer.ingest import ingest_paths
 from clip_assets.producer.synthetic import write_sample_videos
+from clip_assets.storage import LocalStorage
 
 
 @pytest.fixture(scope="session")
@@ -24,5 +25,5 @@ def sample_root(sample_videos: list[Path]) -> Path:
 def ingested(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Processed-video file per sample key (`cam1/street walk.mp4`), made with default settings."""
     inbox = tmp_path_factory.mktemp("inbox")
-    written = ingest_paths([sample_root], inbox, progress=False)
+    written = [Path(location) for location in ingest_paths([sample_root], LocalStorage(inbox), progress=False)]
     return {path.relative_to(inbox).as_posix().removesuffix(".parquet"): path for path in written}

@@ -32,6 +32,7 @@ from clip_assets.producer.ingest import (
     plan_windows,
 )
 from clip_assets.producer.synthetic import SAMPLE_VIDEOS, write_video
+from clip_assets.storage import LocalStorage
 
 MOVING = ("cam1/street walk.mp4", "cam2/bouncing box.mp4")
 STILL = "static/still frame.mp4"
@@ -272,9 +273,9 @@ def test_ingest_paths_takes_files_and_shows_progress(
     short_videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     video = short_videos[STILL]
-    written = ingest_paths([video], tmp_path / "inbox", progress=True)
+    written = ingest_paths([video], LocalStorage(tmp_path / "inbox"), progress=True)
 
-    assert written == [tmp_path / "inbox" / "still frame.mp4.parquet"]
+    assert written == [(tmp_path / "inbox" / "still frame.mp4.parquet").as_posix()]
     assert "video" in capsys.readouterr().err
 
 
@@ -283,20 +284,21 @@ def test_a_file_that_is_not_a_video_is_refused_by_name(tmp_path: Path) -> None:
     fake.write_text("not a video")
 
     with pytest.raises(MediaError, match=r"fake\.mp4"):
-        ingest_paths([fake], tmp_path / "inbox", progress=False)
+        ingest_paths([fake], LocalStorage(tmp_path / "inbox"), progress=False)
     assert not (tmp_path / "inbox").exists()
 
 
 def test_up_to_date_videos_are_not_ingested_again(sample_root: Path, tmp_path: Path) -> None:
     video = tmp_path / "v.mp4"
     shutil.copyfile(sorted(sample_root.rglob("*.mp4"))[0], video)
-    first = ingest_paths([video], tmp_path / "inbox", progress=False)
-    stamp = first[0].stat().st_mtime_ns
-    again = ingest_paths([video], tmp_path / "inbox", progress=False, skip_up_to_date=True)
-    assert again == first and first[0].stat().st_mtime_ns == stamp
+    inbox = LocalStorage(tmp_path / "inbox")
+    first = ingest_paths([video], inbox, progress=False)
+    stamp = Path(first[0]).stat().st_mtime_ns
+    again = ingest_paths([video], inbox, progress=False, skip_up_to_date=True)
+    assert again == first and Path(first[0]).stat().st_mtime_ns == stamp
     os.utime(video, ns=(stamp + 10**9, stamp + 10**9))  # the source changed after its file was written
-    ingest_paths([video], tmp_path / "inbox", progress=False, skip_up_to_date=True)
-    assert first[0].stat().st_mtime_ns > stamp
+    ingest_paths([video], inbox, progress=False, skip_up_to_date=True)
+    assert Path(first[0]).stat().st_mtime_ns > stamp
 
 
 def test_the_ingest_command_honours_skip_up_to_date(sample_root: Path, tmp_path: Path) -> None:

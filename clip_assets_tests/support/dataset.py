@@ -31,6 +31,7 @@ from clip_assets.components.resources import (
 from clip_assets.components.sensors import evaluate_inbox
 from clip_assets.dataset.clip_index import PartitionOutputs
 from clip_assets.engine.manifest import ManifestEntry
+from clip_assets.families import FAMILIES
 
 NAMES = DatasetNames()
 PARTITIONS_NAME = NAMES.partitions
@@ -50,7 +51,7 @@ dataset_tables = BY_ASSET["clip_index"]
 near_duplicates = BY_ASSET["near_duplicates"]
 FAMILY_ASSETS: list[AssetsDefinition] = [family_outputs]  # type: ignore[list-item]
 output_checks = list(DEFINITIONS.asset_checks)
-processed_video_sensor, dataset_summary_automation = DEFINITIONS.sensors
+processed_video_sensor, dataset_summary_automation, verify_after_curate = DEFINITIONS.sensors
 verify_outputs = next(job for job in DEFINITIONS.jobs or () if job.name == NAMES.name("verify_outputs"))
 
 
@@ -95,7 +96,7 @@ def sensor_tick(
     """One tick of the default dataset's inbox sensor against `inbox` (what its `@sensor` function runs)."""
     storage = StorageResource(url=inbox, s3=s3).get_storage()
     with build_sensor_context(instance=instance, cursor=cursor) as context:
-        return evaluate_inbox(context, storage, NAMES, PARTITIONS_PER_RUN)
+        return evaluate_inbox(context, storage, NAMES, PARTITIONS_PER_RUN, [NAMES.key(f.name) for f in FAMILIES])
 
 
 def materialization_metadata(result: ExecuteInProcessResult, asset_name: str) -> dict[str, object]:
@@ -185,10 +186,12 @@ def stored_output_digest(output: Path, family: str, partition_key: str) -> str:
 
 
 def is_derived(key: str) -> bool:
-    """Whether a key is one of the dataset-level outputs derived from the tree (not a family's file)."""
+    """Whether a key is one of the dataset-level outputs derived from the tree (not a family's file), or
+    what the checks that read the tree keep (their open problems, their locks)."""
     derived_locks = {layout.dataset_lock_key(), layout.training_shards_lock_key()}
+    derived_locks |= {layout.check_problems_lock_key(family.name) for family in FAMILIES}
     return (
         key == layout.dataset_summary_key()
-        or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY))
+        or key.startswith((layout.DATASET, layout.TRAINING_SHARDS, layout.GALLERY, layout.CHECKS))
         or key in derived_locks
     )
