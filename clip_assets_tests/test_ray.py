@@ -602,27 +602,29 @@ def backfill_on_the_cluster(
         runs = curate_runs(instance)
         assert {jobs[run.run_id][1] for run in runs} == set(WORKER_IPS), jobs
         assert all(jobs[run.run_id][1] != HEAD_IP for run in runs)
-        # The runs' partitions were Ray tasks, on both worker nodes (Ray's task events, by the runs' jobs).
-        job_ids = {
-            job["job_id"]
-            for job in cluster.jobs()
-            if (job.get("submission_id") or "").removeprefix("dagster-run-") in {run.run_id for run in runs}
+        # Each successful run wrote its two partitions as Ray tasks (Ray's task events, by the runs' jobs;
+        # those of the killed node's tasks may be lost with it), none on the head.
+        succeeded = {run.run_id for run in runs if run.status == DagsterRunStatus.SUCCESS}
+        job_runs = {
+            job["job_id"]: (job.get("submission_id") or "").removeprefix("dagster-run-") for job in cluster.jobs()
         }
         ips = cluster.node_id_ips()
-        task_nodes = cluster.wait(
-            lambda: (
-                (
-                    found := {
-                        ips.get(t["node_id"]) for t in ray_tasks(cluster) if t["job_id"] in job_ids and t["node_id"]
-                    }
-                )
-                == set(WORKER_IPS)
-                and found
-            ),
+
+        def finished_tasks() -> Counter[str] | None:
+            tasks = [t for t in ray_tasks(cluster) if job_runs.get(t["job_id"]) in succeeded]
+            on_head = [t["task_id"] for t in tasks if t["node_id"] and ips.get(t["node_id"]) == HEAD_IP]
+            assert not on_head, on_head
+            done = Counter(job_runs[t["job_id"]] for t in tasks if t["state"] == "FINISHED")
+            return done if all(done[run_id] >= 2 for run_id in succeeded) else None
+
+        cluster.wait(
+            finished_tasks,
             60,
-            "Ray's task events of the backfill's partition tasks on both worker nodes",
+            "Ray's task events of the successful runs' partition tasks",
+            context=lambda: (
+                f"jobs {job_runs}\ntasks {[(t['job_id'], t['node_id'], t['state']) for t in ray_tasks(cluster)]}"
+            ),
         )
-        assert HEAD_IP not in task_nodes
         # From failure: the partition written before the kill is found unchanged, the interrupted one written.
         expected = {(family, key): key == written[0] for family in FAMILIES for key in written}
         assert unchanged_in(instance, retry.run_id) == expected
