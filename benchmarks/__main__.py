@@ -13,7 +13,8 @@ dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 10
 table's build and update time and peak RSS; nearest's latency and recall@10 at the largest size),
 exports (training shards and gallery: one added video vs building them from scratch at 10k clips),
 partitions (100,000 registered partitions on PostgreSQL: sensor ticks, discover, the UI's partition status, a
-backfill of all of them enqueued).
+backfill of all of them enqueued), scaleout (a run's partitions as Ray tasks on a local cluster: one worker
+node vs two, and Dagster's cost per partition at 500 and 5,000 partitions per run).
 
 Prints a Markdown table (medians with min-max over the repetitions, ratios per repetition against the
 floor measured in the same run) and writes the raw results as JSON and a PNG plot into --out.
@@ -48,6 +49,7 @@ from benchmarks import (  # noqa: E402 - after the warning filters, which must p
     bench_production,
     bench_s3,
     bench_scale,
+    bench_scaleout,
 )
 from benchmarks.harness import (  # noqa: E402
     Context,
@@ -76,6 +78,7 @@ BENCHMARKS = (
     "partitions",
     "dataset",
     "exports",
+    "scaleout",
 )
 FULL: dict[str, Any] = {
     "repeat": 3,
@@ -95,6 +98,9 @@ QUICK: dict[str, Any] = {
 FULL["dataset_clips"], QUICK["dataset_clips"] = [10_000, 100_000], [2_000, 10_000]
 # Clips in the training shards' and gallery's benchmark (16 KB clip files on disk), per size.
 FULL["exports_clips"], QUICK["exports_clips"] = [10_000], [2_000]
+# Scale-out on Ray: the run of many small partitions (count, clips each), and the partitions per run whose
+# Dagster cost is measured.
+FULL["scaleout"], QUICK["scaleout"] = (48, 60, [500, 5000]), (12, 30, [50])
 # Free space a full run needs at its peak (the 1 GB scale input, its output and the floor's copy).
 FULL_RUN_DISK_GB = 6
 
@@ -159,6 +165,7 @@ def run_all(
         "dataset": lambda: bench_dataset.run(ctx, args.clips or sizes["dataset_clips"]),
         "exports": lambda: bench_exports.run(ctx, sizes["exports_clips"]),
         "partitions": lambda: bench_partitions.run(ctx, args.partitions or sizes["partitions"]),
+        "scaleout": lambda: bench_scaleout.run(ctx, *sizes["scaleout"]),
     }
     rows: list[Row] = []
     status: dict[str, Any] = {}

@@ -51,7 +51,6 @@ from clip_assets_tests.support.deployment import (
     LOCATION_NAME,
     WRITE_POOL,
     Deployment,
-    descendants,
     env_references,
     fresh_database,
     holders,
@@ -64,13 +63,16 @@ from clip_assets_tests.support.deployment import (
     with_overrides,
 )
 from clip_assets_tests.support.factories import make_clips, write_video
+from clip_assets_tests.support.processes import descendants
 
 FAMILIES = sorted(family.name for family in OUTPUT_FAMILIES)
-LAUNCHERS = {"local": "DefaultRunLauncher", "ecs": "EcsRunLauncher", "k8s": "K8sRunLauncher"}
+LAUNCHERS = {"local": "DefaultRunLauncher", "ecs": "EcsRunLauncher", "k8s": "K8sRunLauncher", "ray": "RayRunLauncher"}
 # The one-machine instance runs its webserver and daemon from the project's environment, so its event
-# log is clip-assets' batched one; on ECS and Kubernetes they run Dagster's own images.
+# log is clip-assets' batched one; on ECS and Kubernetes they run Dagster's own images; beside a Ray
+# cluster they run the clip-assets image the worker nodes run too.
 STORAGES = {
     "local": ("CompositeStorage", "CachedPostgresEventLogStorage"),
+    "ray": ("CompositeStorage", "CachedPostgresEventLogStorage"),
     "ecs": ("DagsterPostgresStorage", "PostgresEventLogStorage"),
     "k8s": ("DagsterPostgresStorage", "PostgresEventLogStorage"),
 }

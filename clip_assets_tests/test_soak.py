@@ -52,7 +52,6 @@ from clip_assets_tests.support.dataset import (
 from clip_assets_tests.support.deployment import (
     LOCAL_INSTANCE,
     Deployment,
-    descendants,
     fresh_database,
     load_yaml,
     restart_postgres,
@@ -61,6 +60,7 @@ from clip_assets_tests.support.deployment import (
 )
 from clip_assets_tests.support.factories import make_clips, write_video
 from clip_assets_tests.support.graphql import BACKFILL_DONE, backfill_state, launch_asset_backfill
+from clip_assets_tests.support.processes import descendants
 from clip_assets_tests.support.reliability import Recorder
 from clip_assets_tests.support.s3_endpoint import MotoServer, S3Endpoint
 from clip_assets_tests.support.soak import (

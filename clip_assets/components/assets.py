@@ -212,6 +212,8 @@ def _job(
         limits.to_limits(),
         tuple(families),
         run_id=context.run.run_id,
+        inbox_spec=inbox.spec(),
+        output_spec=output.spec(),
     )
 
 

@@ -32,6 +32,7 @@ from clip_assets.components.environment import (
     INBOX_VAR,
     INPUT_PATH_VAR,
     OUTPUT_VAR,
+    PARALLEL_BACKEND_VAR,
     PARTITIONS_PER_RUN_VAR,
     SENSOR_INTERVAL_VAR,
 )
@@ -39,7 +40,7 @@ from clip_assets.components.names import DatasetNames
 from clip_assets.components.resources import ValidationLimitsResource, WriterSettingsResource, s3_connection
 
 # Set at the top level of the YAML (and by CLIP_ASSETS_* variables), not inside `writer_settings`.
-TOP_LEVEL_WRITER_SETTINGS = ("input_path", "embedding_algorithm")
+TOP_LEVEL_WRITER_SETTINGS = ("input_path", "embedding_algorithm", "parallel_backend")
 
 
 class DatasetConfigError(ValueError):
@@ -55,6 +56,10 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
     output: str = Field(default=DEFAULTS[OUTPUT_VAR], description="A folder or a store's URL (s3://bucket/prefix).")
     input_path: str = Field(default=DEFAULTS[INPUT_PATH_VAR], description="Prefix removed from video paths.")
     embedding_algorithm: str = Field(default=DEFAULTS[EMBEDDING_ALGORITHM_VAR])
+    parallel_backend: str = Field(
+        default=DEFAULTS[PARALLEL_BACKEND_VAR],
+        description="'threads' or 'ray': where a run's partitions are written (docs/deployment.md).",
+    )
     storage_options: dict[str, str] = Field(
         default_factory=dict,
         description="How to reach the inbox's and the output's stores, in their backends' option names "
@@ -118,6 +123,7 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
                 **self.writer_settings,
                 input_path=self._setting(INPUT_PATH_VAR, self.input_path),
                 embedding_algorithm=self._setting(EMBEDDING_ALGORITHM_VAR, self.embedding_algorithm),
+                parallel_backend=self._setting(PARALLEL_BACKEND_VAR, self.parallel_backend),
             )
         except (TypeError, ValueError) as exc:
             raise DatasetConfigError(f"{self.source}: writer_settings: {_first_line(exc)}") from None

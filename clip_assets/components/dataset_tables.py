@@ -38,7 +38,7 @@ from pydantic.fields import FieldInfo
 from clip_assets import layout
 from clip_assets.components.names import CLIP_INDEX, CLIP_VECTORS, DATASET_GROUP, NEAR_DUPLICATES, DatasetNames
 from clip_assets.components.partitions import video_partitions
-from clip_assets.components.resources import StorageResource
+from clip_assets.components.resources import StorageResource, WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.near_duplicates import (
     CLUSTER_SIZE,
@@ -54,7 +54,7 @@ from clip_assets.dataset.near_duplicates import (
 )
 from clip_assets.dataset.near_duplicates_update import read_near_duplicates_summary, update_near_duplicates
 from clip_assets.dataset.tables import VECTOR_COLUMNS, read_clip_index, table_location
-from clip_assets.dataset.update import update_dataset_tables
+from clip_assets.dataset.update import commit_partitions, read_partitions, read_partitions_on_ray
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, clip_metadata
 
@@ -102,13 +102,19 @@ def dataset_tables_asset(
         specs=specs,
         partitions_def=video_partitions(names.partitions),
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run),
-        required_resource_keys={names.output},
+        required_resource_keys={names.output, names.writer_settings},
     )
     def update_tables(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         output: StorageResource = getattr(context.resources, names.output)
+        settings: WriterSettingsResource = getattr(context.resources, names.writer_settings)
         storage = output.get_storage()
         live = context.instance.get_dynamic_partitions(names.partitions)
-        update = update_dataset_tables(storage, sorted(context.partition_keys), live)
+        keys = sorted(context.partition_keys)
+        if settings.parallel_backend == "ray":
+            outputs = read_partitions_on_ray(output.spec(), keys, settings.ray_cpus_per_partition)
+        else:
+            outputs = read_partitions(storage, keys)
+        update = commit_partitions(storage, outputs, live)
         if update.removed:
             context.log.info(f"removed the rows of {len(update.removed)} partitions: {list(update.removed)[:5]}")
         common: dict[str, Any] = {

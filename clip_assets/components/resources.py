@@ -188,6 +188,17 @@ class WriterSettingsResource(ConfigurableResource):
             "another's writing; each holds its own read of the input (clip_assets/engine/batches.py)."
         ),
     )
+    parallel_backend: str = Field(
+        default="threads",
+        description=(
+            "Where a run's partitions are written: 'threads' (in the run's process, partitions_in_parallel at "
+            "once) or 'ray' (each a Ray task on the cluster at RAY_ADDRESS, retried when its node dies: "
+            "docs/deployment.md, 'On a Ray cluster')."
+        ),
+    )
+    ray_cpus_per_partition: float = Field(
+        default=0.5, gt=0, description="CPUs each partition's Ray task asks for (parallel_backend 'ray')."
+    )
     input_path: str = Field(default="", description="Prefix removed from video paths in processed_videos/.")
     verify_unchanged_outputs: bool = Field(
         default=True,
@@ -214,4 +225,6 @@ class WriterSettingsResource(ConfigurableResource):
             input_path=self.input_path,
             output_location=output_location,
             verify_unchanged_outputs=self.verify_unchanged_outputs,
+            parallel_backend=self.parallel_backend,
+            ray_cpus_per_partition=self.ray_cpus_per_partition,
         )

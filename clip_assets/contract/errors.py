@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 
 class ProcessedVideoError(ValueError):
     """A processed-video file that clip-assets refuses to turn into outputs.
@@ -30,3 +33,10 @@ class ProcessedVideoError(ValueError):
             if clip_id:
                 where += f" (clip {clip_id})"
         super().__init__(f"{where}, field '{field}': {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuilt from its parts: a partition written in another process (a Ray task) reports it as itself."""
+        return (
+            functools.partial(type(self), row=self.row, clip_id=self.clip_id),
+            (self.file, self.field, self.problem),
+        )

@@ -29,7 +29,7 @@ from clip_assets.dataset.tables import (
     table_location,
     vector_rows,
 )
-from clip_assets.storage import Storage
+from clip_assets.storage import Storage, StorageSpec
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,31 @@ def update_dataset_tables(
     """Replace the rows of `partition_keys` in the clip index and the vector table with what their
     outputs hold now (none, for a partition without outputs). With `live_partitions`, rows of every
     partition outside it are removed as well."""
-    read = {}
-    for key in sorted(set(partition_keys)):
-        # Under the partition's lock: a run writing it now is waited for, so its outputs are read whole.
-        with storage.lock(layout.lock_key(key), LOCK_TIMEOUT_S):
-            read[key] = read_partition_outputs(storage, key)
-    return commit_partitions(storage, read, live_partitions, min_indexed_rows=min_indexed_rows)
+    return commit_partitions(
+        storage, read_partitions(storage, partition_keys), live_partitions, min_indexed_rows=min_indexed_rows
+    )
+
+
+def read_locked(storage: Storage, partition_key: str) -> PartitionOutputs | None:
+    """One partition's outputs, read under its lock: a run writing it now is waited for, so they are read whole."""
+    with storage.lock(layout.lock_key(partition_key), LOCK_TIMEOUT_S):
+        return read_partition_outputs(storage, partition_key)
+
+
+def read_partitions(storage: Storage, partition_keys: Sequence[str]) -> dict[str, PartitionOutputs | None]:
+    """The partitions' outputs, read one after another in this process."""
+    return {key: read_locked(storage, key) for key in sorted(set(partition_keys))}
+
+
+def read_partitions_on_ray(
+    storage: StorageSpec, partition_keys: Sequence[str], cpus: float
+) -> dict[str, PartitionOutputs | None]:
+    """The same, each partition read by a Ray task on a node of the cluster the process is connected to
+    (`parallel_backend: ray`): a run's reads, one small GET per clip document, spread over the cluster, and
+    `commit_partitions` made from the tasks' outputs in this process, nothing read twice."""
+    from clip_assets.engine.ray_tasks import map_partitions
+
+    return dict(sorted(map_partitions(read_locked, storage, sorted(set(partition_keys)), cpus)))
 
 
 def commit_partitions(

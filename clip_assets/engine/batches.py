@@ -6,6 +6,7 @@ any of its files is written (clip_assets.engine.claims), so the second is refuse
 One at a time is the default, for memory (below); more at once (`partitions_in_parallel`) pays off
 because a partition's fixed cost is a sequence of round trips that on S3 waits on latency, and
 locally one partition's reading overlaps another's writing (about 15% on W1, docs/performance.md).
+With `parallel_backend: ray` each partition is a Ray task on a cluster instead (clip_assets.engine.ray_tasks).
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ def write_partitions(
     in_parallel: int = PARTITIONS_IN_PARALLEL,
 ) -> Iterator[PartitionOutcome]:
     """Write `partition_keys` in order; yields each partition's outcome (failures included) as it completes,
-    so a caller can record it at once: a run killed half-way has recorded the half it wrote."""
+    so a caller can record it at once: a run killed half-way has recorded the half it wrote.
+
+    With the Ray backend the job's storages travel as their specs (`WriteJob.inbox_spec`, `output_spec`),
+    and outcomes come in the order the tasks end."""
+    if job.settings.parallel_backend == "ray":
+        from clip_assets.engine.ray_tasks import task_of, write_partitions_as_tasks
+
+        yield from write_partitions_as_tasks(task_of(job), partition_keys, log)
+        return
     writer = ArtifactWriter(
         job.output, max_workers=job.settings.max_workers, verify_unchanged=job.settings.verify_unchanged_outputs
     )

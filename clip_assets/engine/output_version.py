@@ -35,8 +35,11 @@ def code_digest() -> str:
 
 def output_version(input_fingerprint: str, settings: WriterSettings) -> str:
     """Equal digests mean byte-identical outputs for every family of the partition."""
-    shaping = dataclasses.asdict(settings)
-    del shaping["verify_unchanged_outputs"]  # what a re-run re-checks, not what it writes
+    shaping = {
+        setting.name: getattr(settings, setting.name)
+        for setting in dataclasses.fields(settings)
+        if setting.metadata.get("in_output_version", True)
+    }
     document = {
         "input": input_fingerprint,
         "settings": shaping,

@@ -23,7 +23,7 @@ from clip_assets.engine.partition_input import PartitionInput, open_partition_in
 from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import Storage
+from clip_assets.storage import Storage, StorageSpec
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class WriteJob:
     dataset_families: tuple[OutputFamily, ...] = FAMILIES
     # Named in the failure records (Dagster's run id).
     run_id: str = ""
+    # The storages as URL and options, for writers in other processes (the Ray backend); None: this one only.
+    inbox_spec: StorageSpec | None = None
+    output_spec: StorageSpec | None = None
 
 
 @dataclass

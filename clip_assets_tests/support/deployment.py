@@ -25,7 +25,8 @@ DEPLOY = REPO / "deploy"
 LOCAL_INSTANCE = DEPLOY / "dagster.yaml"
 ECS_INSTANCE = DEPLOY / "ecs" / "dagster.yaml"
 K8S_INSTANCE = DEPLOY / "k8s" / "dagster.yaml"
-INSTANCE_FILES = {"local": LOCAL_INSTANCE, "ecs": ECS_INSTANCE, "k8s": K8S_INSTANCE}
+RAY_INSTANCE = DEPLOY / "ray" / "dagster.yaml"
+INSTANCE_FILES = {"local": LOCAL_INSTANCE, "ecs": ECS_INSTANCE, "k8s": K8S_INSTANCE, "ray": RAY_INSTANCE}
 WORKSPACE = DEPLOY / "workspace.yaml"
 LOCATION_NAME = "clip_assets"
 WRITE_POOL = "clip_assets_writes"
@@ -251,26 +252,6 @@ def partitions_of(tags: Mapping[str, str], order: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------
 # Finding processes (Linux /proc, no dependency)
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may contain spaces
-
-
-def descendants(root: int) -> list[int]:
-    parents = {pid: _parent_of(pid) for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())}
-    found: list[int] = []
-    frontier = [root]
-    while frontier:
-        current = frontier.pop()
-        children = [pid for pid, parent in parents.items() if parent == current]
-        found.extend(children)
-        frontier.extend(children)
-    return found
 
 
 def holders(paths: Iterable[Path], pids: Iterable[int]) -> dict[int, set[Path]]:

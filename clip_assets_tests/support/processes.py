@@ -206,3 +206,27 @@ class ServerGroup:
             process.interrupt()
         for process in self.processes:
             process.wait_stopped(timeout_s)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding processes (Linux /proc, no dependency)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may contain spaces
+
+
+def descendants(root: int) -> list[int]:
+    parents = {pid: _parent_of(pid) for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())}
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        current = frontier.pop()
+        children = [pid for pid, parent in parents.items() if parent == current]
+        found.extend(children)
+        frontier.extend(children)
+    return found
