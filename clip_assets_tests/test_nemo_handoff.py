@@ -24,7 +24,7 @@ import pytest
 from benchmarks.compare_trees import Report, compare_file, list_tree, pattern_of, root_forms
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import materialize_partition, sensor_tick
-from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_nemo_side
+from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_in_session, run_nemo_side
 
 # The first test builds NeMo's virtualenv when it is not cached (bounded by support/nemo.py), a real
 # NeMo pipeline runs up to 15 minutes (run_nemo_side's bound): each test gets room for both.
@@ -120,14 +120,7 @@ def test_the_readme_s_nemo_pipeline_runs_as_written(nemo, tmp_path, instance):
     videos.mkdir()
     (videos / "carphone 3s.mp4").write_bytes((VIDEOS / "carphone 3s.mp4").read_bytes())
     env = {**os.environ, **checkout_first(), "RAY_memory_monitor_refresh_ms": "0"}
-    done = subprocess.run(
-        [str(nemo), "-c", readme_pipeline(videos, inbox)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = run_in_session([str(nemo), "-c", readme_pipeline(videos, inbox)], env, tmp_path, 900)
     assert done.returncode == 0, done.stderr[-5000:]
     (request,) = sensor_tick(instance, str(inbox)).run_requests
     assert request.partition_key == "carphone 3s.mp4"
@@ -220,7 +213,7 @@ def test_the_handoff_into_an_azure_or_gcs_inbox_gives_nemo_s_tree_on_that_store(
     assert found.returncode == 0, found.stderr
     assert sorted(line.split(None, 1)[1] for line in found.stdout.splitlines()) == sorted([CHUNKED, *OTHERS])
     written = cli(["clip-assets", "backfill", "--all"], env, tmp_path)
-    assert written.returncode == 0, written.stderr[-3000:]
+    assert written.returncode == 0, written.stdout[-3000:] + written.stderr[-3000:]
 
     cloud.proxy.reset_counts()
     again = cli(["clip-assets", "backfill", "--all"], env, tmp_path)

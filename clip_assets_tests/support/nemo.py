@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clip_assets_tests.support.processes import end_session
+
 REPO = Path(__file__).resolve().parents[2]
 # Run in the checkout, with the new virtualenv first on PATH; the README shows the same line.
 INSTALL = "pip install '.[nemo,azure,gcs]' && pip install --no-deps nemo-curator==1.4.0 cosmos-xenna==0.2.0"
@@ -71,15 +73,28 @@ def checkout_first() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
+def run_in_session(
+    command: list[str], env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`command` in a session of its own; whatever it leaves running there (Ray's workers outlive the
+    executors NeMo starts) is ended when it returns."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        end_session(process.pid)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_nemo_side(python: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
     """One `nemo_side` command in the NeMo virtualenv; its JSON result, or an assertion with its output."""
-    done = subprocess.run(
+    done = run_in_session(
         [str(python), "-m", "clip_assets_tests.support.nemo_side", *args],
-        cwd=REPO,
-        env={**os.environ, **checkout_first(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        {**os.environ, **checkout_first(), **(env or {})},
+        REPO,
+        timeout,
     )
     assert done.returncode == 0, f"nemo_side {args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -212,12 +212,33 @@ class ServerGroup:
 # Finding processes (Linux /proc, no dependency)
 
 
-def _parent_of(pid: int) -> int | None:
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command's name (which is in parentheses and may contain spaces)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may contain spaces
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _parent_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
+def end_session(session_id: int) -> list[int]:
+    """SIGKILL every process still in a session a test opened (a child started with start_new_session=True,
+    whose pid is the session's id): Ray's workers, which NeMo's executors start, outlive the pipeline's
+    process, reparented to init, where `descendants` no longer finds them. Returns the pids ended."""
+    ended = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[3]) == session_id:
+                with suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    ended.append(int(entry.name))
+    return ended
 
 
 def descendants(root: int) -> list[int]:
