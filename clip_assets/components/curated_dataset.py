@@ -23,6 +23,7 @@ from clip_assets.components.dataset import DEFAULT_OWNERS, dataset_definitions, 
 from clip_assets.components.environment import (
     DEFAULTS,
     EMBEDDING_ALGORITHM_VAR,
+    EMBEDDING_VERSION_VAR,
     INBOX_VAR,
     INPUT_PATH_VAR,
     OUTPUT_VAR,
@@ -42,6 +43,9 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
     output: str = Field(default=DEFAULTS[OUTPUT_VAR], description="A folder or s3://bucket/prefix.")
     input_path: str = Field(default=DEFAULTS[INPUT_PATH_VAR], description="Prefix removed from video paths.")
     embedding_algorithm: str = Field(default=DEFAULTS[EMBEDDING_ALGORITHM_VAR])
+    embedding_version: str = Field(
+        default=DEFAULTS[EMBEDDING_VERSION_VAR], description="The embedding model's version, e.g. 224p."
+    )
     partitions_per_run: int = Field(default=int(DEFAULTS[PARTITIONS_PER_RUN_VAR]), ge=1)
     sensor_interval_s: int = Field(default=int(DEFAULTS[SENSOR_INTERVAL_VAR]), ge=1)
     owners: list[str] = Field(default_factory=lambda: list(DEFAULT_OWNERS))
@@ -63,6 +67,7 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
         writer_settings = WriterSettingsResource(
             input_path=setting(INPUT_PATH_VAR, self.input_path),
             embedding_algorithm=setting(EMBEDDING_ALGORITHM_VAR, self.embedding_algorithm),
+            embedding_version=setting(EMBEDDING_VERSION_VAR, self.embedding_version),
         )
         s3 = s3_connection(lambda variable: setting(variable, DEFAULTS[variable]))
         resources = dataset_resources(

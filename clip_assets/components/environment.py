@@ -8,6 +8,7 @@ INBOX_VAR = "CLIP_ASSETS_INBOX"
 OUTPUT_VAR = "CLIP_ASSETS_OUTPUT"
 INPUT_PATH_VAR = "CLIP_ASSETS_INPUT_PATH"
 EMBEDDING_ALGORITHM_VAR = "CLIP_ASSETS_EMBEDDING_ALGORITHM"
+EMBEDDING_VERSION_VAR = "CLIP_ASSETS_EMBEDDING_VERSION"
 # Read when the code location loads: how many partitions one run of a backfill (or of the sensor)
 # handles, and how often the sensor lists the inbox.
 PARTITIONS_PER_RUN_VAR = "CLIP_ASSETS_PARTITIONS_PER_RUN"
@@ -25,6 +26,7 @@ DEFAULTS = {
     OUTPUT_VAR: f"{DATA_DIR}/output",
     INPUT_PATH_VAR: "",
     EMBEDDING_ALGORITHM_VAR: "cosmos-embed1",
+    EMBEDDING_VERSION_VAR: "",
     PARTITIONS_PER_RUN_VAR: "25",
     SENSOR_INTERVAL_VAR: "30",
     S3_ADDRESSING_STYLE_VAR: "auto",

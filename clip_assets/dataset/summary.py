@@ -18,7 +18,7 @@ from typing import Any
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.shards import load_shards_index
-from clip_assets.dataset.tables import table_location
+from clip_assets.dataset.tables import load_embedding_models, table_location, vector_counts
 from clip_assets.dataset.update import read_near_duplicates_summary
 from clip_assets.engine.failures import PartitionFailure, load_failures
 from clip_assets.engine.manifest import load_manifest
@@ -36,6 +36,8 @@ class TableFigures:
     index_rows: int = 0
     index_passed: int = 0
     vectors: int = 0
+    # Every embedding model's vectors (the dataset keeps each model's when it moves to another).
+    vectors_by_model: dict[str, int] = field(default_factory=dict)
     near_duplicate_groups: int | None = None
     duplicate_rate: float | None = None
     # The training shards' index file (zeros before the first shards were written).
@@ -48,6 +50,7 @@ class TableFigures:
             "index_rows": self.index_rows,
             "index_passed": self.index_passed,
             "vectors": self.vectors,
+            "vectors_by_model": self.vectors_by_model,
             "near_duplicate_groups": self.near_duplicate_groups,
             "duplicate_rate": self.duplicate_rate,
             "training_shards": self.shards,
@@ -59,13 +62,15 @@ class TableFigures:
 def table_figures(storage: Storage) -> TableFigures:
     """Zeros and Nones for tables not written yet."""
     index = table_location(storage, layout.clip_index_key()).open()
-    vectors = table_location(storage, layout.clip_vectors_key()).open()
+    models = load_embedding_models(storage)
+    vectors = vector_counts(storage, models)
     duplicates = read_near_duplicates_summary(storage)
     shards = load_shards_index(storage)
     return TableFigures(
         index_rows=index.count_rows() if index is not None else 0,
         index_passed=index.count_rows(filter=ci.PASSED) if index is not None else 0,
-        vectors=vectors.count_rows() if vectors is not None else 0,
+        vectors=sum(vectors),
+        vectors_by_model={str(table.model): count for table, count in zip(models.tables, vectors, strict=True)},
         near_duplicate_groups=int(duplicates["groups"]) if duplicates else None,
         duplicate_rate=float(duplicates["duplicate_rate"]) if duplicates else None,
         shards=len(shards.shards) if shards is not None else 0,

@@ -83,7 +83,7 @@ def index_rows(storage: Storage, partitions: list[str]) -> pa.Table:
     for key in sorted(partitions):
         outputs = read_partition_outputs(storage, key)
         assert outputs is not None, key
-        tables.append(clip_index.clip_rows(outputs, EMBEDDING_DIM))
+        tables.append(clip_index.clip_rows(outputs))
     return pa.concat_tables(tables)
 
 
