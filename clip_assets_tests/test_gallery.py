@@ -314,7 +314,7 @@ def test_in_chromium_at_a_hundred_thousand_clips_only_what_is_needed_loads(tmp_p
 
 def test_before_any_clip_the_gallery_says_so(tmp_path):
     storage = LocalStorage(tmp_path / "output")
-    build = write_gallery(storage, clip_index.clip_index_schema(1).empty_table())
+    build = write_gallery(storage, clip_index.clip_index_schema().empty_table())
     assert (build.clips, build.pages) == (0, 0)
     assert sorted(info.key for info in storage.list(layout.GALLERY)) == [
         "gallery/filter.js",

@@ -17,6 +17,7 @@ from typing import Any
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.gallery import read_gallery_index
 from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.tables import load_embedding_models, table_location, vector_counts
 from clip_assets.dataset.update import read_near_duplicates_summary
@@ -27,6 +28,8 @@ from clip_assets.storage import Storage
 
 # Failure reasons the summary lists, most frequent first.
 TOP_FAILURE_REASONS = 5
+# Clips left out of the training shards the summary lists by id (all are counted).
+LISTED_LEFT_OUT = 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,12 @@ class TableFigures:
     shards: int = 0
     shard_samples: int = 0
     shard_bytes: int = 0
+    # Passed clips the shards left out (MP4 absent, missing or damaged): how many, and the first by id.
+    shard_clips_left_out: int = 0
+    shard_left_out: list[dict[str, Any]] = field(default_factory=list)
+    # The gallery's clips shown without their MP4 or preview (None before the first gallery).
+    gallery_clips_without_mp4: int | None = None
+    gallery_clips_without_preview: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +65,10 @@ class TableFigures:
             "training_shards": self.shards,
             "training_shard_samples": self.shard_samples,
             "training_shard_bytes": self.shard_bytes,
+            "training_clips_left_out": self.shard_clips_left_out,
+            "training_left_out": self.shard_left_out,
+            "gallery_clips_without_mp4": self.gallery_clips_without_mp4,
+            "gallery_clips_without_preview": self.gallery_clips_without_preview,
         }
 
 
@@ -66,6 +79,8 @@ def table_figures(storage: Storage) -> TableFigures:
     vectors = vector_counts(storage, models)
     duplicates = read_near_duplicates_summary(storage)
     shards = load_shards_index(storage)
+    left_out = shards.left_out if shards is not None else []
+    gallery = read_gallery_index(storage)
     return TableFigures(
         index_rows=index.count_rows() if index is not None else 0,
         index_passed=index.count_rows(filter=ci.PASSED) if index is not None else 0,
@@ -76,6 +91,12 @@ def table_figures(storage: Storage) -> TableFigures:
         shards=len(shards.shards) if shards is not None else 0,
         shard_samples=shards.samples if shards is not None else 0,
         shard_bytes=shards.total_bytes if shards is not None else 0,
+        shard_clips_left_out=len(left_out),
+        shard_left_out=[
+            {"clip_id": c.clip_id, "reason": c.reason, "mp4_key": c.mp4_key} for c in left_out[:LISTED_LEFT_OUT]
+        ],
+        gallery_clips_without_mp4=gallery.get("clipsWithoutMp4") if gallery else None,
+        gallery_clips_without_preview=gallery.get("clipsWithoutPreview") if gallery else None,
     )
 
 
