@@ -763,7 +763,7 @@ def update_shards(
                 old is not None
                 and old.fingerprint == planned
                 and existing.get(old.key) == old.bytes
-                and not _readable_again(storage, old.left_out)
+                and not (old.left_out and (strict or _readable_again(storage, old.left_out)))
             ):
                 entries.append(old)
                 update.kept.append(old.key)
