@@ -125,12 +125,9 @@ def commit_partitions(
     """`update_dataset_tables` once the outputs are read: one commit per table, under the dataset lock."""
     index_location = table_location(storage, layout.clip_index_key())
     with storage.lock(layout.dataset_lock_key(), LOCK_TIMEOUT_S) as lease:
-        models = load_embedding_models(storage)
+        stored = load_embedding_models(storage)
         migrated = migrate_clip_index(storage, index_location)
-        if migrated:
-            models = EmbeddingModels(
-                tuple(sorted({*models.tables, *migrated}, key=lambda t: t.model)), models.configured
-            )
+        models = EmbeddingModels(tuple(sorted({*stored.tables, *migrated}, key=lambda t: t.model)), stored.configured)
         index = index_location.open()
         tables = [ci.clip_rows(found, models.dims()) for found in outputs.values() if found is not None]
         rows = pa.concat_tables(tables) if tables else ci.clip_index_schema().empty_table()
@@ -144,8 +141,8 @@ def commit_partitions(
         written = tuple(key for key, found in outputs.items() if found is not None)
         updates = _commit_vectors(storage, models, rows, written, removed, lease, min_indexed_rows)
         known = {model.table.model: model.table for model in updates} | {t.model: t for t in models.tables}
-        recorded = EmbeddingModels(tuple(known[m] for m in sorted(known)), configured or models.configured)
-        if recorded != models:
+        recorded = EmbeddingModels(tuple(known[m] for m in sorted(known)), configured or stored.configured)
+        if recorded != stored:
             save_embedding_models(storage, recorded)
     return DatasetUpdate(index_update, updates, written, removed, rows.num_rows)
 

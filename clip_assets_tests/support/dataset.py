@@ -113,14 +113,17 @@ def materialize_dataset_tables(
     output: str,
     *,
     s3: S3ConnectionResource | None = None,
+    **settings: object,
 ) -> ExecuteInProcessResult:
-    """The clip index and vector table (one step) of one partition, with their checks."""
+    """The clip index and vector tables (one step) of one partition, with their checks; `settings` are the
+    writer settings (the configured embedding model)."""
+    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
     return materialize(
         [processed_videos, *FAMILY_ASSETS, dataset_tables, *output_checks],
         selection=[dataset_tables],
         partition_key=partition_key,
         instance=instance,
-        resources=build_resources(inbox, output, WriterSettingsResource(input_path="/videos"), s3),
+        resources=build_resources(inbox, output, writer_settings, s3),
         raise_on_error=False,
     )
 
@@ -132,14 +135,16 @@ def materialize_near_duplicates(
     *,
     s3: S3ConnectionResource | None = None,
     max_cosine_distance: float | None = None,
+    **settings: object,
 ) -> ExecuteInProcessResult:
-    """The near-duplicate grouping over the whole vector table, with its check."""
+    """The near-duplicate grouping over the configured model's vector table, with its check."""
     config = {} if max_cosine_distance is None else {"max_cosine_distance": max_cosine_distance}
+    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
     return materialize(
         [processed_videos, *FAMILY_ASSETS, dataset_tables, near_duplicates, *output_checks],
         selection=[near_duplicates],
         instance=instance,
-        resources=build_resources(inbox, output, WriterSettingsResource(input_path="/videos"), s3),
+        resources=build_resources(inbox, output, writer_settings, s3),
         run_config={"ops": {NAMES.name("near_duplicates"): {"config": config}}},
         raise_on_error=False,
     )
