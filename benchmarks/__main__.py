@@ -9,7 +9,8 @@ first run), nemo (NeMo Curator 1.4.0's ClipWriterStage, in the tests' venv cache
 production (a backfill on deploy/'s instance, PostgreSQL, runs launched by the daemon from the queue, vs NeMo),
 s3 (vs `aws s3 cp --recursive` to moto's server on loopback), scale (one video of 10 MB to 1 GB: time and
 peak RSS), overhead (Dagster per partition: batched vs one run each), discovery (sensor ticks over a big inbox),
-dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips; nearest at 100k),
+dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips; nearest at 100k; the
+training shards built at 100k, 768-d: time and peak RSS),
 exports (training shards and gallery: one added video vs building them from scratch at 10k clips),
 partitions (100,000 registered partitions on PostgreSQL: sensor ticks, discover, the UI's partition status, a
 backfill of all of them enqueued).

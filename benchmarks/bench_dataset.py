@@ -11,7 +11,10 @@ IVF index and no model's output).
 - one changed video: `commit_partitions` with that video's new rows (the `merge_insert` commit of
   each table, then `optimize_indices`), a different video each repetition;
 - a nearest-neighbour query through the index (`ClipDataset.nearest_to`, k=10), against the floor of
-  an exact search: one matrix product over the same vectors held in memory by numpy.
+  an exact search: one matrix product over the same vectors held in memory by numpy;
+- every training shard built from a clip index of the largest size, 768-d vectors: time and peak RSS
+  in a fresh process (`benchmarks/shards_scale.py`, which `python -m benchmarks.shards_scale --clips N`
+  runs alone).
 
 Reading the outputs back from storage is left out of both sides (it is per partition, the same in
 an update and in a rebuild's share of that partition). "Incremental" is held as: a changed video
@@ -26,6 +29,7 @@ import uuid
 
 import numpy as np
 
+from benchmarks import shards_scale
 from benchmarks.harness import Context, Row, Target, Timer, paired_ratios, progress
 from clip_assets import layout
 from clip_assets.dataset.clip_index import PartitionOutputs
@@ -89,13 +93,15 @@ def run(ctx: Context, sizes: list[int]) -> list[Row]:
         if clips == max(sizes):
             rows += _nearest(ctx, storage, workload, rng)
         shutil.rmtree(root)
+    # The training shards built from a clip index of the largest size (768-d vectors): time and peak RSS.
+    rows += shards_scale.run(ctx, max(sizes))
     return rows
 
 
 def _nearest(ctx: Context, storage: LocalStorage, workload: str, rng: np.random.Generator) -> list[Row]:
     """Median seconds per query through the index, against an exact numpy search in memory."""
     dataset = ClipDataset(storage)
-    table = table_location(storage, layout.clip_vectors_key()).open()
+    table = table_location(storage, layout.clip_vectors_key("cosmos-embed1")).open()  # synthetic_outputs' model
     if table is None:
         raise RuntimeError(f"{storage.root}: no vector table was written")
     column = table.to_table(columns=["embedding"]).column("embedding").combine_chunks()

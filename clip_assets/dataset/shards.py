@@ -37,6 +37,7 @@ member order, while at most `2 * workers` MP4s are in flight.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -55,6 +56,7 @@ import pyarrow as pa
 from clip_assets import layout
 from clip_assets.dataset import clip_index
 from clip_assets.dataset.clip_index import EmbeddingModel
+from clip_assets.dataset.tables import scan_batches
 from clip_assets.storage import Storage, StorageError, read_if_exists
 from clip_assets.thread_pools import shared_pool
 
@@ -70,6 +72,8 @@ DEFAULT_READ_WORKERS = 8
 # Clip index rows read at once: what bounds the memory of an update besides 64 bytes a clip.
 DEFAULT_BATCH_ROWS = 4096
 _TAR_BLOCK = 512
+# tarfile writes a member's header, data and padding separately: buffered, they reach the file in large writes.
+_WRITE_BUFFER = 1 << 20
 _KEY_BITS = 128
 _HALF_BITS = 64
 _HALF_MASK = (1 << _HALF_BITS) - 1
@@ -129,9 +133,7 @@ class ShardSample:
 
     def npy(self) -> bytes:
         """The embedding as a `.npy` file (float32, one dimension): `numpy.load` reads it back."""
-        buffer = io.BytesIO()
-        np.save(buffer, np.frombuffer(self.embedding, dtype=np.float32), allow_pickle=False)
-        return buffer.getvalue()
+        return _npy_header(len(self.embedding) // 4) + self.embedding
 
     @property
     def digest(self) -> bytes:
@@ -296,8 +298,16 @@ def _archive_size(members: int) -> int:
     return -(-(members + 2 * _TAR_BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
+@functools.cache
+def _npy_header(dimensions: int) -> bytes:
+    """What `numpy.save` writes before a float32 vector of this size: the same for every vector of it."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(dimensions, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()[: -4 * dimensions or None]
+
+
 def _npy_size(dimensions: int) -> int:
-    return len(ShardSample("", "", "", b"", bytes(4 * dimensions), 0, 0).npy())
+    return len(_npy_header(dimensions)) + 4 * dimensions
 
 
 def _half_hash(text: str) -> int:
@@ -412,7 +422,7 @@ def _batches(rows: pa.Table | lance.LanceDataset, batch_rows: int) -> Iterator[p
     if isinstance(rows, pa.Table):
         yield from rows.to_batches(max_chunksize=batch_rows)
         return
-    yield from rows.to_batches(batch_size=batch_rows, scan_in_order=True)
+    yield from scan_batches(rows, batch_rows)
 
 
 def _take(rows: pa.Table | lance.LanceDataset, positions: np.ndarray, columns: list[str] | None = None) -> pa.Table:
@@ -707,7 +717,7 @@ def _store(
     update: ShardsUpdate,
 ) -> ShardEntry:
     """Build one shard into a temporary file and upload it unless an identical object is there already."""
-    with tempfile.TemporaryFile(prefix="clip-assets-shard-") as temp:
+    with tempfile.TemporaryFile(prefix="clip-assets-shard-", buffering=_WRITE_BUFFER) as temp:
         tar = write_tar(storage, samples, temp, workers, strict)
         key = layout.training_shard_key(f"{name}-{tar.sha256[:16]}")
         if existing.get(key) == tar.size:  # the key carries the content's hash
