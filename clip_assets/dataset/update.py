@@ -194,7 +194,11 @@ def _commit_vectors(
         delete = " OR ".join(clauses)
         update = replace_rows(location, source, delete, delete)
         lease.check()
-        updates.append(ModelUpdate(table, update, refresh_vector_index(location, min_rows=min_indexed_rows)))
+        if update.inserted or update.updated or update.deleted:
+            vector_index = refresh_vector_index(location, min_rows=min_indexed_rows)
+        else:  # a model no written partition changed: its table and index stay as they are
+            vector_index = f"unchanged ({update.rows} vectors)"
+        updates.append(ModelUpdate(table, update, vector_index))
     return tuple(updates)
 
 
