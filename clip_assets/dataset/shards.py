@@ -103,6 +103,8 @@ _REQUIRED = (
     clip_index.EMBEDDING_VERSION,
 )
 _MP4_FIELDS = (clip_index.MP4_KEY, clip_index.MP4_BYTES, clip_index.MP4_SHA256)
+# What a passed clip's row must hold; a row without its MP4's fields is a clip left out (`ABSENT`).
+_NOT_EMPTY = (clip_index.CLIP_ID, clip_index.PARTITION_KEY, clip_index.PASSED, *_MP4_FIELDS)
 # Left out of the JSON: the embedding is the `.npy`, and full URIs would tie the bytes to where the output
 # root is (its keys are there, relative to the root), so the same clips make the same shards anywhere.
 _NOT_IN_DOCUMENT = [
@@ -381,8 +383,7 @@ def _samples_of(
         clip_id = row[clip_index.CLIP_ID]
         if not row[clip_index.PASSED] or clip_id in excluded:
             continue
-        empty = [name for name in _REQUIRED if name not in _NOT_IN_DOCUMENT and row[name] is None]
-        empty = [name for name in empty if name not in (clip_index.EMBEDDING_MODEL, clip_index.EMBEDDING_VERSION)]
+        empty = [name for name in _NOT_EMPTY if row[name] is None]
         if empty:
             if left_out is None or not set(empty) <= set(_MP4_FIELDS):
                 raise ShardError(f"clip index: clip {clip_id}: field {empty[0]!r} is empty for a passed clip")
