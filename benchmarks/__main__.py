@@ -10,7 +10,8 @@ production (a backfill on deploy/'s instance, PostgreSQL, runs launched by the d
 s3 (vs `aws s3 cp --recursive` to moto's server on loopback), scale (one video of 10 MB to 1 GB: time and
 peak RSS), overhead (Dagster per partition: batched vs one run each), discovery (sensor ticks over a big inbox),
 dataset (clip index + vectors: one changed video vs a full rebuild at 10k and 100k clips, or --clips; each derived
-table's build and update time and peak RSS; nearest's latency and recall@10 at the largest size),
+table's build and update time and peak RSS, the training shards' included; nearest's latency and recall@10 at the
+largest size),
 exports (training shards and gallery: one added video vs building them from scratch at 10k clips),
 partitions (100,000 registered partitions on PostgreSQL: sensor ticks, discover, the UI's partition status, a
 backfill of all of them enqueued), scaleout (a run's partitions as Ray tasks on a local cluster: one worker

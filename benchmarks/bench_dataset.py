@@ -23,6 +23,9 @@ vector table holds one 768-d float32 vector per clip (3 GB at 10^6).
   `FULL_REBUILD_MAX` clips one matrix product over the vectors held in memory by numpy; above it a scan of
   the vector table, every query against each batch (the 3 GB are never held at once). recall@10 is
   measured against that exact search at the size itself.
+- every training shard built from a clip index of the largest size, 768-d vectors: time and peak RSS
+  in a fresh process (`benchmarks/shards_scale.py`, which `python -m benchmarks.shards_scale --clips N`
+  runs alone).
 
 Reading the outputs back from storage is left out (it is per partition, the same in an update and in a
 rebuild's share of that partition). "Incremental" is held as: a changed video costs under a tenth of a
@@ -44,19 +47,30 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from benchmarks.bench_scale import peak_rss_mb, ru_maxrss_mb
-from benchmarks.harness import REPO_ROOT, Context, Row, Target, Timer, paired_ratios, progress, settle
+from benchmarks import shards_scale
+from benchmarks.bench_scale import ru_maxrss_mb
+from benchmarks.harness import REPO_ROOT, Context, Row, Target, Timer, paired_ratios, peak_rss_mb, progress, settle
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
-from clip_assets.dataset.clip_index import PartitionOutputs
+from clip_assets.dataset.clip_index import EmbeddingModel, PartitionOutputs
 from clip_assets.dataset.read import ClipDataset
-from clip_assets.dataset.tables import VECTOR_COLUMNS, refresh_vector_index, table_location
+from clip_assets.dataset.tables import (
+    EmbeddingModels,
+    VectorTable,
+    refresh_vector_index,
+    save_embedding_models,
+    table_location,
+    vector_rows,
+    vector_schema,
+)
 from clip_assets.dataset.update import commit_partitions
 from clip_assets.storage import LocalStorage, Storage
 from clip_assets_tests.support.dataset import synthetic_outputs
 
 CLIPS_PER_VIDEO = 20
 DIM = 768
+# The model `synthetic_outputs` writes the documents and vectors of.
+MODEL = EmbeddingModel("cosmos-embed1", "")
 QUERIES = 50
 SEED = 2024
 # Clips per topic; a video's centre spread around its topic, a clip's around its video (per value).
@@ -99,26 +113,33 @@ def _topics(clips: int) -> int:
 
 
 def _bulk_write(storage: Storage, videos: int) -> dict[str, Any]:
-    """Both tables written by streaming 500 videos' rows at a time into Lance (sizes past a full commit)."""
+    """Both tables written by streaming 500 videos' rows at a time into Lance (sizes past a full commit),
+    and the vector table listed in `dataset/embedding_models.json` as `commit_partitions` lists it."""
     import lance
 
     topics = _topics(videos * CLIPS_PER_VIDEO)
+    table = VectorTable(MODEL, DIM)
 
     def index_batches() -> Iterator[pa.RecordBatch]:
         for start in range(0, videos, BULK_VIDEOS):
             stop = min(start + BULK_VIDEOS, videos)
-            rows = pa.concat_tables([ci.clip_rows(_video(storage, n, topics)[1], DIM) for n in range(start, stop)])
+            rows = pa.concat_tables(
+                [ci.clip_rows(_video(storage, n, topics)[1], {MODEL: DIM}) for n in range(start, stop)]
+            )
             progress(f"bulk write: {stop * CLIPS_PER_VIDEO} of {videos * CLIPS_PER_VIDEO} clips")
             yield from rows.to_batches()
 
-    schema = ci.clip_index_schema(DIM)
+    def vector_batches(index: Any) -> Iterator[pa.RecordBatch]:
+        for batch in index.to_batches(filter=f"{ci.PASSED} AND {ci.EMBEDDING} IS NOT NULL"):
+            yield from vector_rows(pa.Table.from_batches([batch]), MODEL, DIM).to_batches()
+
     index_uri = table_location(storage, layout.clip_index_key()).uri
+    schema = ci.clip_index_schema()
     lance.write_dataset(pa.RecordBatchReader.from_batches(schema, index_batches()), index_uri, mode="create")
     index = lance.dataset(index_uri)
-    vectors = index.to_batches(columns=list(VECTOR_COLUMNS), filter=f"{ci.PASSED} AND {ci.EMBEDDING} IS NOT NULL")
-    vector_schema = pa.schema([schema.field(name) for name in VECTOR_COLUMNS])
-    reader = pa.RecordBatchReader.from_batches(vector_schema, (b.cast(vector_schema) for b in vectors))
-    lance.write_dataset(reader, table_location(storage, layout.clip_vectors_key()).uri, mode="create")
+    reader = pa.RecordBatchReader.from_batches(vector_schema(DIM), vector_batches(index))
+    lance.write_dataset(reader, table_location(storage, table.key).uri, mode="create")
+    save_embedding_models(storage, EmbeddingModels((table,), MODEL))
     return {"rows": index.count_rows()}
 
 
@@ -201,7 +222,7 @@ def _rebuild(ctx: Context, storage: LocalStorage, root: Path, clips: int) -> tup
         else:
             done = in_fresh_process("bulk", root, ctx.log, str(videos))
             with Timer() as timer:
-                trained = refresh_vector_index(table_location(storage, layout.clip_vectors_key()))
+                trained = refresh_vector_index(table_location(storage, layout.clip_vectors_key(MODEL.name)))
             seconds.append(done["seconds"] + timer.seconds)
             rss.append(done["rss_mb"])
             details["rebuild"] = {"rows": done["details"]["rows"], "vector_index": trained,
@@ -273,12 +294,14 @@ def run(ctx: Context, sizes: list[int]) -> list[Row]:
         if clips == max(sizes):
             rows += _nearest(ctx, storage, workload, clips)
         shutil.rmtree(root)
+    # The training shards built from a clip index of the largest size (768-d vectors): time and peak RSS.
+    rows += shards_scale.run(ctx, max(sizes))
     return rows
 
 
 def _exact_top10(storage: Storage, queries: np.ndarray, in_memory: bool) -> tuple[list[set[str]], float]:
     """Each query's 10 nearest clip ids by exact cosine, and the seconds per query it took."""
-    table = table_location(storage, layout.clip_vectors_key()).latest()
+    table = table_location(storage, layout.clip_vectors_key(MODEL.name)).latest()
     unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.empty((len(queries), 0), dtype=object)
@@ -306,7 +329,7 @@ def _exact_top10(storage: Storage, queries: np.ndarray, in_memory: bool) -> tupl
 def _nearest(ctx: Context, storage: LocalStorage, workload: str, clips: int) -> list[Row]:
     """Median seconds per query through the index, against an exact search (recall@10 against it)."""
     dataset = ClipDataset(storage)
-    table = table_location(storage, layout.clip_vectors_key()).latest()
+    table = table_location(storage, layout.clip_vectors_key(MODEL.name)).latest()
     rng = np.random.default_rng(clips)
     indexed: list[float] = []
     exact: list[float] = []

@@ -68,6 +68,8 @@ def _video(storage: LocalStorage, number: int, rng: random.Random, vocabulary: l
                 ci.MP4_SHA256: hashlib.sha256(data).hexdigest(),
                 ci.METADATA_KEY: layout.clip_metadata_key(clip_id),
                 ci.EMBEDDING: [rng.gauss(0, 1) for _ in range(DIM)],
+                ci.EMBEDDING_MODEL: "random-gaussian",
+                ci.EMBEDDING_VERSION: "",
             }
         )
     return rows

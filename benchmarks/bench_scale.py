@@ -10,7 +10,6 @@ the time per MB at the size before it.
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -19,29 +18,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import REPO_ROOT, Context, Row, Target, Timer, paired_ratios, progress, settle
+from benchmarks.harness import (
+    REPO_ROOT,
+    Context,
+    Row,
+    Target,
+    Timer,
+    paired_ratios,
+    peak_rss_mb,
+    progress,
+    ru_maxrss_mb,
+    settle,
+)
 from benchmarks.runners import plain_write, tree
 from benchmarks.workloads import MB, build_big_video
 
 RSS_BUDGET_MB = 300.0
 LINEARITY = Target("<=", 1.25, "<= 1.25 (linear)")
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS: VmHWM of its address space.
-
-    `ru_maxrss` is reported too, but on Linux it carries the spawning process's peak across fork and exec
-    (the kernel folds the pre-exec address space's high-water mark into it), so a child spawned by this
-    suite, which holds generated inputs in memory, would report the suite's size, not its own.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return ru_maxrss_mb()
-
-
-def ru_maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(mode: str, inbox: str, output: str, key: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -127,6 +128,23 @@ def stderr_to(path: Path) -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM of its address space.
+
+    `ru_maxrss` is reported too, but on Linux it carries the spawning process's peak across fork and exec
+    (the kernel folds the pre-exec address space's high-water mark into it), so a child spawned by this
+    suite, which holds generated inputs in memory, would report the suite's size, not its own.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return ru_maxrss_mb()
+
+
+def ru_maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def progress(message: str) -> None:

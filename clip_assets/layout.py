@@ -21,6 +21,9 @@ INTERNAL_PREFIX = "_clip_assets"
 _KNOWN_EMBEDDING_PREFIXES = (("cosmos-embed1", "ce1"), ("internvideo2", "iv2"))
 # Other algorithms name their folder themselves, so the name must already be a plain folder name.
 _ALGORITHM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# An embedding model's version (a dataset setting: NeMo's tree records none) names a table too; unlike a
+# model name it may hold dots ("1.0"), so `<model>.<version>` is unambiguous.
+_VERSION_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Path segments that name no file of their own: they would alias or escape a folder.
 UNSAFE_SEGMENTS = frozenset({"", ".", ".."})
@@ -157,6 +160,13 @@ def clip_metadata_key(clip_uuid: str) -> str:
     return f"{CLIP_METADATA}{_clip(clip_uuid)}.json"
 
 
+def embedding_algorithm_of(key: str) -> str:
+    """The algorithm an embedding file's folder stands for (`ce1_embd/` and `ce1_embd_parquet/` are
+    Cosmos-Embed1's): what names a file's vectors when the file does not say it itself."""
+    prefix = key.split("/", 1)[0].removesuffix("_embd_parquet").removesuffix("_embd")
+    return dict((p, name) for name, p in _KNOWN_EMBEDDING_PREFIXES).get(prefix, prefix)
+
+
 def embedding_pickles(algorithm: str) -> str:
     """The folder of one algorithm's per-clip pickles."""
     return f"{embedding_prefix(algorithm)}_embd/"
@@ -286,6 +296,7 @@ def dataset_summary_key() -> str:
 # The curated dataset's derived tables (clip_assets.dataset), next to NeMo's tree: they are part of the
 # dataset a curator opens, not bookkeeping.
 DATASET = "dataset/"
+CLIP_VECTORS = f"{DATASET}clip_vectors/"
 
 
 def clip_index_key() -> str:
@@ -293,9 +304,30 @@ def clip_index_key() -> str:
     return f"{DATASET}clip_index.lance"
 
 
-def clip_vectors_key() -> str:
-    """The passed clips' embeddings, a Lance dataset with a cosine vector index."""
-    return f"{DATASET}clip_vectors.lance"
+def check_embedding_model(model: str, version: str) -> None:
+    """An embedding model's name and version become a table's name: plain lowercase names only."""
+    if not _ALGORITHM_NAME.fullmatch(model):
+        raise LayoutError(
+            f"embedding model {model!r} cannot name a vector table: use lowercase letters, digits, '-' and '_' "
+            "(up to 64)"
+        )
+    if version and not _VERSION_NAME.fullmatch(version):
+        raise LayoutError(
+            f"embedding version {version!r} of {model} cannot name a vector table: use lowercase letters, digits, "
+            "'.', '-' and '_' (up to 64), starting with a letter or digit"
+        )
+
+
+def clip_vectors_key(model: str, version: str = "") -> str:
+    """One embedding model's vectors, a Lance dataset with a cosine vector index: `<model>.lance`, or
+    `<model>.<version>.lance` for a versioned model (model names have no dot, so the two never collide)."""
+    check_embedding_model(model, version)
+    return f"{CLIP_VECTORS}{model}{'.' + version if version else ''}.lance"
+
+
+def embedding_models_key() -> str:
+    """Which embedding models have a vector table, their sizes, and the model the dataset is configured with."""
+    return f"{DATASET}embedding_models.json"
 
 
 def near_duplicates_key() -> str:

@@ -25,6 +25,10 @@ class WriterSettings:
     generate_previews: bool = True
     generate_captions: bool = True
     embedding_algorithm: str = "cosmos-embed1"
+    # The embedding model's version (e.g. Cosmos-Embed1's "224p" or "448p" variant): NeMo's tree records none
+    # (its Parquet holds ids and vectors, its stage's `variant` never reaches the writer), so the dataset says
+    # it; recorded with the vectors (families/clip_embeddings.py). Empty: not stated.
+    embedding_version: str = ""
     caption_models: tuple[str, ...] | None = None
     enhanced_caption_models: tuple[str, ...] | None = None
     max_workers: int = 6

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +12,16 @@ import pytest
 
 from clip_assets import layout
 from clip_assets.contract import ProcessedVideoError
+from clip_assets.contract.limits import ValidationLimits
 from clip_assets.engine.claims import claim_clips, release_clips
 from clip_assets.engine.inspection import VideoInspection
+from clip_assets.engine.partition import WriteJob, write_partition
+from clip_assets.engine.removal import remove_partition
+from clip_assets.engine.writer import ArtifactWriter
+from clip_assets.families import FAMILIES
 from clip_assets.families.base import ClipFacts
-from clip_assets.storage import LocalStorage, Storage
+from clip_assets.settings import WriterSettings
+from clip_assets.storage import LocalStorage, Storage, StorageError
 from clip_assets_tests.support.factories import make_clips, video_info, write_video
 from clip_assets_tests.support.partition_process import BARRIER_VAR, release_together, spawn
 
@@ -121,7 +129,9 @@ def test_a_claim_is_idempotent_for_its_partition_and_released_only_by_it(tmp_pat
     ids = [clip.uuid for clip in make_clips(2)]
     info = video_info()
     claim_clips(storage, "first", "first.parquet", info, _inspection(*ids))
+    assert owners(storage, ids) == ["first", "first"]
     claim_clips(storage, "first", "first.parquet", info, _inspection(*ids))  # a re-run
+    assert owners(storage, ids) == ["first", "first"]
     with pytest.raises(ProcessedVideoError, match=rf"row 1 \(clip {ids[1]}\).*claimed by partition 'first'"):
         claim_clips(storage, "second", "second.parquet", info, _inspection(make_clips(4)[3].uuid, ids[1]))
     assert storage.stat(layout.clip_claim_key(make_clips(4)[3].uuid)) is None  # the refused run took nothing
@@ -130,6 +140,89 @@ def test_a_claim_is_idempotent_for_its_partition_and_released_only_by_it(tmp_pat
     release_clips(storage, "first", ids[:1])
     assert storage.stat(layout.clip_claim_key(ids[0])) is None
     claim_clips(storage, "second", "second.parquet", info, _inspection(ids[0]))
+    assert owners(storage, ids) == ["second", "first"]
+
+
+def owners(storage: Storage, clips: list[str]) -> list[str | None]:
+    """The partition each clip's claim names, read from the claim documents themselves (None: no claim)."""
+    found = []
+    for clip in clips:
+        key = layout.clip_claim_key(clip)
+        found.append(json.loads(storage.read(key))["partition"] if storage.stat(key) is not None else None)
+    return found
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held by its intent", "found by its create"])
+def test_a_refused_run_releases_the_claims_it_took_and_never_its_earlier_ones(tmp_path, held):
+    """`first` holds two clips from an earlier run; its re-run adds a new clip and one `second` holds."""
+    storage = LocalStorage(tmp_path)
+    mine, new, theirs = [clip.uuid for clip in make_clips(2)], make_clips(3)[2].uuid, make_clips(4)[3].uuid
+    info = video_info()
+    claim_clips(storage, "first", "first.parquet", info, _inspection(*mine))
+    claim_clips(storage, "second", "second.parquet", info, _inspection(theirs))
+    with pytest.raises(ProcessedVideoError, match=rf"clip id {theirs} is already claimed by partition 'second'"):
+        claim_clips(
+            storage,
+            "first",
+            "first.parquet",
+            info,
+            _inspection(*mine, new, theirs),
+            frozenset(mine) if held else frozenset(),
+        )
+    assert owners(storage, [*mine, new, theirs]) == ["first", "first", None, "second"]
+
+
+class ClaimWatch(LocalStorage):
+    """Local storage that notes, as each file of a clip is deleted, whether the clip's claim is still there;
+    with `fail_on`, deleting that key fails (a removal stopped half-way)."""
+
+    def __init__(self, root: Path, clips: set[str], fail_on: str | None = None) -> None:
+        super().__init__(root)
+        self.clips, self.fail_on = clips, fail_on
+        self.deleted: list[tuple[str, bool]] = []
+
+    def delete(self, key: str) -> None:
+        clip = next((c for c in self.clips if c in key), None)
+        if clip is not None and not key.startswith(layout.CLAIMS):
+            self.deleted.append((key, self.stat(layout.clip_claim_key(clip)) is not None))
+            if key == self.fail_on:
+                raise StorageError(errno.EIO, f"cannot delete {self.root}/{key}: refused by the test")
+        super().delete(key)
+
+
+def write_with(inbox: Path, output: Storage, clips: list) -> None:
+    write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
+    job = WriteJob(FAMILIES, LocalStorage(inbox), output, WriterSettings(input_path="/videos"), ValidationLimits())
+    outcome = write_partition(job, "v.mp4", ArtifactWriter(job.output), logging.getLogger(__name__))
+    assert not outcome.errors, outcome.errors
+
+
+def test_a_clip_leaving_the_input_keeps_its_claim_until_its_files_are_removed(tmp_path, inbox):
+    """Released earlier, another video could claim the id and write files the old ones' removal then deletes."""
+    clips = make_clips(3, source_video="/videos/v.mp4")
+    gone = clips[1].uuid
+    output = ClaimWatch(tmp_path / "out", {gone})
+    write_with(inbox, output, clips)
+    write_with(inbox, output, [clips[0], clips[2]])
+    removed = {key for key, _ in output.deleted}
+    assert {layout.clip_key(gone, filtered=False), layout.clip_metadata_key(gone)} <= removed
+    assert all(claimed for _, claimed in output.deleted), output.deleted
+    assert owners(output, [gone]) == [None]  # released once its files were gone
+
+
+def test_a_removed_partition_keeps_each_claim_until_its_files_are_removed(tmp_path, inbox):
+    clips = make_clips(2, source_video="/videos/v.mp4")
+    ids = [clip.uuid for clip in clips]
+    write_with(inbox, LocalStorage(tmp_path / "out"), clips)
+    stopped = ClaimWatch(tmp_path / "out", set(ids), fail_on=layout.clip_metadata_key(ids[1]))
+    with pytest.raises(StorageError, match="refused by the test"):
+        remove_partition(stopped, "v.mp4", FAMILIES)
+    assert all(claimed for _, claimed in stopped.deleted) and stopped.deleted
+    assert owners(stopped, ids) == ["v.mp4", "v.mp4"]  # its files are not all gone: neither are its claims
+    again = ClaimWatch(tmp_path / "out", set(ids))
+    assert remove_partition(again, "v.mp4", FAMILIES).found
+    assert all(claimed for _, claimed in again.deleted) and again.deleted
+    assert owners(again, ids) == [None, None]
 
 
 def test_claims_on_a_store_are_conditional_creates_and_a_held_claim_costs_one_read(store):
@@ -152,3 +245,23 @@ def conditional_create(store, request) -> bool:
     if store.name == "gcs":
         return "ifGenerationMatch=0" in request.query.split("&")
     return request.headers.get("if-none-match") == "*"
+
+
+def test_a_video_refused_for_a_clip_another_video_wrote_keeps_its_earlier_claims(tmp_path, inbox, run_partition):
+    """b's clip has files but no claim (a tree written before claims existed); a's re-run adds that clip id:
+    it is refused by the clip's metadata, and releases only the claim it just took."""
+    a = make_clips(2, source_video="/videos/a.mp4")
+    b = make_clips(3, source_video="/videos/b.mp4")[2:]
+    write_video(inbox / "a.mp4.parquet", a, source_video="/videos/a.mp4")
+    write_video(inbox / "b.mp4.parquet", b, source_video="/videos/b.mp4")
+    assert run_partition("a.mp4").success and run_partition("b.mp4").success
+    output = LocalStorage(tmp_path / "output")
+    output.delete(layout.clip_claim_key(b[0].uuid))
+    taken = make_clips(3, source_video="/videos/a.mp4")[2]
+    taken.uuid, taken.row = b[0].uuid, 2
+    write_video(inbox / "a.mp4.parquet", [*a, taken], source_video="/videos/a.mp4")
+    refused = run_partition("a.mp4")
+    assert not refused.success
+    record = json.loads(output.read(layout.video_error_key("a.mp4")))
+    assert "already names a clip of /videos/b.mp4" in record["errors"][0]["message"]
+    assert owners(output, [a[0].uuid, a[1].uuid, b[0].uuid]) == ["a.mp4", "a.mp4", None]

@@ -8,11 +8,14 @@ rewrites only its own rows, and a removed one leaves nothing behind.
 
 import hashlib
 import json
+import uuid
 
+import lance
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from click.testing import CliRunner
-from dagster import AssetKey, materialize
+from dagster import AssetCheckKey, AssetKey, AssetSelection, materialize
 
 from clip_assets import layout
 from clip_assets.cli import main
@@ -20,14 +23,19 @@ from clip_assets.components.curated_dataset import CuratedDataset
 from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
+from clip_assets.dataset.tables import verify_vectors
+from clip_assets.dataset.update import verify_index
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     build_resources,
     dataset_summary,
+    dataset_tables,
     materialization_metadata,
     materialize_dataset_tables,
     materialize_near_duplicates,
+    output_checks,
+    processed_videos,
     write_vectors,
 )
 from clip_assets_tests.support.factories import clips_with_vectors, write_video
@@ -289,3 +297,64 @@ def test_a_datasets_defs_yaml_sets_the_near_duplicates_defaults(tmp_path, instan
     config = {"ops": {asset_def.node_def.name: {"config": {"eps": 0.01}}}}
     run = materialize([asset_def], instance=instance, run_config=config)
     assert materialization_metadata(run, "cars/near_duplicates")["duplicates"] == 0
+
+
+def run_table_checks(instance, inbox, output):
+    """The clip index's and vector tables' checks alone, as the verify job runs them: {name: evaluation}."""
+    checks = [
+        AssetCheckKey(AssetKey("clip_index"), "matches_outputs"),
+        AssetCheckKey(AssetKey("clip_vectors"), "matches_index"),
+    ]
+    result = materialize(
+        [processed_videos, *FAMILY_ASSETS, dataset_tables, *output_checks],
+        selection=AssetSelection.checks(*checks),
+        instance=instance,
+        resources=build_resources(str(inbox), str(output), WriterSettingsResource(input_path="/videos")),
+        raise_on_error=False,
+    )
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def test_the_table_checks_fail_on_a_row_missing_or_extra_and_on_a_vector_missing_extra_or_differing(
+    inbox, output, instance, run_partition
+):
+    videos = build_three_videos(inbox)
+    curate(inbox, output, instance, run_partition, sorted(videos))
+    storage = LocalStorage(output)
+    index = lance.dataset(str(output / layout.clip_index_key()))
+    vectors = lance.dataset(str(output / layout.clip_vectors_key(ALGORITHM)))
+    assert verify_index(storage, sorted(videos)) == (10, []) and verify_vectors(storage).passed
+    a, b = videos["a.mp4"], videos["b.mp4"]
+
+    # The index misses a row, and holds one of a partition that is gone.
+    row = index.to_table(filter=f"clip_id = '{a[0].uuid}'")
+    index.delete(f"clip_id = '{a[0].uuid}'")
+    stray = row.set_column(row.schema.get_field_index(ci.PARTITION_KEY), ci.PARTITION_KEY, [["gone.mp4"]])
+    stray = stray.set_column(stray.schema.get_field_index(ci.CLIP_ID), ci.CLIP_ID, [[str(uuid.uuid4())]])
+    index.insert(stray)
+    assert verify_index(storage, sorted(videos))[1] == [
+        "a.mp4: 1 clips missing, 0 not in its outputs",
+        "gone.mp4: 1 rows of a partition that no longer exists",
+    ]
+    evaluations = run_table_checks(instance, inbox, output)
+    assert not evaluations["matches_outputs"].passed and evaluations["matches_outputs"].severity.value == "ERROR"
+    assert evaluations["matches_outputs"].description.startswith("a.mp4: 1 clips missing")
+    index.delete("partition_key = 'gone.mp4'")
+    index.insert(row)
+    assert verify_index(storage, sorted(videos))[1] == []
+
+    # A vector that differs from the index's, one missing, one of a clip that is not a passed clip.
+    changed = vectors.to_table(filter=f"clip_id = '{b[0].uuid}'")
+    vectors.delete(f"clip_id = '{b[0].uuid}'")
+    nudged = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.asarray(changed.column(ci.EMBEDDING)[0].values) + np.float32(1e-3)), 32
+    )
+    vectors.insert(changed.set_column(changed.schema.get_field_index(ci.EMBEDDING), ci.EMBEDDING, nudged))
+    vectors.delete(f"clip_id = '{b[1].uuid}'")
+    filtered = a[3].uuid  # a filtered clip: in the index, but no vector of it belongs in a vector table
+    vectors.insert(changed.set_column(changed.schema.get_field_index(ci.CLIP_ID), ci.CLIP_ID, [[filtered]]))
+    check = verify_vectors(storage)
+    assert (check.differing, check.missing, check.extra) == ([b[0].uuid], [b[1].uuid], [filtered])
+    evaluation = run_table_checks(instance, inbox, output)["matches_index"]
+    assert not evaluation.passed and evaluation.severity.value == "ERROR"
+    assert evaluation.description == "1 missing, 1 not in the index, 1 differ"

@@ -10,6 +10,7 @@ import uuid
 import numpy as np
 import pyarrow as pa
 
+from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
 from clip_assets.dataset.tables import replace_partitions, table_location
@@ -34,7 +35,7 @@ def test_index_is_trained_then_kept_current(tmp_path):
     }
     first = commit_partitions(storage, videos, min_indexed_rows=500)
     assert first.vector_index == "trained IVF_PQ on 600 vectors"
-    vectors = open_dataset(str(tmp_path))._table("dataset/clip_vectors.lance")
+    vectors = open_dataset(str(tmp_path))._table(layout.clip_vectors_key("cosmos-embed1"))
     (index,) = vectors.describe_indices()
     assert index.field_names == [ci.EMBEDDING]
 
@@ -97,7 +98,6 @@ def test_unchanged_outputs_commit_nothing_and_many_fragments_are_compacted(tmp_p
         key = f"v{number}.mp4"
         videos[key] = ci.clip_rows(
             synthetic_outputs(storage.root, key, rng.normal(size=(3, DIM)).astype(np.float32), first_clip=10 * number),
-            DIM,
         )
         update = replace_partitions(location, [key], videos[key], max_fragments=3)
         compacted.append(update.compacted)

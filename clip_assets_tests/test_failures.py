@@ -13,7 +13,7 @@ from dagster import materialize
 from clip_assets import layout
 from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract import schema
-from clip_assets.engine.failures import PartitionFailure, record_failures
+from clip_assets.engine.failures import record_failures
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets.storage import LocalStorage, StorageError
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, build_resources, dataset_summary
@@ -22,9 +22,10 @@ from clip_assets_tests.support.factories import make_clips, write_video
 FAMILIES = sorted(family.name for family in OUTPUT_FAMILIES)
 
 
-def record(output: Path, partition_key: str) -> PartitionFailure | None:
+def record(output: Path, partition_key: str) -> dict | None:
+    """The partition's failure record as JSON, read here (not by the code that writes it), or None."""
     path = output / layout.video_error_key(partition_key)
-    return PartitionFailure.from_bytes(path.read_bytes()) if path.exists() else None
+    return json.loads(path.read_bytes()) if path.exists() else None
 
 
 def clip_assets(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,14 +47,14 @@ def test_a_failed_partition_is_recorded_with_file_row_field_time_and_run_and_cle
 
     assert record(output, "good.mp4") is None
     failure = record(output, "bad.mp4")
-    assert failure is not None and failure.partition_key == "bad.mp4"
-    assert failure.run_id == failed_run.run_id
-    assert before <= datetime.fromisoformat(failure.time) <= datetime.now(UTC)
-    (error,) = failure.errors  # one bad input fails every family with one error
-    assert sorted(error.families) == FAMILIES
-    assert error.file == str(inbox / "bad.mp4.parquet")
-    assert (error.row, error.clip_id, error.field) == (2, clips[2].uuid, schema.SPAN_END)
-    assert error.error_type == "ProcessedVideoError" and "span_end" in error.message
+    assert failure is not None and failure["partition"] == "bad.mp4" and failure["format"] == 1
+    assert failure["run_id"] == failed_run.run_id
+    assert before <= datetime.fromisoformat(failure["time"]) <= datetime.now(UTC)
+    (error,) = failure["errors"]  # one bad input fails every family with one error
+    assert sorted(error["families"]) == FAMILIES
+    assert error["file"] == str(inbox / "bad.mp4.parquet")
+    assert (error["row"], error["clip_id"], error["field"]) == (2, clips[2].uuid, schema.SPAN_END)
+    assert error["error_type"] == "ProcessedVideoError" and "span_end" in error["message"]
 
     # Listed by the CLI, as a table and as JSON, from the output alone.
     table = clip_assets("failures", "--output", str(output))
@@ -94,8 +95,12 @@ def test_a_run_of_some_families_keeps_the_errors_of_the_others(tmp_path):
     full = StorageError(28, f"cannot write {storage.root}/metas/v0/x.json: No space left on device")
     record_failures(storage, "v.mp4", "inbox/v.mp4.parquet", {"clip_metadata": full}, FAMILIES, "run-1")
     record_failures(storage, "v.mp4", "inbox/v.mp4.parquet", {}, ["clip_files"], "run-2")
-    (kept,) = record(tmp_path, "v.mp4").errors
-    assert (kept.families, kept.error_type, kept.file) == (("clip_metadata",), "StorageError", "inbox/v.mp4.parquet")
-    assert "No space left" in kept.message
+    (kept,) = record(tmp_path, "v.mp4")["errors"]
+    assert (kept["families"], kept["error_type"], kept["file"]) == (
+        ["clip_metadata"],
+        "StorageError",
+        "inbox/v.mp4.parquet",
+    )
+    assert "No space left" in kept["message"]
     record_failures(storage, "v.mp4", "inbox/v.mp4.parquet", {}, ["clip_metadata"], "run-3")
     assert record(tmp_path, "v.mp4") is None

@@ -14,16 +14,25 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute
 import pytest
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index
 from clip_assets.dataset.gallery import PAGE_SIZE as PAGE_SIZE_DEFAULT
-from clip_assets.dataset.gallery import bloom_positions, caption_words, gallery_files, page_file_name, write_gallery
+from clip_assets.dataset.gallery import (
+    bloom_positions,
+    caption_words,
+    gallery_files,
+    page_file_name,
+    verify_gallery,
+    write_gallery,
+)
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.browser import chromium_page, screenshot_folder
-from clip_assets_tests.support.curated import TOPICS, index_rows, passed_ids, write_videos
-from clip_assets_tests.support.factories import tiny_webp
+from clip_assets_tests.support.curated import TOPICS, curated_clips, index_rows, passed_ids, write_videos
+from clip_assets_tests.support.dataset import materialize_partition
+from clip_assets_tests.support.factories import tiny_webp, write_video
 
 VIDEOS = ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
 PAGE_SIZE = 3  # 8 passed clips in 4 videos: 3 pages
@@ -60,15 +69,16 @@ def test_every_passed_clip_once_with_links_that_resolve(gallery, output):
     clips = page_clips(files)
     assert sorted(c["id"] for c in clips) == sorted(passed_ids(rows)) and len(clips) == build.clips == 8
     assert build.pages == 3 and build.videos == 4
-    by_id = {row[clip_index.CLIP_ID]: row for row in rows.to_pylist()}
+    # What each tile must show, from the clips the test wrote (not from the index the gallery was made of).
+    written = {clip.uuid: clip for name in VIDEOS for clip in curated_clips(name) if not clip.filtered}
     for clip in clips:
-        row = by_id[clip["id"]]
+        source = written[clip["id"]]
         for link in (clip["p"], clip["f"], clip["j"]):
             assert isinstance(link, str) and link.startswith("../") and "://" not in link
             assert (output / posixpath.normpath(posixpath.join("gallery", link))).is_file(), link
-        assert clip["f"] == "../" + row[clip_index.MP4_KEY] and clip["j"] == "../" + row[clip_index.METADATA_KEY]
-        assert [text for _, text in clip["c"]] == [c["text"] for c in row[clip_index.CAPTIONS]]
-        assert clip["a"] == row[clip_index.AESTHETIC_SCORE] and clip["d"] == round(row[clip_index.DURATION], 2)
+        assert clip["f"] == f"../clips/{source.uuid}.mp4" and clip["j"] == f"../metas/v0/{source.uuid}.json"
+        assert [text for _, text in clip["c"]] == [text for w in source.windows for text in w.captions.values()]
+        assert clip["a"] == source.aesthetic_score and clip["d"] == round(source.span_end - source.span_start, 2)
     index = filter_index(files)
     assert index["clips"] == 8 and index["videos"] == VIDEOS and len(index["pages"]) == 3
     for number, summary in enumerate(index["pages"]):
@@ -95,6 +105,61 @@ def test_unchanged_files_are_not_rewritten_and_a_removed_video_leaves_nothing(ga
     assert build.removed == [layout.gallery_file_key(page_file_name(2))]  # 5 clips now: pages 0 and 1
     assert all(b"b.mp4" not in data for data in files.values())
     assert "b.mp4" not in filter_index(files)["videos"]
+
+
+def test_a_clip_without_an_mp4_or_a_preview_is_shown_without_it_counted_and_listed(inbox, output, instance, tmp_path):
+    """A curator looking for what went wrong wants to see such a clip, with its captions and metadata."""
+    clips = curated_clips("d.mp4")
+    clips[0].mp4 = None  # NeMo writes the metadata of a clip whose buffer is absent
+    for window in clips[2].windows:
+        window.webp = None
+    write_video(inbox / "d.mp4.parquet", clips, source_video="/videos/d.mp4")
+    assert materialize_partition(instance, "d.mp4", str(inbox), str(output)).success
+    storage = LocalStorage(output)
+    build = write_gallery(storage, index_rows(storage, ["d.mp4"]), page_size=PAGE_SIZE)
+    assert (build.clips, build.without_mp4, build.without_preview) == (2, [clips[0].uuid], [clips[2].uuid])
+    files = {info.key: storage.read(info.key) for info in storage.list(layout.GALLERY)}
+    tiles = {clip["id"]: clip for clip in page_clips(files)}
+    assert tiles[clips[0].uuid]["f"] is None and tiles[clips[0].uuid]["p"] == f"../previews/{clips[0].uuid}/0_4.webp"
+    assert tiles[clips[2].uuid]["p"] is None and tiles[clips[2].uuid]["f"] == f"../clips/{clips[2].uuid}.mp4"
+    assert [text for _, text in tiles[clips[0].uuid]["c"]] == [t for w in clips[0].windows for t in w.captions.values()]
+    index = filter_index(files)
+    assert (index["clipsWithoutMp4"], index["clipsWithoutPreview"]) == (1, 1)
+    assert verify_gallery(storage, index_rows(storage, ["d.mp4"])) == []
+    with chromium_page(tmp_path / "chromium-profile", {"width": 1280, "height": 900}) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((output / layout.gallery_page_key()).as_uri())
+        wait_ready(page)
+        without_mp4 = page.locator(f"figure.clip[data-clip-id='{clips[0].uuid}']")
+        assert without_mp4.locator("a.mp4").count() == 0 and without_mp4.locator(".no-mp4").text_content() == "no MP4"
+        assert TOPICS["d.mp4"] in without_mp4.text_content() and without_mp4.locator("img.preview").count() == 1
+        without_preview = page.locator(f"figure.clip[data-clip-id='{clips[2].uuid}']")
+        assert without_preview.locator(".no-preview").text_content() == "no preview"
+        assert without_preview.locator("a.mp4").get_attribute("href") == f"../clips/{clips[2].uuid}.mp4"
+        assert errors == []
+
+
+def test_verify_gallery_names_a_tampered_missing_or_extra_page_and_a_count_that_differs(gallery, output):
+    storage, rows, _ = gallery
+    assert verify_gallery(storage, rows) == []
+    page = output / layout.gallery_file_key(page_file_name(1))
+    original = page.read_bytes()
+    page.write_bytes(original.replace(b"take", b"tale", 1))  # the same size, one word changed
+    assert verify_gallery(storage, rows) == [
+        f"{output}/gallery/page-00001.js is not what the clip index makes (changed since it was written, or the "
+        "index changed: materialize clip_gallery)"
+    ]
+    page.unlink()
+    assert verify_gallery(storage, rows) == [f"{output}/gallery/page-00001.js is missing"]
+    page.write_bytes(original)
+    extra = output / layout.gallery_file_key(page_file_name(7))
+    extra.write_bytes(original)
+    assert verify_gallery(storage, rows) == [f"{output}/gallery/page-00007.js is a page past the last"]
+    extra.unlink()
+    fewer = rows.filter(pa.compute.not_equal(rows.column(clip_index.PARTITION_KEY), "a.mp4"))
+    problems = verify_gallery(storage, fewer)
+    assert problems[0] == "the gallery shows 8 clips, the index has 6 passed clips" and len(problems) > 1
 
 
 def test_gallery_files_are_the_same_bytes_for_the_same_rows(gallery):
@@ -314,7 +379,7 @@ def test_in_chromium_at_a_hundred_thousand_clips_only_what_is_needed_loads(tmp_p
 
 def test_before_any_clip_the_gallery_says_so(tmp_path):
     storage = LocalStorage(tmp_path / "output")
-    build = write_gallery(storage, clip_index.clip_index_schema(1).empty_table())
+    build = write_gallery(storage, clip_index.clip_index_schema().empty_table())
     assert (build.clips, build.pages) == (0, 0)
     assert sorted(info.key for info in storage.list(layout.GALLERY)) == [
         "gallery/filter.js",

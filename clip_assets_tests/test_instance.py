@@ -19,10 +19,15 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetPartitionStatus,
+    BackfillPolicy,
     DagsterEvent,
     DagsterEventType,
     DagsterInstance,
+    DataVersion,
     EventLogEntry,
+    MaterializeResult,
+    StaticPartitionsDefinition,
+    asset,
     instance_for_test,
     materialize,
 )
@@ -56,6 +61,33 @@ INDEX_TABLES = {
     "asset_keys": "asset_key",
     "asset_event_tags": "event_id, key",
 }
+
+
+# A run over a range of partitions computes no data version, so the families' events of `run_range` carry no
+# tag either storage indexes: this asset's do (a data version it gives), in one batch of its range's events,
+# so tag rows are written by both paths and compared too.
+VERSIONED_PARTITIONS = StaticPartitionsDefinition(["p1", "p2", "p3"])
+
+
+@asset(partitions_def=VERSIONED_PARTITIONS, backfill_policy=BackfillPolicy.single_run())
+def versioned() -> MaterializeResult:
+    return MaterializeResult(data_version=DataVersion("v1"))
+
+
+def run_versioned(instance: DagsterInstance) -> str:
+    """`versioned` over its whole range in one run: its three materializations are one batch."""
+    result = materialize(
+        [versioned], instance=instance, tags={RANGE_START_TAG: "p1", RANGE_END_TAG: "p3"}, raise_on_error=True
+    )
+    return result.run_id
+
+
+def event_tags(instance: DagsterInstance, keys: Sequence[AssetKey]) -> dict[str, list[list[tuple[str, str]]]]:
+    """Each asset's indexed event tags, as comparable values (an event's tags sorted, the events sorted)."""
+    return {
+        key.to_user_string(): sorted(sorted(tags.items()) for tags in instance.get_event_tags_for_asset(key))
+        for key in keys
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +141,7 @@ def recorded(instance: DagsterInstance, run_id: str) -> dict[str, Any]:
             "status": instance.get_status_by_partition(key, NAMES, partitions_def),
             "materialized_partitions": sorted(instance.get_materialized_partitions(key)),
             "last_materialized": (last.partition_key, last.storage_id in {r.storage_id for r in materializations}),
-            "tags": sorted(instance.get_event_tags_for_asset(key)),
+            "tags": event_tags(instance, [key])[key.to_user_string()],
         }
     return found
 
@@ -119,14 +151,20 @@ def test_a_batched_run_records_what_the_default_storage_records(
 ) -> None:
     publish(inbox)
     monkeypatch.setenv(BATCH_SIZE_VAR, str(DEFAULT_EVENT_BATCH_SIZE))
+    versioned_keys = [AssetKey("versioned")]
     with instance_for_test() as default:
         default_run = run_range(default, inbox, output)
         expected = recorded(default, default_run)
+        run_versioned(default)
+        expected_tags = event_tags(default, versioned_keys)
     shutil.rmtree(output)  # the same writes again, not an unchanged re-run
     with use_embedded_instance(tmp_path / "embedded") as embedded:
         assert isinstance(embedded.event_log_storage, BatchedSqliteEventLogStorage)
         embedded_run = run_range(embedded, inbox, output)
         assert recorded(embedded, embedded_run) == expected
+        run_versioned(embedded)
+        assert event_tags(embedded, versioned_keys) == expected_tags
+    assert expected_tags == {"versioned": [[("dagster/data_version", "v1")]] * 3}
     statuses = expected["clip_files"]["status"]
     assert statuses == {
         "a.mp4": AssetPartitionStatus.MATERIALIZED,
@@ -238,8 +276,12 @@ def test_store_event_batch_writes_the_rows_store_event_writes(
 ) -> None:
     publish(inbox)
     with instance_for_test() as source:
-        run_id = run_range(source, inbox, output)
-        events = [record.event_log_entry for record in source.get_records_for_run(run_id, limit=10_000).records]
+        run_ids = [run_range(source, inbox, output), run_versioned(source)]
+        events = [
+            record.event_log_entry
+            for run_id in run_ids
+            for record in source.get_records_for_run(run_id, limit=10_000).records
+        ]
     with two_empty_storages(kind, tmp_path) as (one_by_one, batched):
         for event in events:
             one_by_one.store_event(event)
@@ -258,6 +300,9 @@ def test_store_event_batch_writes_the_rows_store_event_writes(
         assert connections[0] <= 2 and max(connections[1:]) <= 1, connections
         expected = table_rows(one_by_one)
         assert len(expected["asset_keys"]) >= len(FAMILY_KEYS) and expected["event_logs"]
+        assert [(row["key"], row["value"]) for row in expected["asset_event_tags"]] == [
+            ("dagster/data_version", "v1")
+        ] * 3
         assert table_rows(batched) == expected
 
 
@@ -280,7 +325,11 @@ def test_the_embedded_instance_is_the_batched_storage_and_turns_batching_on(
 def check_recent_partitions(
     storage: RecentDynamicPartitions, other: RecentDynamicPartitions, engine: db.Engine
 ) -> None:
-    """Cached reads query nothing; this storage's own changes show at once, another's within the window."""
+    """Cached reads query nothing; this storage's own changes show at once, another's within the window.
+
+    The counts are taken with a window far longer than the test (a slow machine cannot close it between
+    two reads and add a query); then a short one, to see another process's change once it has passed."""
+    storage.cache_seconds = 3600.0
     storage.add_dynamic_partitions("videos", ["a", "b"])
     with counted_queries(engine) as queries:
         assert storage.has_dynamic_partition("videos", "a")  # asked of the database, then remembered
@@ -303,6 +352,8 @@ def check_recent_partitions(
     assert storage.get_dynamic_partitions("other") == []
     other.add_dynamic_partitions("videos", ["d"])  # another process's storage
     other.delete_dynamic_partition("videos", "b")
+    assert storage.get_dynamic_partitions("videos") == ["b", "c"]  # within the window: what it read
+    storage.cache_seconds = PARTITIONS_CACHE_SECONDS
     time.sleep(PARTITIONS_CACHE_SECONDS)
     assert storage.get_dynamic_partitions("videos") == ["c", "d"]
     assert storage.has_dynamic_partition("videos", "d") and not storage.has_dynamic_partition("videos", "b")

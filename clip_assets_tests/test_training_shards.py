@@ -85,7 +85,9 @@ def check_samples(samples: list[dict[str, object]], rows: pa.Table, expected: se
 def shard_bytes_for(rows: pa.Table, samples_per_shard: float) -> int:
     """A shard size that holds about `samples_per_shard` of these clips, so a few videos make several shards
     (rounded up to tar's 10 KiB records, which a shard's size is a multiple of)."""
-    members = max(sample.size for sample in shard_samples(rows)) * samples_per_shard + 2 * tarfile.BLOCKSIZE
+    members = (
+        max(sample.size for sample in shard_samples(rows, left_out=[])) * samples_per_shard + 2 * tarfile.BLOCKSIZE
+    )
     return math.ceil(members / tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
@@ -206,7 +208,7 @@ def test_a_clip_file_newer_than_the_index_is_refused_naming_it(dataset, output):
     clip_id = sorted(passed_ids(rows))[0]
     (output / layout.clip_key(clip_id, filtered=False)).write_bytes(b"not the indexed clip")
     with pytest.raises(ShardError, match=rf"clips/{clip_id}\.mp4: clip {clip_id}: content does not match"):
-        update_shards(dataset, rows, shard_bytes=1 << 20)
+        update_shards(dataset, rows, shard_bytes=1 << 20, strict=True)
     bad = rows.set_column(
         rows.schema.get_field_index(clip_index.MP4_SHA256),
         clip_index.MP4_SHA256,
@@ -334,7 +336,7 @@ def test_on_s3_read_back_with_webdataset_through_a_pipe_url(s3, inbox, output, i
 def test_no_clips_no_shards_and_an_index_that_says_so(dataset, output):
     rows = index_rows(dataset, ["a.mp4"])
     assert update_shards(dataset, rows, shard_bytes=1 << 20).index.samples == 2
-    update = update_shards(dataset, clip_index.clip_index_schema(8).empty_table(), shard_bytes=1 << 20)
+    update = update_shards(dataset, clip_index.clip_index_schema().empty_table(), shard_bytes=1 << 20)
     assert update.index.shards == () and len(update.removed) == 1
     assert json.loads((output / layout.training_shards_index_key()).read_text())["shards"] == []
     assert list((output / layout.TRAINING_SHARDS).glob("*.tar")) == []
@@ -393,7 +395,7 @@ def test_a_clip_without_an_embedding_is_a_sample_without_npy(dataset, output):
     clip_id = rows.column(clip_index.CLIP_ID)[position].as_py()
     column = rows.column(clip_index.EMBEDDING).combine_chunks()
     mask = pa.array([i == position or not column[i].is_valid for i in range(rows.num_rows)])
-    emptied = pa.FixedSizeListArray.from_arrays(column.values, column.type.list_size, mask=mask)
+    emptied = pa.ListArray.from_arrays(column.offsets, column.values, mask=mask)
     rows = rows.set_column(rows.schema.get_field_index(clip_index.EMBEDDING), clip_index.EMBEDDING, emptied)
     index = update_shards(dataset, rows, shard_bytes=1 << 20).index
     samples = {s["__key__"]: s for s in read_back([str(output / e.key) for e in index.shards])}
@@ -433,3 +435,133 @@ def test_on_azure_and_gcs_the_shards_and_the_gallery_through_dagster_and_open_da
     assert materialization_metadata(result, "clip_gallery")["clips"] == 6
     page = storage.read(layout.gallery_page_key()).decode()
     assert "<html" in page.lower()
+
+
+def passed_clips(name: str) -> list:
+    """The video's passed clips as the test wrote them (their ids derive from the video and span)."""
+    return [clip for clip in curated_clips(name) if not clip.filtered]
+
+
+def shard_members(output: Path) -> dict[str, str]:
+    """clip id -> the shard that holds it, read from the tars themselves."""
+    found = {}
+    for path in sorted((output / layout.TRAINING_SHARDS).glob("*.tar")):
+        with tarfile.open(path) as archive:
+            for name in archive.getnames():
+                found[name.split(".", 1)[0]] = path.relative_to(output).as_posix()
+    return found
+
+
+def test_a_clip_whose_mp4_is_absent_missing_or_damaged_is_left_out_listed_and_taken_back_once_right(
+    dataset, output, inbox, instance
+):
+    """d.mp4's first clip was written without its MP4 (NeMo writes the metadata of a clip whose buffer is
+    absent); a.mp4's first clip's file is deleted; b.mp4's first clip's file is other bytes of its size."""
+    clips = curated_clips("d.mp4")
+    clips[0].mp4 = None
+    write_video(inbox / "d.mp4.parquet", clips, source_video="/videos/d.mp4")
+    assert materialize_partition(instance, "d.mp4", str(inbox), str(output)).success
+    absent = clips[0].uuid
+    assert not (output / layout.clip_key(absent, filtered=False)).exists()
+    missing, damaged = passed_clips("a.mp4")[0], passed_clips("b.mp4")[0]
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
+    missing_file = output / layout.clip_key(missing.uuid, filtered=False)
+    missing_file.unlink()
+    damaged_file = output / layout.clip_key(damaged.uuid, filtered=False)
+    damaged_file.write_bytes(bytes(len(damaged.mp4)))  # the size the index records, other bytes
+    shard_bytes = shard_bytes_for(rows, 2.5)
+
+    update = update_shards(dataset, rows, shard_bytes=shard_bytes)
+    reasons = {clip.clip_id: clip.reason for clip in update.index.left_out}
+    assert reasons == {absent: "absent", missing.uuid: "missing", damaged.uuid: "damaged"}
+    document = json.loads((output / layout.training_shards_index_key()).read_text())
+    assert document["left_out_count"] == 3
+    assert {(c["clip_id"], c["reason"]) for c in document["left_out"]} == set(reasons.items())
+    every = {clip.uuid for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4") for clip in passed_clips(name)}
+    assert set(shard_members(output)) == every - set(reasons) and len(every) == 8
+    check_samples(read_back([str(output / e.key) for e in update.index.shards]), rows, every - set(reasons))
+    assert verify_shards(dataset, rows) == []  # listed as left out: warned of by the check, not a problem
+    with pytest.raises(ShardError, match=rf"clip {absent}: field 'mp4_key' is empty for a passed clip"):
+        update_shards(dataset, rows, shard_bytes=shard_bytes, strict=True)
+    with pytest.raises(ShardError, match=rf"clips/{missing.uuid}\.mp4: clip {missing.uuid}: missing"):
+        update_shards(dataset, rows, {absent, damaged.uuid}, shard_bytes=shard_bytes, strict=True)
+
+    missing_file.write_bytes(missing.mp4)  # the file is back: its shard is rebuilt with it, nothing else
+    holder = next(e.key for e in update.index.shards if missing.uuid in {c.clip_id for c in e.left_out})
+    again = update_shards(dataset, rows, shard_bytes=shard_bytes)
+    assert {clip.clip_id for clip in again.index.left_out} == {absent, damaged.uuid}
+    assert again.removed == [holder] and len(again.written) == 1
+    assert shard_members(output)[missing.uuid] == again.written[0]
+    assert sorted(again.kept) == sorted(e.key for e in update.index.shards if e.key != holder)
+
+
+def test_re_embedding_a_video_rebuilds_its_shards_and_until_then_verify_names_them(dataset, output, inbox, instance):
+    """b.mp4 again with the same MP4s and captions and new vectors: its shards' `.npy` must follow."""
+    before_rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    shard_bytes = shard_bytes_for(before_rows, 2.5)
+    before = update_shards(dataset, before_rows, shard_bytes=shard_bytes).index
+    clips = curated_clips("b.mp4")
+    fresh = {}
+    for clip in clips:
+        if not clip.filtered:
+            fresh[clip.uuid] = np.random.default_rng(len(fresh) + 99).standard_normal(8).astype(np.float32)
+            clip.embeddings = {"cosmos-embed1": fresh[clip.uuid]}
+    write_video(inbox / "b.mp4.parquet", clips, source_video="/videos/b.mp4")
+    assert materialize_partition(instance, "b.mp4", str(inbox), str(output)).success
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    holders = sorted({e.key for e in before.shards if set(e.clip_ids) & fresh.keys()})
+
+    problems = verify_shards(dataset, rows)
+    (stale,) = [p for p in problems if "out of date" in p]
+    assert stale.startswith(f"{len(holders)} shards out of date") and any(key in stale for key in holders)
+    update = update_shards(dataset, rows, shard_bytes=shard_bytes)
+    assert sorted(update.removed) == holders and len(update.written) == len(holders)
+    assert sorted(update.kept) == sorted(e.key for e in before.shards if e.key not in holders)
+    samples = {s["__key__"]: s for s in read_back([str(output / key) for key in update.written])}
+    for clip_id, vector in fresh.items():
+        assert np.array_equal(np.load(io.BytesIO(samples[clip_id]["npy"])), vector)
+    assert verify_shards(dataset, rows) == []
+
+
+def test_verify_shards_names_a_row_missing_or_extra_a_changed_row_a_twice_member_and_damaged_or_missing_shards(
+    dataset, output, inbox, instance
+):
+    rows = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4"])
+    index = update_shards(dataset, rows, shard_bytes=shard_bytes_for(rows, 2.5)).index
+    assert verify_shards(dataset, rows) == []
+    gone = passed_clips("a.mp4")[0].uuid
+    fewer = rows.filter(pa.compute.not_equal(rows.column(clip_index.CLIP_ID), gone))
+    problems = verify_shards(dataset, fewer)
+    assert f"1 shard members not passed non-duplicate clips of the index, e.g. {gone}" in problems
+    write_videos(instance, inbox, str(output), ["d.mp4"])
+    more = index_rows(dataset, ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
+    first_new = min(clip.uuid for clip in passed_clips("d.mp4"))
+    assert f"2 passed, non-duplicate clips in no shard, e.g. {first_new}" in verify_shards(dataset, more)
+
+    position = rows.column(clip_index.CLIP_ID).to_pylist().index(gone)
+    captions = rows.column(clip_index.CAPTION).to_pylist()
+    captions[position] = "recaptioned after the shards were built"
+    changed = rows.set_column(rows.schema.get_field_index(clip_index.CAPTION), clip_index.CAPTION, [captions])
+    holder = next(e.key for e in index.shards if gone in e.clip_ids)
+    (stale,) = verify_shards(dataset, changed)
+    assert stale.startswith("1 shards out of date") and holder in stale
+
+    document = json.loads((output / layout.training_shards_index_key()).read_text())
+    other = next(entry for entry in document["shards"] if gone not in entry["clip_ids"])
+    other["clip_ids"].append(gone)
+    (output / layout.training_shards_index_key()).write_text(json.dumps(document))
+    assert f"1 clips in more than one shard, e.g. {gone}" in verify_shards(dataset, rows)
+    other["clip_ids"].remove(gone)
+    (output / layout.training_shards_index_key()).write_text(json.dumps(document))
+
+    tar = output / holder
+    tar.write_bytes(tar.read_bytes()[:-1024])  # truncated
+    (damaged,) = verify_shards(dataset, rows)
+    assert (
+        damaged
+        == f"{output}/{holder} is not the {tar.stat().st_size + 1024} bytes with sha256 "
+        + next(e.sha256 for e in index.shards if e.key == holder)
+        + " the index names"
+    )
+    tar.unlink()
+    assert verify_shards(dataset, rows) == [f"{output}/{holder} is missing"]

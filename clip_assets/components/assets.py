@@ -204,6 +204,7 @@ def _job(
     output_storage = output.get_storage()
     settings = writer_settings.to_settings(output_storage.root)
     layout.embedding_prefix(settings.embedding_algorithm)  # a configuration error, not a file's
+    layout.check_embedding_model(settings.embedding_algorithm, settings.embedding_version)
     return WriteJob(
         tuple(selected),
         inbox.get_storage(),

@@ -29,6 +29,7 @@ from clip_assets.components.dataset_tables import NearDuplicatesSettings
 from clip_assets.components.environment import (
     DEFAULTS,
     EMBEDDING_ALGORITHM_VAR,
+    EMBEDDING_VERSION_VAR,
     INBOX_VAR,
     INPUT_PATH_VAR,
     OUTPUT_VAR,
@@ -40,7 +41,7 @@ from clip_assets.components.names import DatasetNames
 from clip_assets.components.resources import ValidationLimitsResource, WriterSettingsResource, s3_connection
 
 # Set at the top level of the YAML (and by CLIP_ASSETS_* variables), not inside `writer_settings`.
-TOP_LEVEL_WRITER_SETTINGS = ("input_path", "embedding_algorithm", "parallel_backend")
+TOP_LEVEL_WRITER_SETTINGS = ("input_path", "embedding_algorithm", "embedding_version", "parallel_backend")
 
 
 class DatasetConfigError(ValueError):
@@ -56,6 +57,9 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
     output: str = Field(default=DEFAULTS[OUTPUT_VAR], description="A folder or a store's URL (s3://bucket/prefix).")
     input_path: str = Field(default=DEFAULTS[INPUT_PATH_VAR], description="Prefix removed from video paths.")
     embedding_algorithm: str = Field(default=DEFAULTS[EMBEDDING_ALGORITHM_VAR])
+    embedding_version: str = Field(
+        default=DEFAULTS[EMBEDDING_VERSION_VAR], description="The embedding model's version, e.g. 224p."
+    )
     parallel_backend: str = Field(
         default=DEFAULTS[PARALLEL_BACKEND_VAR],
         description="'threads' or 'ray': where a run's partitions are written (docs/deployment.md).",
@@ -123,6 +127,7 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
                 **self.writer_settings,
                 input_path=self._setting(INPUT_PATH_VAR, self.input_path),
                 embedding_algorithm=self._setting(EMBEDDING_ALGORITHM_VAR, self.embedding_algorithm),
+                embedding_version=self._setting(EMBEDDING_VERSION_VAR, self.embedding_version),
                 parallel_backend=self._setting(PARALLEL_BACKEND_VAR, self.parallel_backend),
             )
         except (TypeError, ValueError) as exc:

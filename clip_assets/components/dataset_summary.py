@@ -15,6 +15,7 @@ from dagster import (
 
 from clip_assets import layout
 from clip_assets.components.names import (
+    CLIP_GALLERY,
     CLIP_INDEX,
     DATASET_GROUP,
     DATASET_SUMMARY,
@@ -37,6 +38,7 @@ def dataset_summary_asset(
             names.key(CLIP_INDEX),
             names.key(NEAR_DUPLICATES),
             names.key(TRAINING_SHARDS),
+            names.key(CLIP_GALLERY),
         ],
         kinds={"json"},
         group_name=names.group(DATASET_GROUP),
@@ -80,6 +82,15 @@ def dataset_summary_asset(
                 "training_shards": MetadataValue.int(stats.tables.shards),
                 "training_shard_samples": MetadataValue.int(stats.tables.shard_samples),
                 "training_shard_bytes": MetadataValue.int(stats.tables.shard_bytes),
+                "training_clips_left_out": MetadataValue.int(stats.tables.shard_clips_left_out),
+                "training_left_out": MetadataValue.json(stats.tables.shard_left_out),
+                "gallery_clips_without_mp4": MetadataValue.int(stats.tables.gallery_clips_without_mp4)
+                if stats.tables.gallery_clips_without_mp4 is not None
+                else MetadataValue.text("no gallery yet"),
+                "gallery_clips_without_preview": MetadataValue.int(stats.tables.gallery_clips_without_preview)
+                if stats.tables.gallery_clips_without_preview is not None
+                else MetadataValue.text("no gallery yet"),
+                "vectors_by_model": MetadataValue.json(stats.tables.vectors_by_model),
                 "bytes_by_family": MetadataValue.json(document["bytes_by_family"]),
                 "failed_partitions": stats.failed_partitions,
                 "top_failure_reasons": MetadataValue.json(document["top_failure_reasons"]),

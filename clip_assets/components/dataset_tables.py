@@ -40,6 +40,7 @@ from clip_assets.components.names import CLIP_INDEX, CLIP_VECTORS, DATASET_GROUP
 from clip_assets.components.partitions import video_partitions
 from clip_assets.components.resources import StorageResource, WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.clip_index import EmbeddingModel
 from clip_assets.dataset.near_duplicates import (
     CLUSTER_SIZE,
     DEFAULT_EPS,
@@ -53,18 +54,26 @@ from clip_assets.dataset.near_duplicates import (
     rate_jumped,
 )
 from clip_assets.dataset.near_duplicates_update import read_near_duplicates_summary, update_near_duplicates
-from clip_assets.dataset.tables import VECTOR_COLUMNS, read_clip_index, table_location
-from clip_assets.dataset.update import commit_partitions, read_partitions, read_partitions_on_ray
-from clip_assets.engine.manifest import load_manifest
-from clip_assets.families import OutputFamily, clip_metadata
+from clip_assets.dataset.tables import VECTOR_COLUMNS, load_embedding_models, vector_counts, verify_vectors
+from clip_assets.dataset.update import commit_partitions, read_partitions, read_partitions_on_ray, verify_index
+from clip_assets.families import OutputFamily
 
 _MAX_LISTED = 20
 
 
 def _index_schema(columns: Sequence[str] | None = None) -> TableSchema:
-    """The index's columns (or some of them); the embedding's size is the dataset's (shown here as 1)."""
-    fields = [f for f in ci.clip_index_schema(1) if columns is None or f.name in columns]
+    """The index's columns (or some of them); a vector's size is its model's."""
+    fields = [f for f in ci.clip_index_schema() if columns is None or f.name in columns]
     return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in fields])
+
+
+def configured_model(
+    context: AssetExecutionContext | AssetCheckExecutionContext, names: DatasetNames
+) -> EmbeddingModel:
+    """The embedding model the dataset is configured with: the clip_embeddings family's algorithm, and
+    the version the dataset states for it."""
+    settings: WriterSettingsResource = getattr(context.resources, names.writer_settings)
+    return EmbeddingModel(settings.embedding_algorithm, settings.embedding_version)
 
 
 def dataset_tables_asset(
@@ -86,8 +95,10 @@ def dataset_tables_asset(
         ),
         AssetSpec(
             names.key(CLIP_VECTORS),
-            description="The passed clips' embeddings (Lance, dataset/clip_vectors.lance) with a cosine IVF index "
-            "once there are enough of them, for nearest-neighbour search over the whole dataset.",
+            description="The passed clips' embeddings, a Lance table per embedding model "
+            "(dataset/clip_vectors/<model>[.<version>].lance) with a cosine IVF index once there are enough of "
+            "them, for nearest-neighbour search over the whole dataset; a model's vectors stay when the dataset "
+            "moves to another model.",
             kinds={"lance"},
             group_name=names.group(DATASET_GROUP),
             deps=family_keys,
@@ -114,22 +125,28 @@ def dataset_tables_asset(
             outputs = read_partitions_on_ray(output.spec(), keys, settings.ray_cpus_per_partition)
         else:
             outputs = read_partitions(storage, keys)
-        update = commit_partitions(storage, outputs, live)
+        configured = configured_model(context, names)
+        update = commit_partitions(storage, outputs, live, configured=configured)
         if update.removed:
             context.log.info(f"removed the rows of {len(update.removed)} partitions: {list(update.removed)[:5]}")
+        models = load_embedding_models(storage)
+        vectors = vector_counts(storage, models)
         common: dict[str, Any] = {
             "partitions_written": len(update.written),
             "clips_of_partitions_written": update.partition_rows,
             "partitions_removed": MetadataValue.json(list(update.removed)[:_MAX_LISTED]),
-            "embedding_dim": update.dim,
+            "embedding_model": str(configured),
+            "embedding_models": MetadataValue.json(
+                [{**table.to_json(), "vectors": count} for table, count in zip(models.tables, vectors, strict=True)]
+            ),
         }
-        for name, table, key in (
-            (CLIP_INDEX, update.index, layout.clip_index_key()),
-            (CLIP_VECTORS, update.vectors, layout.clip_vectors_key()),
+        for name, table, key, rows in (
+            (CLIP_INDEX, update.index, layout.clip_index_key(), update.index.rows),
+            (CLIP_VECTORS, update.vectors, layout.CLIP_VECTORS, sum(vectors)),
         ):
             metadata = {
                 **common,
-                "dagster/row_count": MetadataValue.int(table.rows),
+                "dagster/row_count": MetadataValue.int(rows),
                 "dagster/uri": MetadataValue.path(layout.full_location(storage.root, key)),
                 "rows_inserted": table.inserted,
                 "rows_updated": table.updated,
@@ -140,6 +157,9 @@ def dataset_tables_asset(
             }
             if name == CLIP_VECTORS:
                 metadata["vector_index"] = update.vector_index
+                metadata["models_updated"] = MetadataValue.json(
+                    [{**m.table.to_json(), "rows": m.update.rows} for m in update.models]
+                )
             yield MaterializeResult(asset_key=names.key(name), metadata=metadata)
 
     return update_tables
@@ -206,12 +226,13 @@ def near_duplicates_asset(
         group_name=names.group(DATASET_GROUP),
         owners=list(owners),
         automation_condition=AutomationCondition.eager(),
-        required_resource_keys={names.output},
+        required_resource_keys={names.output, names.writer_settings},
         description="Near-duplicate passed clips across the whole dataset, by NeMo Curator's semantic dedup rule "
         "(k-means clusters; within each, clips ranked by which_to_keep and one removed when an earlier-ranked clip "
-        "is at cosine similarity >= 1 - eps). dataset/near_duplicates.parquet: one row per clip with NeMo's "
-        "centroid, cosine_dist_to_cent, max_id, cosine_sim_score and kept. rule 'transitive' writes union-find "
-        "groups (one row per member) with the longest clip kept.",
+        "is at cosine similarity >= 1 - eps), over the dataset's configured embedding model's vectors. "
+        "dataset/near_duplicates.parquet: one row per clip with NeMo's centroid, cosine_dist_to_cent, max_id, "
+        "cosine_sim_score and kept. rule 'transitive' writes union-find groups (one row per member) with the "
+        "longest clip kept.",
     )
     def near_duplicates(context: AssetExecutionContext, config: config_type) -> MaterializeResult:  # type: ignore[valid-type]
         output: StorageResource = getattr(context.resources, names.output)
@@ -219,7 +240,11 @@ def near_duplicates_asset(
         given: dict[str, Any] = config.model_dump()  # type: ignore[attr-defined]
         chosen = NearDuplicatesSettings(**{name: given[name] for name in NearDuplicatesSettings.model_fields})
         update = update_near_duplicates(
-            storage, chosen.settings(), refit=given["refit"], accept_rate=given["accept_rate"]
+            storage,
+            chosen.settings(),
+            model=configured_model(context, names),
+            refit=given["refit"],
+            accept_rate=given["accept_rate"],
         )
         grouping, build = update.grouping, update.build
         return MaterializeResult(
@@ -235,6 +260,7 @@ def near_duplicates_asset(
                 if update.baseline_rate is not None
                 else MetadataValue.text("none (first build)"),
                 "settings": MetadataValue.json(asdict(grouping.settings)),
+                "embedding_model": MetadataValue.text(str(build.model) if build.model else "no vectors yet"),
                 "clusters": grouping.clusters,
                 "kmeans": MetadataValue.text(("fitted: " if build.refit.needed else "") + build.refit.reason),
                 "clusters_decided": build.clusters_decided,
@@ -260,36 +286,14 @@ def dataset_table_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
     )
     def matches_outputs(context: AssetCheckExecutionContext) -> AssetCheckResult:
         output: StorageResource = getattr(context.resources, names.output)
-        storage = output.get_storage()
-        rows = read_clip_index(storage, [ci.CLIP_ID, ci.PARTITION_KEY])
-        indexed: dict[str, set[str]] = {}
-        for clip_id, key in zip(
-            rows.column(ci.CLIP_ID).to_pylist(), rows.column(ci.PARTITION_KEY).to_pylist(), strict=True
-        ):
-            indexed.setdefault(key, set()).add(clip_id)
-        problems = []
         partitions = sorted(context.instance.get_dynamic_partitions(names.partitions))
-        for key in partitions:
-            manifest = load_manifest(storage, clip_metadata.FAMILY.name, key)
-            recorded = {
-                k.removeprefix(layout.CLIP_METADATA).removesuffix(".json")
-                for k in (manifest.entries if manifest else {})
-                if k.startswith(layout.CLIP_METADATA)
-            }
-            found = indexed.pop(key, set())
-            if recorded != found:
-                problems.append(
-                    f"{key}: {len(recorded - found)} clips missing, {len(found - recorded)} not in its outputs"
-                )
-        problems += [
-            f"{key}: {len(ids)} rows of a partition that no longer exists" for key, ids in sorted(indexed.items())
-        ]
+        rows, problems = verify_index(output.get_storage(), partitions)
         return AssetCheckResult(
             passed=not problems,
             severity=AssetCheckSeverity.ERROR,
-            description="; ".join(problems[:3]) or f"{rows.num_rows} rows match {len(partitions)} partitions' outputs",
+            description="; ".join(problems[:3]) or f"{rows} rows match {len(partitions)} partitions' outputs",
             metadata={
-                "rows": rows.num_rows,
+                "rows": rows,
                 "partitions": len(partitions),
                 "problems": MetadataValue.json(problems[:_MAX_LISTED]),
             },
@@ -299,33 +303,23 @@ def dataset_table_checks(names: DatasetNames) -> list[AssetChecksDefinition]:
         asset=names.key(CLIP_VECTORS),
         name="matches_index",
         required_resource_keys={names.output},
-        description="The vector table holds exactly the index's passed clips that have an embedding, with the "
-        "same vectors.",
+        description="Each passed clip's vector is in its model's vector table with the same values, and every "
+        "vector table row is of a passed clip of the index.",
     )
     def matches_index(context: AssetCheckExecutionContext) -> AssetCheckResult:
         output: StorageResource = getattr(context.resources, names.output)
-        storage = output.get_storage()
-        index = read_clip_index(
-            storage, [ci.CLIP_ID, ci.EMBEDDING], filter=f"{ci.PASSED} AND {ci.EMBEDDING} IS NOT NULL"
-        )
-        table = table_location(storage, layout.clip_vectors_key()).open()
-        vectors = table.to_table(columns=[ci.CLIP_ID, ci.EMBEDDING]) if table is not None else index.slice(0, 0)
-        expected = dict(zip(index.column(ci.CLIP_ID).to_pylist(), index.column(ci.EMBEDDING).to_pylist(), strict=True))
-        found = dict(zip(vectors.column(ci.CLIP_ID).to_pylist(), vectors.column(ci.EMBEDDING).to_pylist(), strict=True))
-        missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
-        differing = sorted(c for c in expected.keys() & found.keys() if expected[c] != found[c])
-        passed = not (missing or extra or differing)
+        check = verify_vectors(output.get_storage())
         return AssetCheckResult(
-            passed=passed,
+            passed=check.passed,
             severity=AssetCheckSeverity.ERROR,
-            description=f"{len(found)} vectors match the index"
-            if passed
-            else f"{len(missing)} missing, {len(extra)} not in the index, {len(differing)} differ",
+            description=f"{check.vectors} vectors match the index"
+            if check.passed
+            else f"{len(check.missing)} missing, {len(check.extra)} not in the index, {len(check.differing)} differ",
             metadata={
-                "vectors": len(found),
-                "missing": MetadataValue.json(missing[:_MAX_LISTED]),
-                "not_in_index": MetadataValue.json(extra[:_MAX_LISTED]),
-                "differing": MetadataValue.json(differing[:_MAX_LISTED]),
+                "vectors": check.vectors,
+                "missing": MetadataValue.json(check.missing[:_MAX_LISTED]),
+                "not_in_index": MetadataValue.json(check.extra[:_MAX_LISTED]),
+                "differing": MetadataValue.json(check.differing[:_MAX_LISTED]),
             },
         )
 

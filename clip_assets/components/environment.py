@@ -10,6 +10,7 @@ INPUT_PATH_VAR = "CLIP_ASSETS_INPUT_PATH"
 EMBEDDING_ALGORITHM_VAR = "CLIP_ASSETS_EMBEDDING_ALGORITHM"
 # "threads" or "ray": where a run's partitions are written (WriterSettings.parallel_backend).
 PARALLEL_BACKEND_VAR = "CLIP_ASSETS_PARALLEL_BACKEND"
+EMBEDDING_VERSION_VAR = "CLIP_ASSETS_EMBEDDING_VERSION"
 # Read when the code location loads: how many partitions one run of a backfill (or of the sensor)
 # handles, and how often the sensor lists the inbox.
 PARTITIONS_PER_RUN_VAR = "CLIP_ASSETS_PARTITIONS_PER_RUN"
@@ -28,6 +29,7 @@ DEFAULTS = {
     INPUT_PATH_VAR: "",
     EMBEDDING_ALGORITHM_VAR: "cosmos-embed1",
     PARALLEL_BACKEND_VAR: "threads",
+    EMBEDDING_VERSION_VAR: "",
     PARTITIONS_PER_RUN_VAR: "25",
     SENSOR_INTERVAL_VAR: "30",
     S3_ADDRESSING_STYLE_VAR: "auto",

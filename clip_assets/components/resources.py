@@ -172,6 +172,11 @@ class WriterSettingsResource(ConfigurableResource):
         default="cosmos-embed1",
         description="Embedding to write: cosmos-embed1 -> ce1_*, internvideo2 -> iv2_*, others -> <slug>_*.",
     )
+    embedding_version: str = Field(
+        default="",
+        description="The embedding model's version (e.g. 224p, 448p), recorded with its vectors: NeMo's tree "
+        "names none. Empty: not stated.",
+    )
     caption_models: list[str] | None = Field(
         default=None, description="Caption models in priority order; unset = every model present."
     )
@@ -217,6 +222,7 @@ class WriterSettingsResource(ConfigurableResource):
             generate_previews=self.generate_previews,
             generate_captions=self.generate_captions,
             embedding_algorithm=self.embedding_algorithm,
+            embedding_version=self.embedding_version,
             caption_models=tuple(self.caption_models) if self.caption_models is not None else None,
             enhanced_caption_models=(
                 tuple(self.enhanced_caption_models) if self.enhanced_caption_models is not None else None

@@ -2,8 +2,13 @@
 
 Pure: the caller (`clip_assets.dataset.outputs`) reads the partition's manifests, metadata JSON,
 chunk stats and embedding Parquet; this module turns them into one Arrow row per clip. The column
-names below are the index's published schema: the vector table, the near-duplicate grouping, the
+names below are the index's published schema: the vector tables, the near-duplicate grouping, the
 training shards and the gallery all read these names and no others.
+
+A clip's `embedding` is the vector its files in the tree hold now, and `embedding_model` and
+`embedding_version` name the model that made it: one model per row, so a dataset moving from one
+model to another has rows of both until every video is written again, and a vector's size is its
+model's (a variable-size list here; each model's vector table has fixed-size vectors of its own).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ METADATA_URI = "metadata_uri"
 EMBEDDING_KEY = "embedding_key"
 EMBEDDING_URI = "embedding_uri"
 EMBEDDING = "embedding"
+EMBEDDING_MODEL = "embedding_model"
+EMBEDDING_VERSION = "embedding_version"
 
 CAPTION_TYPE = pa.struct(
     [
@@ -71,13 +78,29 @@ _CAPTION_SUFFIX = "_caption"
 _ENHANCED_SUFFIX = "_enhanced_caption"
 
 
-def embedding_type(dim: int) -> pa.DataType:
-    """Vectors are float32 of one fixed size across the dataset (whatever dtype the clip arrived in)."""
+# Vectors are float32 whatever dtype the clip arrived in; in the index each row's has its model's size.
+EMBEDDING_TYPE = pa.list_(pa.field("item", pa.float32()))
+
+
+def vector_type(dim: int) -> pa.DataType:
+    """One model's vectors in its vector table: float32, all of its fixed size (what a vector index needs)."""
     return pa.list_(pa.field("item", pa.float32()), dim)
 
 
-def clip_index_schema(dim: int) -> pa.Schema:
-    """The index's schema for embeddings of `dim` values."""
+@dataclass(frozen=True, order=True)
+class EmbeddingModel:
+    """What made a vector: the clip_embeddings family's algorithm (`cosmos-embed1`, `internvideo2`,
+    `color-grid-4x4-v1`) and the dataset's stated version of it ("" when none was stated)."""
+
+    name: str
+    version: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}" if self.version else self.name
+
+
+def clip_index_schema() -> pa.Schema:
+    """The index's schema."""
     return pa.schema(
         [
             pa.field(CLIP_ID, pa.string(), nullable=False),
@@ -115,7 +138,9 @@ def clip_index_schema(dim: int) -> pa.Schema:
             pa.field(METADATA_URI, pa.string()),
             pa.field(EMBEDDING_KEY, pa.string()),
             pa.field(EMBEDDING_URI, pa.string()),
-            pa.field(EMBEDDING, embedding_type(dim)),
+            pa.field(EMBEDDING, EMBEDDING_TYPE),
+            pa.field(EMBEDDING_MODEL, pa.string()),
+            pa.field(EMBEDDING_VERSION, pa.string()),
         ]
     )
 
@@ -130,7 +155,8 @@ class PartitionOutputs:
 
     `documents`: metas key -> the clip's metadata JSON; `mp4s`: clip MP4 key -> its manifest entry
     (bytes, sha256); `previews`: preview keys; `pickles`: embedding pickle keys; `vectors`: clip id
-    -> (its vector, the Parquet file it came from); `chunks`: the chunk stats documents.
+    -> (its vector, the Parquet file it came from); `models`: each such Parquet file -> the model that
+    made its vectors; `chunks`: the chunk stats documents.
     """
 
     partition_key: str
@@ -140,7 +166,12 @@ class PartitionOutputs:
     previews: Sequence[str] = ()
     pickles: frozenset[str] = frozenset()
     vectors: Mapping[str, tuple[np.ndarray, str]] = field(default_factory=dict)
+    models: Mapping[str, EmbeddingModel] = field(default_factory=dict)
     chunks: Sequence[Mapping[str, Any]] = ()
+
+    def model_of(self, parquet_key: str) -> EmbeddingModel:
+        """The model of a Parquet file's vectors (its folder's algorithm where nothing else says it)."""
+        return self.models.get(parquet_key) or EmbeddingModel(layout.embedding_algorithm_of(parquet_key))
 
 
 def _captions(windows: Sequence[Mapping[str, Any]], enhanced: bool) -> list[dict[str, Any]]:
@@ -210,21 +241,20 @@ def _integer(doc: Mapping[str, Any], key: str, file: str) -> int | None:
     return None if value is None else int(value)
 
 
-def clip_rows(outputs: PartitionOutputs, dim: int | None) -> pa.Table:
+def clip_rows(outputs: PartitionOutputs, dims: Mapping[EmbeddingModel, int] | None = None) -> pa.Table:
     """One row per clip metadata document of the partition, in clip id order.
 
-    `dim` is the dataset's embedding size when known; otherwise the partition's own vectors set it
-    (and a partition without any vector gets size 1, all null: `clip_assets.dataset.tables` widens
-    a table that has no vector yet when the first ones arrive).
+    `dims` holds the vector size of each model the dataset has vectors of; a model's vectors must all
+    have its size (for a model new to the dataset, the size of the partition's first vector of it).
     """
-    if dim is None:
-        first = min(outputs.vectors.items(), default=None)
-        dim = first[1][0].size if first is not None else 1
+    sizes = dict(dims or {})
     for vector_id, (vector, parquet_key) in sorted(outputs.vectors.items()):
+        model = outputs.model_of(parquet_key)
+        dim = sizes.setdefault(model, vector.size)
         if vector.size != dim:
             raise ClipIndexError(
                 f"{layout.full_location(outputs.root, parquet_key)}: field 'embedding' of clip {vector_id} has "
-                f"{vector.size} values; the dataset's embeddings have {dim}"
+                f"{vector.size} values; the dataset's {model} vectors have {dim}"
             )
     chunk_facts = _chunk_facts(outputs.chunks)
     pickles = {key.rsplit("/", 1)[-1].removesuffix(".pickle"): key for key in outputs.pickles}
@@ -251,6 +281,8 @@ def clip_rows(outputs: PartitionOutputs, dim: int | None) -> pa.Table:
         captions = _captions(windows, enhanced=False)
         motion = _mapping(doc, "motion_score")
         pickle_key = pickles.get(clip_id)
+        found = outputs.vectors.get(clip_id)
+        vector_model = None if found is None else outputs.model_of(found[1])
         errors = _mapping(doc, "errors")
         preview_keys = previews_by_clip.get(clip_id, [])
         file = layout.full_location(outputs.root, key)
@@ -291,24 +323,28 @@ def clip_rows(outputs: PartitionOutputs, dim: int | None) -> pa.Table:
                 METADATA_URI: file,
                 EMBEDDING_KEY: pickle_key,
                 EMBEDDING_URI: layout.full_location(outputs.root, pickle_key) if pickle_key else None,
+                EMBEDDING_MODEL: vector_model.name if vector_model else None,
+                EMBEDDING_VERSION: vector_model.version if vector_model else None,
             }
         )
-        found = outputs.vectors.get(clip_id)
         vectors.append(None if found is None else found[0])
-    schema = clip_index_schema(dim)
-    columns = {name: [row[name] for row in rows] for name in schema.names if name != EMBEDDING}
-    arrays = [pa.array(columns[f.name], type=f.type) for f in schema if f.name != EMBEDDING]
-    arrays.append(embedding_array(vectors, dim))
+    schema = clip_index_schema()
+    arrays = [pa.array([row[f.name] for row in rows], type=f.type) for f in schema if f.name != EMBEDDING]
+    arrays.insert(schema.get_field_index(EMBEDDING), embedding_array(vectors))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def embedding_array(vectors: Sequence[np.ndarray | None], dim: int) -> pa.Array:
-    """A FixedSizeList<float32>[dim] column, null where a clip has no vector."""
-    flat = np.zeros((len(vectors), dim), dtype=np.float32)
-    mask = np.ones(len(vectors), dtype=bool)
-    for row, vector in enumerate(vectors):
-        if vector is not None:
-            flat[row] = vector.reshape(-1).astype(np.float32, copy=False)
-            mask[row] = False
-    values = pa.array(flat.reshape(-1), type=pa.float32())
-    return pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(mask))
+def embedding_array(vectors: Sequence[np.ndarray | None]) -> pa.Array:
+    """A list<float32> column of vectors of any size, null where a clip has no vector."""
+    flat = [v.reshape(-1).astype(np.float32, copy=False) for v in vectors if v is not None]
+    offsets = np.cumsum([0, *(0 if v is None else v.size for v in vectors)], dtype=np.int32)
+    values = pa.array(np.concatenate(flat) if flat else np.empty(0, dtype=np.float32), type=pa.float32())
+    mask = pa.array([v is None for v in vectors], type=pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets), values, type=EMBEDDING_TYPE, mask=mask)
+
+
+def fixed_vectors(column: pa.Array | pa.ChunkedArray, dim: int) -> pa.FixedSizeListArray:
+    """A column of list<float32> vectors, all present and of `dim` values, as the vector tables hold them."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return pa.FixedSizeListArray.from_arrays(column.flatten().cast(pa.float32()), dim)

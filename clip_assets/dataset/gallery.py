@@ -17,6 +17,13 @@ a page, so a page that cannot match is skipped (about 1% of pages are loaded for
 
 Files are written only when their bytes change, and pages beyond the last are deleted, so a removed
 video's clips leave the gallery with the next build.
+
+A clip the index records without an MP4 (NeMo writes the metadata of a clip whose buffer is absent) or
+without a preview is still shown, with its captions, scores and metadata link, and says "no MP4" or
+"no preview": a curator looking for what went wrong wants to see it, not to miss it. The build counts
+and lists them (`GalleryBuild`, the filter index). The gallery reads the index only: a file deleted
+from storage behind the index is not looked for here (a request per clip on S3); the training shards'
+check and the families' `intact` checks name those.
 """
 
 from __future__ import annotations
@@ -131,7 +138,7 @@ class GalleryClip:
     captions: tuple[tuple[str, str], ...]
     enhanced: tuple[tuple[str, str], ...]
     preview: str | None
-    mp4: str
+    mp4: str | None
     metadata: str
 
     def words(self) -> Iterator[str]:
@@ -184,9 +191,8 @@ def gallery_clips(rows: pa.Table) -> tuple[list[str], list[GalleryClip]]:
     clips = []
     for row in records:
         clip_id = row[clip_index.CLIP_ID]
-        for name in (clip_index.MP4_KEY, clip_index.METADATA_KEY):
-            if row[name] is None:
-                raise GalleryError(f"clip index: clip {clip_id}: field {name!r} is empty for a passed clip")
+        if row[clip_index.METADATA_KEY] is None:
+            raise GalleryError(f"clip index: clip {clip_id}: field {clip_index.METADATA_KEY!r} is empty")
         previews = row[clip_index.PREVIEW_KEYS] or []
         clips.append(
             GalleryClip(
@@ -199,7 +205,7 @@ def gallery_clips(rows: pa.Table) -> tuple[list[str], list[GalleryClip]]:
                 captions=_captions(row[clip_index.CAPTIONS]),
                 enhanced=_captions(row[clip_index.ENHANCED_CAPTIONS]),
                 preview=_link(previews[0]) if previews else None,
-                mp4=_link(row[clip_index.MP4_KEY]),
+                mp4=_link(row[clip_index.MP4_KEY]) if row[clip_index.MP4_KEY] is not None else None,
                 metadata=_link(row[clip_index.METADATA_KEY]),
             )
         )
@@ -242,20 +248,37 @@ def page_file_name(page: int) -> str:
 
 @dataclass
 class GalleryBuild:
-    """What one build wrote: the clips and pages shown, and which files changed or went."""
+    """What one build wrote: the clips and pages shown (those shown without an MP4 or a preview by id),
+    and which files changed or went."""
 
     clips: int = 0
     videos: int = 0
     pages: int = 0
+    without_mp4: list[str] = field(default_factory=list)
+    without_preview: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     unchanged: int = 0
     removed: list[str] = field(default_factory=list)
     bytes_total: int = 0
 
 
-def gallery_files(rows: pa.Table, page_size: int = PAGE_SIZE) -> tuple[dict[str, bytes], int, int]:
-    """Every file of the gallery by its key, and the numbers of clips and videos it shows."""
+@dataclass(frozen=True)
+class GalleryContent:
+    """Every file of the gallery by its key, the numbers of clips and videos it shows, and the clips shown
+    without an MP4 or a preview."""
+
+    files: dict[str, bytes]
+    clips: int
+    videos: int
+    without_mp4: list[str]
+    without_preview: list[str]
+
+
+def gallery_files(rows: pa.Table, page_size: int = PAGE_SIZE) -> GalleryContent:
+    """Every file of the gallery of `rows` (clip index rows), and what it shows."""
     videos, clips = gallery_clips(rows)
+    without_mp4 = sorted(clip.clip_id for clip in clips if clip.mp4 is None)
+    without_preview = sorted(clip.clip_id for clip in clips if clip.preview is None)
     pages = [clips[start : start + page_size] for start in range(0, len(clips), page_size)]
     files = {
         layout.gallery_page_key(): GALLERY_HTML.encode(),
@@ -272,11 +295,13 @@ def gallery_files(rows: pa.Table, page_size: int = PAGE_SIZE) -> tuple[dict[str,
         "clips": len(clips),
         "pageSize": page_size,
         "videos": videos,
+        "clipsWithoutMp4": len(without_mp4),
+        "clipsWithoutPreview": len(without_preview),
         "bloomHashes": BLOOM_HASHES,
         "pages": [page_summary(page, known) for page in pages],
     }
     files[layout.gallery_file_key("filter.js")] = _script("index", index)
-    return files, len(clips), len(videos)
+    return GalleryContent(files, len(clips), len(videos), without_mp4, without_preview)
 
 
 def _same(storage: Storage, key: str, data: bytes, info_sha256: str | None, size: int | None) -> bool:
@@ -293,13 +318,20 @@ def write_gallery(
     storage: Storage, rows: pa.Table, page_size: int = PAGE_SIZE, lock_timeout_s: float = 600.0
 ) -> GalleryBuild:
     """Write the gallery of `rows` (clip index rows) under `gallery/`; unchanged files are not rewritten."""
-    files, clips, videos = gallery_files(rows, page_size)
+    content = gallery_files(rows, page_size)
     with storage.lock(layout.gallery_lock_key(), lock_timeout_s):
-        return _write_files(storage, files, clips, videos, page_size)
+        return _write_files(storage, content, page_size)
 
 
-def _write_files(storage: Storage, files: dict[str, bytes], clips: int, videos: int, page_size: int) -> GalleryBuild:
-    build = GalleryBuild(clips=clips, videos=videos, pages=-(-clips // page_size))
+def _write_files(storage: Storage, content: GalleryContent, page_size: int) -> GalleryBuild:
+    files = content.files
+    build = GalleryBuild(
+        clips=content.clips,
+        videos=content.videos,
+        pages=-(-content.clips // page_size),
+        without_mp4=content.without_mp4,
+        without_preview=content.without_preview,
+    )
     keys = sorted(files)
     # The page files first and the index last, so an open gallery never names a page not yet written.
     keys.sort(key=lambda key: key == layout.gallery_file_key("filter.js"))
@@ -334,19 +366,30 @@ def read_gallery_index(storage: Storage) -> dict[str, Any] | None:
 
 
 def verify_gallery(storage: Storage, rows: pa.Table) -> list[str]:
-    """What is wrong with the gallery against the clip index `rows`: the clips it counts, its page files."""
+    """What is wrong with the gallery against the clip index `rows` (`COLUMNS` of them): the clips it
+    counts, and every file it should have, compared byte for byte with what the index makes (by the
+    sha256 the object carries on S3, by reading it locally), and pages past the last."""
     index = read_gallery_index(storage)
     if index is None:
         return [f"{layout.full_location(storage.root, layout.gallery_page_key())} was never written"]
+    expected = gallery_files(rows, int(index.get("pageSize") or PAGE_SIZE))
     problems = []
-    passed = sum(1 for value in rows.column(clip_index.PASSED).to_pylist() if value)
-    if index.get("clips") != passed:
-        problems.append(f"the gallery shows {index.get('clips')} clips, the index has {passed} passed clips")
-    pages = [layout.gallery_file_key(page_file_name(n)) for n in range(len(index.get("pages", [])))]
-    keys = [layout.gallery_page_key(), *pages]
+    if index.get("clips") != expected.clips:
+        problems.append(f"the gallery shows {index.get('clips')} clips, the index has {expected.clips} passed clips")
+    keys = sorted(expected.files)
+    for key, info in zip(keys, storage.stat_many(keys), strict=True):
+        where = layout.full_location(storage.root, key)
+        if info is None:
+            problems.append(f"{where} is missing")
+        elif not _same(storage, key, expected.files[key], info.sha256, info.size):
+            problems.append(
+                f"{where} is not what the clip index makes (changed since it was written, or the index changed: "
+                "materialize clip_gallery)"
+            )
+    pages = sorted(info.key for info in storage.list(layout.GALLERY) if info.key.rsplit("/", 1)[-1].startswith("page-"))
     problems += [
-        f"{layout.full_location(storage.root, key)} is missing"
-        for key, info in zip(keys, storage.stat_many(keys), strict=True)
-        if info is None
+        f"{layout.full_location(storage.root, key)} is a page past the last"
+        for key in pages
+        if key not in expected.files
     ]
     return problems

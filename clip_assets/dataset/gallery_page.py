@@ -56,7 +56,8 @@ figcaption { padding: 6px 8px; }
 .caption { margin: 4px 0; }
 .caption .model { color: #6d28d9; font-size: 11px; margin-right: 4px; }
 .caption.enhanced { color: #3f3f46; font-style: italic; }
-.links a { margin-right: 8px; }
+.links a, .links .no-mp4 { margin-right: 8px; }
+.links .no-mp4 { color: #b91c1c; }
 """
 
 GALLERY_SCRIPT = r""""use strict";
@@ -176,9 +177,12 @@ GALLERY_SCRIPT = r""""use strict";
   function tile(clip) {
     const figure = element("figure", "clip");
     figure.dataset.clipId = clip.id;
-    const link = element("a");
-    link.href = clip.f;
-    link.title = "the clip's MP4";
+    // A clip whose MP4 was never written (clip.f is null) is shown all the same, without the link.
+    const link = element(clip.f ? "a" : "div");
+    if (clip.f) {
+      link.href = clip.f;
+      link.title = "the clip's MP4";
+    }
     if (clip.p) {
       const image = element("img", "preview");
       image.loading = "lazy";
@@ -201,8 +205,8 @@ GALLERY_SCRIPT = r""""use strict";
     for (const [model, text] of clip.c) caption.appendChild(captionLine(model, text, false));
     for (const [model, text] of clip.e) caption.appendChild(captionLine(model, text, true));
     const links = element("div", "links");
-    const mp4 = element("a", "mp4", "MP4");
-    mp4.href = clip.f;
+    const mp4 = clip.f ? element("a", "mp4", "MP4") : element("span", "no-mp4", "no MP4");
+    if (clip.f) mp4.href = clip.f;
     const metadata = element("a", "metadata", "metadata");
     metadata.href = clip.j;
     links.append(mp4, metadata);

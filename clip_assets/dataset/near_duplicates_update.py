@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.clip_index import EmbeddingModel
 from clip_assets.dataset.near_duplicates import (
     CENTROID,
     DECISIONS_SCHEMA,
@@ -53,7 +54,7 @@ from clip_assets.dataset.near_duplicates import (
     row_fingerprint,
     transitive_groups,
 )
-from clip_assets.dataset.tables import LOCK_TIMEOUT_S, read_clip_index, table_location
+from clip_assets.dataset.tables import LOCK_TIMEOUT_S, open_vectors, read_clip_index
 from clip_assets.storage import Storage, read_if_exists
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class NearDuplicatesBuild:
     clusters_decided: int
     clips_decided: int
     fit_clips: int
+    # The vectors compared: None before any vector exists.
+    model: EmbeddingModel | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,10 @@ class NearDuplicatesUpdate:
     def to_json(self) -> dict[str, Any]:
         grouping, build = self.grouping, self.build
         centroids = build.centroids
+        model = build.model
         return {
+            "embedding_model": None if model is None else model.name,
+            "embedding_version": None if model is None else model.version,
             "clips": grouping.clips,
             "groups": grouping.group_count,
             "duplicates": grouping.duplicates,
@@ -144,7 +150,13 @@ def _read_centroids(storage: Storage) -> Centroids | None:
 
 
 def refit_needed(
-    settings: DedupSettings, clips: int, dim: int, kept: Centroids | None, state: dict[str, Any] | None, asked: bool
+    settings: DedupSettings,
+    clips: int,
+    dim: int,
+    kept: Centroids | None,
+    state: dict[str, Any] | None,
+    asked: bool,
+    model: EmbeddingModel | None = None,
 ) -> Refit:
     """When the kept centroids no longer serve (the module docstring lists the cases)."""
     fit = (state or {}).get("fit") or {}
@@ -152,6 +164,9 @@ def refit_needed(
         return Refit(True, "asked for (refit)")
     if kept is None or not fit:
         return Refit(True, "no fitted centroids yet")
+    fitted_on = ((state or {}).get("embedding_model"), (state or {}).get("embedding_version"))
+    if model is not None and fitted_on != (model.name, model.version):
+        return Refit(True, f"the embedding model changed ({fitted_on[0]} -> {model.name})")
     if fit.get("centroids_sha256") != kept.digest():
         return Refit(True, "the kept centroids are not those the last build used")
     if kept.dim != dim:
@@ -296,9 +311,14 @@ def _rows_by_cluster(rows: pa.Table) -> dict[int, list[pa.Table]]:
     return found
 
 
-def build_near_duplicates(storage: Storage, settings: DedupSettings, *, refit: bool = False) -> NearDuplicatesBuild:
-    """The decisions for the vector table as it is now, re-using the last build where it still holds."""
-    vectors = table_location(storage, layout.clip_vectors_key()).open()
+def build_near_duplicates(
+    storage: Storage, settings: DedupSettings, *, model: EmbeddingModel | None = None, refit: bool = False
+) -> NearDuplicatesBuild:
+    """The decisions for `model`'s vector table (the dataset's configured model, or its only one, when
+    None) as it is now, re-using the last build where it still holds."""
+    found = open_vectors(storage, model)
+    vectors = found[1] if found is not None else None
+    model = found[0].model if found is not None else None
     clips = vectors.count_rows() if vectors is not None else 0
     empty = DECISIONS_SCHEMA.empty_table() if settings.rule == "nemo" else GROUPS_SCHEMA.empty_table()
     if vectors is None or not clips:
@@ -306,7 +326,7 @@ def build_near_duplicates(storage: Storage, settings: DedupSettings, *, refit: b
     dim = int(vectors.schema.field(ci.EMBEDDING).type.list_size)
     state = read_near_duplicates_summary(storage)
     kept = _read_centroids(storage)
-    decision = refit_needed(settings, clips, dim, kept, state, refit)
+    decision = refit_needed(settings, clips, dim, kept, state, refit, model)
     centroids = kept if kept is not None and not decision.needed else _fit(vectors, settings, clips, dim)
     fit_clips = clips if decision.needed else int((state or {})["fit"]["clips"])
     scan_rows = max(1, min(SCAN_ROWS, settings.memory_mb * 2**20 // (16 * (dim + len(centroids)))))
@@ -366,7 +386,7 @@ def build_near_duplicates(storage: Storage, settings: DedupSettings, *, refit: b
         table = number_groups(table)
     grouping = Grouping(table, settings, clips, len(centroids))
     return NearDuplicatesBuild(
-        grouping, decision, centroids, tuple(assigned.fingerprints), len(ranked), offset, fit_clips
+        grouping, decision, centroids, tuple(assigned.fingerprints), len(ranked), offset, fit_clips, model
     )
 
 
@@ -379,7 +399,12 @@ def _baseline(previous: dict[str, Any] | None) -> float | None:
 
 
 def update_near_duplicates(
-    storage: Storage, settings: DedupSettings | None = None, *, refit: bool = False, accept_rate: bool = False
+    storage: Storage,
+    settings: DedupSettings | None = None,
+    *,
+    model: EmbeddingModel | None = None,
+    refit: bool = False,
+    accept_rate: bool = False,
 ) -> NearDuplicatesUpdate:
     """Bring the near-duplicates up to date with the vector table and write the table (Parquet), the
     centroids (.npy, when fitted anew) and the figures and state (JSON).
@@ -388,7 +413,7 @@ def update_near_duplicates(
     a jump that baseline stays where it was (the check keeps warning, however often the asset is
     re-materialized) until a build's rate is back within the tolerance, or `accept_rate` takes this
     build's rate as the new baseline."""
-    build = build_near_duplicates(storage, settings or DedupSettings(), refit=refit)
+    build = build_near_duplicates(storage, settings or DedupSettings(), model=model, refit=refit)
     sink = io.BytesIO()
     pq.write_table(build.grouping.table, sink, compression="zstd")
     with storage.lock(layout.dataset_lock_key(), LOCK_TIMEOUT_S):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_assets import layout
-from clip_assets.dataset.clip_index import ClipIndexError, PartitionOutputs
+from clip_assets.dataset.clip_index import ClipIndexError, EmbeddingModel, PartitionOutputs
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import clip_embeddings, clip_files, clip_metadata, clip_previews, video_summaries
 from clip_assets.storage import Storage
@@ -35,12 +35,18 @@ def _document(storage: Storage, key: str) -> dict[str, Any]:
     return document
 
 
-def _vectors(storage: Storage, key: str) -> dict[str, tuple[np.ndarray, str]]:
+def _vectors(storage: Storage, key: str) -> tuple[dict[str, tuple[np.ndarray, str]], EmbeddingModel]:
+    """A chunk's vectors by clip id, and the model that made them (as the file names it)."""
     where = layout.full_location(storage.root, key)
     try:
         table = pq.read_table(io.BytesIO(storage.read(key)), columns=list(clip_embeddings.PARQUET_COLUMNS))
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise ClipIndexError(f"{where}: not a readable embedding Parquet file ({exc})") from None
+    model = EmbeddingModel(*clip_embeddings.embedding_model(table.schema.metadata, key))
+    try:
+        layout.check_embedding_model(model.name, model.version)
+    except layout.LayoutError as exc:
+        raise ClipIndexError(f"{where}: schema metadata {clip_embeddings.MODEL_METADATA.decode()!r}: {exc}") from None
     ids = table.column("id").to_pylist()
     column = table.column("embedding").combine_chunks()
     if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
@@ -50,7 +56,8 @@ def _vectors(storage: Storage, key: str) -> dict[str, tuple[np.ndarray, str]]:
         raise ClipIndexError(f"{where}: field 'embedding' is null in row {row} (clip {ids[row]})")
     offsets = column.offsets.to_numpy()
     values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return {str(clip_id): (values[offsets[row] : offsets[row + 1]], key) for row, clip_id in enumerate(ids)}
+    vectors = {str(clip_id): (values[offsets[row] : offsets[row + 1]], key) for row, clip_id in enumerate(ids)}
+    return vectors, model
 
 
 def read_partition_outputs(storage: Storage, partition_key: str) -> PartitionOutputs | None:
@@ -68,8 +75,12 @@ def read_partition_outputs(storage: Storage, partition_key: str) -> PartitionOut
     embedding_keys = sorted(embeddings.entries) if embeddings else []
     parquet_keys = [k for k in embedding_keys if k.endswith(".parquet")]
     vectors: dict[str, tuple[np.ndarray, str]] = {}
-    for found in pool.map(lambda key: _vectors(storage, key), parquet_keys):
+    models: dict[str, EmbeddingModel] = {}
+    for key, (found, model) in zip(
+        parquet_keys, pool.map(lambda key: _vectors(storage, key), parquet_keys), strict=True
+    ):
         vectors.update(found)
+        models[key] = model
     return PartitionOutputs(
         partition_key=partition_key,
         root=storage.root,
@@ -78,5 +89,6 @@ def read_partition_outputs(storage: Storage, partition_key: str) -> PartitionOut
         previews=sorted(k for k in (previews.entries if previews else {}) if k.startswith(layout.PREVIEWS)),
         pickles=frozenset(k for k in embedding_keys if k.endswith(".pickle")),
         vectors=vectors,
+        models=models,
         chunks=list(pool.map(lambda key: _document(storage, key), chunk_keys)),
     )

@@ -2,7 +2,8 @@
 
 `open_dataset(root)` takes a folder or a store's URL (with the same storage options as
 `clip_assets.storage.open_storage`). SQL runs in DuckDB over the Lance tables themselves (DuckDB
-scans them as Arrow datasets, so S3 is read by Lance, not by DuckDB's httpfs).
+scans them as Arrow datasets, so S3 is read by Lance, not by DuckDB's httpfs). Every embedding model
+has a vector table of its own; SQL sees them as one view, `vectors`, whose rows name their model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import pyarrow.parquet as pq
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.shards import load_shards_index
-from clip_assets.dataset.tables import TableLocation, read_clip_index, table_location
+from clip_assets.dataset.tables import (
+    VECTOR_COLUMNS,
+    EmbeddingModels,
+    TableLocation,
+    VectorTable,
+    load_embedding_models,
+    read_clip_index,
+    table_location,
+)
 from clip_assets.storage import Storage, StorageError, open_storage
 
 if TYPE_CHECKING:
@@ -67,15 +76,30 @@ class ClipDataset:
     def near_duplicates(self) -> pa.Table | None:
         return read_near_duplicates(self.storage)
 
+    def embedding_models(self) -> EmbeddingModels:
+        """The models the dataset has vectors of (each with its size), and the one it is configured with."""
+        return load_embedding_models(self.storage)
+
+    def _vector_table(self, model: str | None, version: str | None) -> VectorTable:
+        return self.embedding_models().choose(model, version)
+
     def query(self, sql: str) -> pa.Table:
-        """`sql` in DuckDB, over the views `clips` (the index), `vectors` and `near_duplicates`."""
+        """`sql` in DuckDB, over the views `clips` (the index), `vectors` (every model's vector table, one
+        row per clip and model: `embedding_model`, `embedding_version`, `embedding` as FLOAT[]) and
+        `near_duplicates`."""
         connection = duckdb.connect()
         try:
             index = self._table(layout.clip_index_key())
             connection.register("clips", index if index is not None else self.clips())
-            vectors = self._table(layout.clip_vectors_key())
-            if vectors is not None:
-                connection.register("vectors", vectors)
+            parts = []
+            for number, table in enumerate(self.embedding_models().tables):
+                vectors = self._table(table.key)
+                if vectors is not None:
+                    connection.register(f"vectors_{number}", vectors)
+                    columns = ", ".join(VECTOR_COLUMNS[:-1])
+                    parts.append(f"SELECT {columns}, {ci.EMBEDDING}::FLOAT[] AS {ci.EMBEDDING} FROM vectors_{number}")
+            if parts:
+                connection.execute("CREATE TEMPORARY VIEW vectors AS " + " UNION ALL ".join(parts))
             duplicates = self.near_duplicates()
             if duplicates is not None:
                 connection.register("near_duplicates", duplicates)
@@ -83,23 +107,38 @@ class ClipDataset:
         finally:
             connection.close()
 
-    def vector(self, clip_id: str) -> np.ndarray:
-        """A clip's embedding as the vector table holds it (float32)."""
-        vectors = self._table(layout.clip_vectors_key())
+    def vector(self, clip_id: str, model: str | None = None, version: str | None = None) -> np.ndarray:
+        """A clip's embedding by `model` (and `version`; by default the dataset's configured model, or its
+        only one) as its vector table holds it (float32)."""
+        table = self._vector_table(model, version)
+        vectors = self._table(table.key)
         found = None
         if vectors is not None:
             found = vectors.to_table(columns=[ci.EMBEDDING], filter=f"{ci.CLIP_ID} = '{_literal(clip_id)}'")
         if found is None or not len(found):
-            raise KeyError(f"{self.root}: clip {clip_id!r} has no vector in {layout.clip_vectors_key()}")
+            raise KeyError(f"{self.root}: clip {clip_id!r} has no {table.model} vector in {table.key}")
         return np.asarray(found.column(ci.EMBEDDING)[0].values.to_numpy(), dtype=np.float32)
 
-    def nearest(self, clip_id: str, k: int = 10) -> list[tuple[str, float]]:
-        """The `k` clips closest to `clip_id` by cosine distance, nearest first, the clip itself excluded."""
-        return self.nearest_to(self.vector(clip_id), k, exclude=clip_id)
+    def nearest(
+        self, clip_id: str, k: int = 10, model: str | None = None, version: str | None = None
+    ) -> list[tuple[str, float]]:
+        """The `k` clips closest to `clip_id` by cosine distance between their vectors of `model` (by default
+        the dataset's configured model, or its only one), nearest first, the clip itself excluded."""
+        return self.nearest_to(self.vector(clip_id, model, version), k, exclude=clip_id, model=model, version=version)
 
-    def nearest_to(self, vector: np.ndarray, k: int = 10, exclude: str | None = None) -> list[tuple[str, float]]:
-        """The `k` clips closest to a query vector by cosine distance, nearest first."""
-        vectors = self._table(layout.clip_vectors_key())
+    def nearest_to(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        exclude: str | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """The `k` clips closest to a query vector of `model` by cosine distance, nearest first."""
+        models = self.embedding_models()
+        if not models.tables:
+            return []
+        vectors = self._table(models.choose(model, version).key)
         if vectors is None:
             return []
         query: Mapping[str, Any] = {

@@ -17,9 +17,10 @@ from typing import Any
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.gallery import read_gallery_index
 from clip_assets.dataset.near_duplicates_update import read_near_duplicates_summary
 from clip_assets.dataset.shards import load_shards_index
-from clip_assets.dataset.tables import table_location
+from clip_assets.dataset.tables import load_embedding_models, table_location, vector_counts
 from clip_assets.engine.failures import PartitionFailure, load_failures
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import OutputFamily, video_summaries
@@ -27,6 +28,8 @@ from clip_assets.storage import Storage
 
 # Failure reasons the summary lists, most frequent first.
 TOP_FAILURE_REASONS = 5
+# Clips left out of the training shards the summary lists by id (all are counted).
+LISTED_LEFT_OUT = 20
 
 
 @dataclass(frozen=True)
@@ -36,41 +39,64 @@ class TableFigures:
     index_rows: int = 0
     index_passed: int = 0
     vectors: int = 0
+    # Every embedding model's vectors (the dataset keeps each model's when it moves to another).
+    vectors_by_model: dict[str, int] = field(default_factory=dict)
     near_duplicate_groups: int | None = None
     duplicate_rate: float | None = None
     # The training shards' index file (zeros before the first shards were written).
     shards: int = 0
     shard_samples: int = 0
     shard_bytes: int = 0
+    # Passed clips the shards left out (MP4 absent, missing or damaged): how many, and the first by id.
+    shard_clips_left_out: int = 0
+    shard_left_out: list[dict[str, Any]] = field(default_factory=list)
+    # The gallery's clips shown without their MP4 or preview (None before the first gallery).
+    gallery_clips_without_mp4: int | None = None
+    gallery_clips_without_preview: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "index_rows": self.index_rows,
             "index_passed": self.index_passed,
             "vectors": self.vectors,
+            "vectors_by_model": self.vectors_by_model,
             "near_duplicate_groups": self.near_duplicate_groups,
             "duplicate_rate": self.duplicate_rate,
             "training_shards": self.shards,
             "training_shard_samples": self.shard_samples,
             "training_shard_bytes": self.shard_bytes,
+            "training_clips_left_out": self.shard_clips_left_out,
+            "training_left_out": self.shard_left_out,
+            "gallery_clips_without_mp4": self.gallery_clips_without_mp4,
+            "gallery_clips_without_preview": self.gallery_clips_without_preview,
         }
 
 
 def table_figures(storage: Storage) -> TableFigures:
     """Zeros and Nones for tables not written yet."""
     index = table_location(storage, layout.clip_index_key()).open()
-    vectors = table_location(storage, layout.clip_vectors_key()).open()
+    models = load_embedding_models(storage)
+    vectors = vector_counts(storage, models)
     duplicates = read_near_duplicates_summary(storage)
     shards = load_shards_index(storage)
+    left_out = shards.left_out if shards is not None else []
+    gallery = read_gallery_index(storage)
     return TableFigures(
         index_rows=index.count_rows() if index is not None else 0,
         index_passed=index.count_rows(filter=ci.PASSED) if index is not None else 0,
-        vectors=vectors.count_rows() if vectors is not None else 0,
+        vectors=sum(vectors),
+        vectors_by_model={str(table.model): count for table, count in zip(models.tables, vectors, strict=True)},
         near_duplicate_groups=int(duplicates["groups"]) if duplicates else None,
         duplicate_rate=float(duplicates["duplicate_rate"]) if duplicates else None,
         shards=len(shards.shards) if shards is not None else 0,
         shard_samples=shards.samples if shards is not None else 0,
         shard_bytes=shards.total_bytes if shards is not None else 0,
+        shard_clips_left_out=len(left_out),
+        shard_left_out=[
+            {"clip_id": c.clip_id, "reason": c.reason, "mp4_key": c.mp4_key} for c in left_out[:LISTED_LEFT_OUT]
+        ],
+        gallery_clips_without_mp4=gallery.get("clipsWithoutMp4") if gallery else None,
+        gallery_clips_without_preview=gallery.get("clipsWithoutPreview") if gallery else None,
     )
 
 

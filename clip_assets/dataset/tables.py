@@ -1,4 +1,8 @@
-"""The clip index and the vector table as Lance datasets under the output root, updated per partition.
+"""The clip index and the vector tables as Lance datasets under the output root, updated per partition.
+
+One vector table per embedding model (`layout.clip_vectors_key`): models have sizes of their own and a
+vector index is trained on one model's vectors, and `embedding_models.json` (`EmbeddingModels`) lists
+the tables, their sizes and the model the dataset is configured with.
 
 Why Lance: a table of fragments with versioned, atomic commits, row-level deletes and
 `merge_insert`, and a vector index on the same files, readable by DuckDB and pyarrow; local folders
@@ -13,19 +17,26 @@ from conflicting too.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
+import hashlib
+import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
-from clip_assets.storage import Storage
+from clip_assets.dataset.clip_index import EmbeddingModel
+from clip_assets.storage import Storage, read_if_exists
 
 if TYPE_CHECKING:
     import lance
@@ -41,7 +52,8 @@ RETRAIN_GROWTH = 4
 # Versions older than this are removed after a compaction; readers hold a version for far less.
 KEEP_VERSIONS = timedelta(hours=1)
 LOCK_TIMEOUT_S = 600.0
-VECTOR_COLUMNS = (ci.CLIP_ID, ci.PARTITION_KEY, ci.EMBEDDING)
+VECTOR_COLUMNS = (ci.CLIP_ID, ci.PARTITION_KEY, ci.EMBEDDING_MODEL, ci.EMBEDDING_VERSION, ci.EMBEDDING)
+EMBEDDING_MODELS_FORMAT = 1
 
 
 def _lance() -> Any:
@@ -107,25 +119,133 @@ def read_clip_index(storage: Storage, columns: Sequence[str] | None = None, filt
     schema's columns, before the first materialization."""
     table = table_location(storage, layout.clip_index_key()).open()
     if table is None:
-        empty = ci.clip_index_schema(1).empty_table()
+        empty = ci.clip_index_schema().empty_table()
         return empty.select(list(columns)) if columns else empty
     return table.to_table(columns=list(columns) if columns else None, filter=filter)
 
 
-def embedding_dim(table: lance.LanceDataset | None) -> int | None:
-    if table is None:
+def vector_schema(dim: int) -> pa.Schema:
+    """A model's vector table: the passed clips that have a vector of it, each row naming the model."""
+    index = ci.clip_index_schema()
+    return pa.schema(
+        [index.field(name) for name in VECTOR_COLUMNS[:-1]] + [pa.field(ci.EMBEDDING, ci.vector_type(dim))]
+    )
+
+
+@dataclass(frozen=True)
+class VectorTable:
+    """One model's vector table: where it is and the size of its vectors."""
+
+    model: EmbeddingModel
+    dim: int
+
+    @property
+    def key(self) -> str:
+        return layout.clip_vectors_key(self.model.name, self.model.version)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model.name, "version": self.model.version, "dim": self.dim, "table": self.key}
+
+
+class EmbeddingModelError(ValueError):
+    """A model asked for that the dataset has no vectors of, or a choice it cannot make; names the models."""
+
+
+@dataclass(frozen=True)
+class EmbeddingModels:
+    """`dataset/embedding_models.json`: every model with a vector table, and the one the dataset is
+    configured with (the clip_embeddings family's algorithm and version when the tables were last updated)."""
+
+    tables: tuple[VectorTable, ...] = ()
+    configured: EmbeddingModel | None = None
+
+    def dims(self) -> dict[EmbeddingModel, int]:
+        return {table.model: table.dim for table in self.tables}
+
+    def to_json(self) -> dict[str, Any]:
+        configured = self.configured
+        return {
+            "format": EMBEDDING_MODELS_FORMAT,
+            "configured": None if configured is None else {"model": configured.name, "version": configured.version},
+            "models": [table.to_json() for table in self.tables],
+        }
+
+    def choose(self, name: str | None = None, version: str | None = None) -> VectorTable:
+        """The table of model `name` (and `version`); without a name, the configured model's, or the only
+        one's. Raises naming the models there are when the choice is not one table."""
+        candidates = [t for t in self.tables if name is None or t.model.name == name]
+        if version is not None:
+            candidates = [t for t in candidates if t.model.version == version]
+        configured = [t for t in candidates if t.model == self.configured]
+        if len(candidates) > 1 and configured:
+            return configured[0]
+        if len(candidates) == 1:
+            return candidates[0]
+        there = ", ".join(str(t.model) for t in self.tables) or "none yet"
+        wanted = "a model" if name is None else repr(name if version is None else f"{name} {version}")
+        reason = "several match: name one" if candidates else "no vectors of it"
+        raise EmbeddingModelError(f"embedding model: {wanted}: {reason} (the dataset's models: {there})")
+
+
+def load_embedding_models(storage: Storage) -> EmbeddingModels:
+    """The models' tables as the last update recorded them; none before the first vectors."""
+    key = layout.embedding_models_key()
+    data = read_if_exists(storage, key)
+    if data is None:
+        return EmbeddingModels()
+    where = layout.full_location(storage.root, key)
+    try:
+        document = json.loads(data)
+        tables = tuple(
+            VectorTable(EmbeddingModel(str(t["model"]), str(t["version"])), int(t["dim"])) for t in document["models"]
+        )
+        configured = document.get("configured")
+        chosen = None if configured is None else EmbeddingModel(str(configured["model"]), str(configured["version"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ci.ClipIndexError(
+            f"{where}: not an embedding models file ({exc!r}); delete it and re-materialize"
+        ) from None
+    return EmbeddingModels(tables, chosen)
+
+
+def save_embedding_models(storage: Storage, models: EmbeddingModels) -> None:
+    storage.put(layout.embedding_models_key(), json.dumps(models.to_json(), indent=1).encode())
+
+
+def open_vectors(
+    storage: Storage, model: EmbeddingModel | None = None
+) -> tuple[VectorTable, lance.LanceDataset] | None:
+    """A model's vector table and its latest version: the reader the near-duplicates and `nearest` share.
+    None when the dataset has no vectors of `model` (yet); without a model, the dataset's configured one,
+    or its only one (several and none configured raise `EmbeddingModelError`, naming them)."""
+    models = load_embedding_models(storage)
+    if model is not None and model not in models.dims():
         return None
-    field_type = table.schema.field(ci.EMBEDDING).type
-    return int(field_type.list_size)
+    if not models.tables:
+        return None
+    table = models.choose(None if model is None else model.name, None if model is None else model.version)
+    return table, table_location(storage, table.key).latest()
 
 
-def _quoted(values: Iterable[str]) -> str:
+def vector_counts(storage: Storage, models: EmbeddingModels) -> list[int]:
+    """Each model table's rows, in the order of `models.tables` (Lance metadata: nothing is scanned)."""
+    tables = [table_location(storage, table.key).open() for table in models.tables]
+    return [table.count_rows() if table is not None else 0 for table in tables]
+
+
+def embedding_dim(table: lance.LanceDataset) -> int:
+    """The size of a vector table's vectors."""
+    return int(table.schema.field(ci.EMBEDDING).type.list_size)
+
+
+def quoted(values: Iterable[str]) -> str:
+    """SQL string literals, comma-separated, for an `IN (...)` list."""
     return ", ".join("'" + value.replace("'", "''") + "'" for value in sorted(values))
 
 
 def partitions_filter(partition_keys: Iterable[str]) -> str:
     """A Lance (DataFusion SQL) filter for the rows of these partitions."""
-    return f"{ci.PARTITION_KEY} IN ({_quoted(partition_keys)})"
+    return f"{ci.PARTITION_KEY} IN ({quoted(partition_keys)})"
 
 
 def indexed_partitions(table: lance.LanceDataset | None) -> set[str]:
@@ -136,23 +256,6 @@ def indexed_partitions(table: lance.LanceDataset | None) -> set[str]:
     return {str(value) for value in pc.unique(column).to_pylist()}
 
 
-def _widen(location: TableLocation, table: lance.LanceDataset, dim: int) -> lance.LanceDataset:
-    """A table with no vector yet (size-1 nulls) takes the first vectors' size; a table with vectors
-    never changes size: that is a different embedding and needs a rebuild."""
-    with_vectors = table.count_rows(filter=f"{ci.EMBEDDING} IS NOT NULL")
-    if with_vectors:
-        raise ci.ClipIndexError(
-            f"{location.uri}: field 'embedding' has {embedding_dim(table)} values per clip and the new outputs have "
-            f"{dim}; a different embedding means a new index: delete {location.uri} and re-materialize"
-        )
-    rows = table.to_table()
-    index = rows.schema.get_field_index(ci.EMBEDDING)
-    rows = rows.set_column(
-        index, pa.field(ci.EMBEDDING, ci.embedding_type(dim)), ci.embedding_array([None] * len(rows), dim)
-    )
-    return location.write(rows, "overwrite")
-
-
 def replace_partitions(
     location: TableLocation, partition_keys: Sequence[str], rows: pa.Table, *, max_fragments: int = MAX_FRAGMENTS
 ) -> TableUpdate:
@@ -161,30 +264,34 @@ def replace_partitions(
     The caller holds the dataset lock. A new table is created from `rows`; compaction follows when
     the table has more than `max_fragments` fragments.
     """
+    scope = partitions_filter(partition_keys) if partition_keys else None
+    return replace_rows(location, rows, scope, scope, max_fragments=max_fragments)
+
+
+def replace_rows(
+    location: TableLocation,
+    rows: pa.Table,
+    scope: str | None,
+    delete: str | None,
+    *,
+    max_fragments: int = MAX_FRAGMENTS,
+) -> TableUpdate:
+    """`rows` in by `clip_id` (replacing the rows of their clips), and the rows matching the `delete`
+    filter that `rows` does not have out, in one commit. `scope` filters the rows the commit can change:
+    when they are exactly `rows` already, nothing is committed (no version, no fragment)."""
     table = location.open()
     if table is None:
         table = location.write(rows, "create")
         return TableUpdate(table.count_rows(), len(rows), 0, 0, len(table.get_fragments()), table.version)
-    dim = embedding_dim(table)
-    new_dim = rows.schema.field(ci.EMBEDDING).type.list_size
-    if dim != new_dim:
-        if rows.column(ci.EMBEDDING).null_count == len(rows):
-            rows = rows.set_column(
-                rows.schema.get_field_index(ci.EMBEDDING),
-                pa.field(ci.EMBEDDING, ci.embedding_type(int(dim or 1))),
-                ci.embedding_array([None] * len(rows), int(dim or 1)),
-            )
-        else:
-            table = _widen(location, table, new_dim)
-    if not partition_keys and not len(rows):
+    if scope is None and not len(rows):
         return TableUpdate(table.count_rows(), 0, 0, 0, len(table.get_fragments()), table.version)
     rows = rows.select(table.schema.names).cast(table.schema)
-    if partition_keys and _same_rows(table, partition_keys, rows):
+    if scope is not None and _same_rows(table, scope, rows):
         # A re-materialization of unchanged outputs commits nothing: no version, no fragment.
         return TableUpdate(table.count_rows(), 0, 0, 0, len(table.get_fragments()), table.version)
     builder = table.merge_insert(ci.CLIP_ID).when_matched_update_all().when_not_matched_insert_all()
-    if partition_keys:
-        builder = builder.when_not_matched_by_source_delete(partitions_filter(partition_keys))
+    if delete is not None:
+        builder = builder.when_not_matched_by_source_delete(delete)
     stats = builder.execute(rows)
     table = location.latest()
     compacted = False
@@ -204,18 +311,167 @@ def replace_partitions(
     )
 
 
-def _same_rows(table: lance.LanceDataset, partition_keys: Sequence[str], rows: pa.Table) -> bool:
-    """Whether the table's rows of these partitions are exactly `rows` (in clip id order)."""
-    current = table.to_table(filter=partitions_filter(partition_keys))
+def _same_rows(table: lance.LanceDataset, scope: str, rows: pa.Table) -> bool:
+    """Whether the table's rows matching `scope` are exactly `rows` (in clip id order)."""
+    current = table.to_table(filter=scope)
     if current.num_rows != rows.num_rows:
         return False
     return bool(current.sort_by(ci.CLIP_ID).equals(rows.sort_by(ci.CLIP_ID)))
 
 
-def vector_rows(index_rows: pa.Table) -> pa.Table:
-    """The vector table's rows: passed clips that have an embedding."""
-    keep = pc.and_(index_rows.column(ci.PASSED), pc.is_valid(index_rows.column(ci.EMBEDDING)))
-    return index_rows.filter(keep).select(list(VECTOR_COLUMNS))
+def rows_of_model(index_rows: pa.Table, model: EmbeddingModel) -> pa.Table:
+    """The rows of `index_rows` whose vector `model` made."""
+    return index_rows.filter(
+        pc.and_(
+            pc.equal(index_rows.column(ci.EMBEDDING_MODEL), model.name),
+            pc.equal(index_rows.column(ci.EMBEDDING_VERSION), model.version),
+        )
+    )
+
+
+def vector_rows(index_rows: pa.Table, model: EmbeddingModel, dim: int) -> pa.Table:
+    """A model's vector table rows: the passed clips of `index_rows` that have a vector of that model."""
+    of_model = rows_of_model(index_rows, model)
+    chosen = of_model.filter(pc.and_(of_model.column(ci.PASSED), pc.is_valid(of_model.column(ci.EMBEDDING))))
+    arrays = [chosen.column(name) for name in VECTOR_COLUMNS[:-1]]
+    return pa.Table.from_arrays(
+        [*arrays, ci.fixed_vectors(chosen.column(ci.EMBEDDING), dim)], schema=vector_schema(dim)
+    )
+
+
+def models_of(index_rows: pa.Table) -> set[EmbeddingModel]:
+    """The models the rows' vectors come from."""
+    pairs = (
+        index_rows.select([ci.EMBEDDING_MODEL, ci.EMBEDDING_VERSION])
+        .group_by([ci.EMBEDDING_MODEL, ci.EMBEDDING_VERSION])
+        .aggregate([])
+    )
+    return {
+        EmbeddingModel(name, version)
+        for name, version in zip(
+            pairs.column(ci.EMBEDDING_MODEL).to_pylist(), pairs.column(ci.EMBEDDING_VERSION).to_pylist(), strict=True
+        )
+        if name is not None
+    }
+
+
+# Rows read at once by the checks that scan a whole table.
+SCAN_BATCH_ROWS = 8192
+# A whole-table scan keeps this many batches decoded ahead, in an I/O buffer of this size: Lance's defaults
+# hold several hundred MB more over 768-d vectors.
+SCAN_READAHEAD = 2
+SCAN_IO_BUFFER = 32 * 2**20
+# Batches between handing freed memory back to the system (`_release_freed_memory`).
+SCAN_TRIM_EVERY = 16
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's `malloc_trim`, or None where the C library is another."""
+    name = ctypes.util.find_library("c")
+    library = ctypes.CDLL(name) if name else None
+    return getattr(library, "malloc_trim", None)
+
+
+def _release_freed_memory() -> None:
+    """Lance decodes a scan in threads of its own, and glibc keeps what each frees in that thread's arena
+    instead of returning it: scanning 3 GB of vectors left about 600 MB of freed memory resident
+    (measured with `benchmarks/shards_scale.py`). `malloc_trim` returns it; elsewhere nothing is done."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def scan_batches(
+    table: lance.LanceDataset, batch_rows: int, columns: Sequence[str] | None = None, filter: str | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A whole table `batch_rows` rows at a time, in order, holding a bounded amount of memory whatever the
+    table's size (the readahead and I/O buffer above, freed memory handed back as it goes)."""
+    batches = table.to_batches(
+        columns=list(columns) if columns else None,
+        filter=filter,
+        batch_size=batch_rows,
+        scan_in_order=True,
+        batch_readahead=SCAN_READAHEAD,
+        fragment_readahead=1,
+        io_buffer_size=SCAN_IO_BUFFER,
+    )
+    for number, batch in enumerate(batches):
+        yield batch
+        if number % SCAN_TRIM_EVERY == SCAN_TRIM_EVERY - 1:
+            _release_freed_memory()
+    _release_freed_memory()
+
+
+def _vector_digests(batches: Iterable[pa.RecordBatch]) -> dict[str, tuple[EmbeddingModel | None, bytes]]:
+    """clip id -> (its model where the rows name it, a digest of its float32 vector), a batch at a time
+    (never every vector at once)."""
+    found: dict[str, tuple[EmbeddingModel | None, bytes]] = {}
+    for batch in batches:
+        column = batch.column(ci.EMBEDDING)
+        values = column.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        if pa.types.is_fixed_size_list(column.type):
+            offsets = np.arange(len(column) + 1) * column.type.list_size
+        else:
+            offsets = column.offsets.to_numpy()
+        names = batch.schema.names
+        models: list[EmbeddingModel | None] = [None] * len(batch)
+        if ci.EMBEDDING_MODEL in names:
+            model_names = batch.column(ci.EMBEDDING_MODEL).to_pylist()
+            pairs = zip(model_names, batch.column(ci.EMBEDDING_VERSION).to_pylist(), strict=True)
+            models = [EmbeddingModel(name, version) for name, version in pairs]
+        for row, clip_id in enumerate(batch.column(ci.CLIP_ID).to_pylist()):
+            vector = values[offsets[row] : offsets[row + 1]]
+            found[str(clip_id)] = (models[row], hashlib.blake2b(vector.tobytes(), digest_size=16).digest())
+    return found
+
+
+@dataclass(frozen=True)
+class VectorCheck:
+    """What `verify_vectors` found: vectors in the tables, and the clips each problem concerns."""
+
+    vectors: int
+    missing: list[str]
+    extra: list[str]
+    differing: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not (self.missing or self.extra or self.differing)
+
+
+def verify_vectors(storage: Storage) -> VectorCheck:
+    """The vector tables against the clip index: every passed clip's vector is in its model's table with
+    the same values (`missing`, `differing`); every table row is of a passed clip of the index (`extra`).
+    A model's rows of clips whose files now hold another model's vector are kept, so they are no problem."""
+    index = table_location(storage, layout.clip_index_key()).open()
+    expected = {}
+    if index is not None:
+        scan = scan_batches(
+            index,
+            SCAN_BATCH_ROWS,
+            [ci.CLIP_ID, ci.EMBEDDING, ci.EMBEDDING_MODEL, ci.EMBEDDING_VERSION],
+            filter=f"{ci.PASSED} AND {ci.EMBEDDING} IS NOT NULL",
+        )
+        expected = _vector_digests(scan)
+    passed = set(read_clip_index(storage, [ci.CLIP_ID], filter=ci.PASSED).column(ci.CLIP_ID).to_pylist())
+    found_of: dict[EmbeddingModel, dict[str, tuple[EmbeddingModel | None, bytes]]] = {}
+    for table in load_embedding_models(storage).tables:
+        vectors = table_location(storage, table.key).open()
+        if vectors is not None:
+            scan = scan_batches(vectors, SCAN_BATCH_ROWS, [ci.CLIP_ID, ci.EMBEDDING])
+            found_of[table.model] = _vector_digests(scan)
+    missing, differing, extra = [], [], []
+    for clip_id, (model, digest) in expected.items():
+        stored = found_of.get(model, {}) if model is not None else {}
+        if clip_id not in stored:
+            missing.append(clip_id)
+        elif stored[clip_id][1] != digest:
+            differing.append(clip_id)
+    for of_model in found_of.values():
+        extra += [clip_id for clip_id in of_model if clip_id not in passed]
+    total = sum(len(of_model) for of_model in found_of.values())
+    return VectorCheck(total, sorted(missing), sorted(set(extra)), sorted(differing))
 
 
 def _index_parameters(rows: int, dim: int) -> dict[str, Any]:
@@ -237,7 +493,7 @@ def refresh_vector_index(location: TableLocation, *, min_rows: int = MIN_INDEXED
     indices = [i for i in table.describe_indices() if ci.EMBEDDING in i.field_names]
     if rows < min_rows:
         return f"flat scan ({rows} < {min_rows} vectors)"
-    dim = int(embedding_dim(table) or 0)
+    dim = embedding_dim(table)
     trained_on = _indexed_rows(table, indices[0].name) if indices else 0
     if not indices or rows > RETRAIN_GROWTH * max(trained_on, 1):
         parameters = _index_parameters(rows, dim)

@@ -2,7 +2,10 @@
 
 A pickle per passed clip and a Parquet file per clip chunk, for the configured algorithm. The pickle
 is the array as it arrived, dtype and shape (NeMo's Cosmos-Embed1 float16 `(1, 768)`), so its bytes
-are NeMo's. The Parquet keeps the vector's dtype (NeMo widens to float64; clip-assets does not).
+are NeMo's. The Parquet keeps the vector's dtype (NeMo widens to float64; clip-assets does not), and its
+schema metadata names the model and version that made the vectors (`MODEL_METADATA`,
+`VERSION_METADATA`): NeMo's columns say neither, and Cosmos-Embed1's 224p and 448p variants share its
+`ce1_` folders, so the curated dataset reads the model from the file that holds the vectors.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from clip_assets.families.base import (
 )
 
 PARQUET_COLUMNS = ("id", "embedding")
+MODEL_METADATA = b"clip_assets.embedding_model"
+VERSION_METADATA = b"clip_assets.embedding_version"
 
 
-def chunk_embeddings_parquet(ids: list[str], vectors: list[np.ndarray]) -> bytes:
-    """Columns `id` and `embedding` in clip order: what NeMo's `*_embd_parquet` files hold."""
+def chunk_embeddings_parquet(ids: list[str], vectors: list[np.ndarray], model: str, version: str) -> bytes:
+    """Columns `id` and `embedding` in clip order: what NeMo's `*_embd_parquet` files hold; the model and
+    version that made the vectors in the schema's metadata (columns and values stay NeMo's)."""
     flat = np.concatenate(vectors) if vectors else np.empty(0, dtype=np.float32)
     offsets = np.cumsum([0, *(v.size for v in vectors)], dtype=np.int32)
     table = pa.table(
@@ -41,7 +47,7 @@ def chunk_embeddings_parquet(ids: list[str], vectors: list[np.ndarray]) -> bytes
             "id": pa.array(ids, type=pa.string()),
             "embedding": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
         }
-    )
+    ).replace_schema_metadata({MODEL_METADATA: model.encode(), VERSION_METADATA: version.encode()})
     sink = io.BytesIO()
     # No dictionary: ids are unique and floats rarely repeat, so building one is pure cost (about 10x
     # the write time of a chunk's file) and the dictionary page makes the file larger, not smaller.
@@ -87,8 +93,20 @@ class ClipEmbeddings:
             self.report.counts["parquet_rows"] += len(ids)
             yield Artifact(
                 layout.chunk_embedding_key(self.settings.embedding_algorithm, self.source_video, chunk_index),
-                chunk_embeddings_parquet(ids, vectors),
+                chunk_embeddings_parquet(
+                    ids, vectors, self.settings.embedding_algorithm, self.settings.embedding_version
+                ),
             )
+
+
+def embedding_model(metadata: dict[bytes, bytes] | None, parquet_key: str) -> tuple[str, str]:
+    """The (model, version) of a chunk's Parquet file: what its metadata says, or, for a file written
+    without it (by NeMo, or an older clip-assets), the algorithm its folder stands for and no version."""
+    metadata = metadata or {}
+    model = metadata.get(MODEL_METADATA)
+    if not model:
+        return layout.embedding_algorithm_of(parquet_key), ""
+    return model.decode("utf-8", "replace"), metadata.get(VERSION_METADATA, b"").decode("utf-8", "replace")
 
 
 def planned_keys(video: VideoContext) -> Iterator[str]:

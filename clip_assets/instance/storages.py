@@ -44,7 +44,7 @@ from dagster import DagsterInstance, EventLogEntry
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, SqlEventLogStorage
 from dagster._core.storage.event_log.migration import ASSET_KEY_INDEX_COLS
-from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import AssetEventTagsTable, AssetKeyTable, SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.consolidated_sqlite_event_log import SQLITE_EVENT_LOG_FILENAME
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
@@ -77,7 +77,7 @@ def enable_event_batches() -> None:
 
 
 class RecentDynamicPartitions(SqlEventLogStorage):
-    """Dynamic partition keys re-used for PARTITIONS_CACHE_SECONDS after each read: the list, and keys known to exist.
+    """Dynamic partition keys re-used for `cache_seconds` after each read: the list, and keys known to exist.
 
     Dagster asks `has_dynamic_partition` about every asset partition a run records (about two
     queries per family and partition) and reads the whole list on every partitions check. Keys added
@@ -87,6 +87,9 @@ class RecentDynamicPartitions(SqlEventLogStorage):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # How long a read is re-used: a window of this storage's own (tests count queries with a long one, so
+        # a slow machine cannot close it mid-count, and see another process's change with a short one).
+        self.cache_seconds = PARTITIONS_CACHE_SECONDS
         self._recent_lists: dict[str, tuple[float, tuple[str, ...], frozenset[str]]] = {}
         self._recent_members: dict[tuple[str, str], float] = {}
         enable_event_batches()
@@ -94,7 +97,7 @@ class RecentDynamicPartitions(SqlEventLogStorage):
 
     def _recent_list(self, partitions_def_name: str) -> tuple[float, tuple[str, ...], frozenset[str]] | None:
         recent = self._recent_lists.get(partitions_def_name)
-        return recent if recent is not None and time.monotonic() - recent[0] < PARTITIONS_CACHE_SECONDS else None
+        return recent if recent is not None and time.monotonic() - recent[0] < self.cache_seconds else None
 
     def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
         recent = self._recent_list(partitions_def_name)
@@ -111,7 +114,7 @@ class RecentDynamicPartitions(SqlEventLogStorage):
         if recent is not None:
             return partition_key in recent[2]
         seen = self._recent_members.get((partitions_def_name, partition_key))
-        if seen is not None and time.monotonic() - seen < PARTITIONS_CACHE_SECONDS:
+        if seen is not None and time.monotonic() - seen < self.cache_seconds:
             return True
         exists = super().has_dynamic_partition(partitions_def_name, partition_key)
         if exists:  # an absent key is asked again: it may be added any moment, and then it must show
@@ -212,6 +215,8 @@ class BatchedSqliteEventLogStorage(RecentDynamicPartitions, AssetEventBatches, C
         self._asset_key_columns: set[str] = set()
         self._database_url = create_db_conn_string(base_dir, SQLITE_EVENT_LOG_FILENAME)
         super().__init__(base_dir, inst_data=inst_data)
+        # Asked when a batch first has indexed tags: asked here, that batch is one connection like the others.
+        self.has_table(AssetEventTagsTable.name)
 
     @cached_property
     def _engine(self) -> Engine:

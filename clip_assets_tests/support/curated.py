@@ -83,7 +83,7 @@ def index_rows(storage: Storage, partitions: list[str]) -> pa.Table:
     for key in sorted(partitions):
         outputs = read_partition_outputs(storage, key)
         assert outputs is not None, key
-        tables.append(clip_index.clip_rows(outputs, EMBEDDING_DIM))
+        tables.append(clip_index.clip_rows(outputs))
     return pa.concat_tables(tables)
 
 
@@ -113,15 +113,18 @@ def materialize_exports(
     shard_bytes: int,
     page_size: int,
     s3: S3ConnectionResource | None = None,
+    **settings: object,
 ) -> ExecuteInProcessResult:
-    """The near-duplicates, then the training shards and the gallery with their checks (as automation runs them)."""
-    assert materialize_near_duplicates(instance, str(inbox), output, s3=s3).success
+    """The near-duplicates, then the training shards and the gallery with their checks (as automation runs them);
+    `settings` are the writer settings (the configured embedding model)."""
+    assert materialize_near_duplicates(instance, str(inbox), output, s3=s3, **settings).success
     exports = [BY_ASSET["training_shards"], BY_ASSET["clip_gallery"]]
+    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
     return materialize(
         [processed_videos, *FAMILY_ASSETS, dataset_tables, BY_ASSET["near_duplicates"], *exports, *output_checks],
         selection=exports,
         instance=instance,
-        resources=build_resources(str(inbox), output, WriterSettingsResource(input_path="/videos"), s3),
+        resources=build_resources(str(inbox), output, writer_settings, s3),
         run_config={
             "ops": {
                 NAMES.name("training_shards"): {"config": {"shard_bytes": shard_bytes}},

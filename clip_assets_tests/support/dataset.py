@@ -118,14 +118,17 @@ def materialize_dataset_tables(
     output: str,
     *,
     s3: S3ConnectionResource | None = None,
+    **settings: object,
 ) -> ExecuteInProcessResult:
-    """The clip index and vector table (one step) of one partition, with their checks."""
+    """The clip index and vector tables (one step) of one partition, with their checks; `settings` are the
+    writer settings (the configured embedding model)."""
+    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
     return materialize(
         [processed_videos, *FAMILY_ASSETS, dataset_tables, *output_checks],
         selection=[dataset_tables],
         partition_key=partition_key,
         instance=instance,
-        resources=build_resources(inbox, output, WriterSettingsResource(input_path="/videos"), s3),
+        resources=build_resources(inbox, output, writer_settings, s3),
         raise_on_error=False,
     )
 
@@ -136,15 +139,18 @@ def materialize_near_duplicates(
     output: str,
     *,
     s3: S3ConnectionResource | None = None,
-    **config: object,
+    **options: object,
 ) -> ExecuteInProcessResult:
-    """The near-duplicates over the whole vector table, with its check; `config` is the asset's run config
-    (`eps=...`, `rule="transitive"`, ...)."""
+    """The near-duplicates over the configured model's vector table, with its check; `options` are the asset's
+    run config (`eps=...`, `rule="transitive"`, ...), or, by their names, writer settings (the model)."""
+    settings = {name: value for name, value in options.items() if name in WriterSettingsResource.model_fields}
+    config = {name: value for name, value in options.items() if name not in settings}
+    writer_settings = WriterSettingsResource(**{"input_path": "/videos", **settings})
     return materialize(
         [processed_videos, *FAMILY_ASSETS, dataset_tables, near_duplicates, *output_checks],
         selection=[near_duplicates],
         instance=instance,
-        resources=build_resources(inbox, output, WriterSettingsResource(input_path="/videos"), s3),
+        resources=build_resources(inbox, output, writer_settings, s3),
         run_config={"ops": {NAMES.name("near_duplicates"): {"config": config}}},
         raise_on_error=False,
     )
