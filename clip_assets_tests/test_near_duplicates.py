@@ -357,7 +357,7 @@ def test_several_fragments_with_deleted_rows(tmp_path):
     for part in range(3):
         rows = slice(300 * part, 300 * (part + 1))
         write_vectors(storage, ids[rows], vectors[rows], f"v{part}.mp4", mode="create" if part == 0 else "append")
-    table = table_location(storage, layout.clip_vectors_key()).latest()
+    table = table_location(storage, layout.clip_vectors_key("cosmos-embed1")).latest()
     gone = {ids[i] for i in range(0, 900, 7)}
     table.delete("clip_id IN (" + ", ".join(f"'{c}'" for c in sorted(gone)) + ")")
     assert len(table.get_fragments()) == 3
@@ -367,7 +367,7 @@ def test_several_fragments_with_deleted_rows(tmp_path):
     decisions, _, means = stored(storage)
     assert_matches_reference(decisions, [ids[i] for i in live], vectors[live], means, settings)
     # One more deletion: the update re-decides the clusters that lost a clip, and still agrees.
-    table_location(storage, layout.clip_vectors_key()).latest().delete(f"clip_id = '{ids[live[-1]]}'")
+    table_location(storage, layout.clip_vectors_key("cosmos-embed1")).latest().delete(f"clip_id = '{ids[live[-1]]}'")
     update = update_near_duplicates(storage, settings)
     decisions, _, _ = stored(storage)
     assert not update.build.refit.needed and update.build.clusters_decided == 1

@@ -31,8 +31,14 @@ from clip_assets.components.resources import (
 )
 from clip_assets.components.sensors import evaluate_inbox
 from clip_assets.dataset import clip_index as ci
-from clip_assets.dataset.clip_index import PartitionOutputs
-from clip_assets.dataset.tables import table_location
+from clip_assets.dataset.clip_index import EmbeddingModel, PartitionOutputs
+from clip_assets.dataset.tables import (
+    EmbeddingModels,
+    VectorTable,
+    save_embedding_models,
+    table_location,
+    vector_schema,
+)
 from clip_assets.engine.manifest import ManifestEntry, PartitionManifest
 from clip_assets.families import FAMILIES
 from clip_assets.storage import Storage
@@ -218,12 +224,21 @@ def unrecorded(storage: Storage) -> list[str]:
 
 
 def write_vectors(storage, ids, vectors, partition="p.mp4", durations=None, mode="create") -> None:
-    """The vector table (and, with `durations`, the clip index's id and duration) as Lance writes them."""
+    """A cosmos-embed1 vector table, listed as the dataset's model (and, with `durations`, the clip index's
+    id and duration), as Lance writes them."""
     dim = vectors.shape[1]
+    table = VectorTable(EmbeddingModel("cosmos-embed1", ""), dim)
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
     keys = pa.array([partition] * len(ids)) if isinstance(partition, str) else pa.array(partition)
-    rows = pa.table({ci.CLIP_ID: pa.array(ids), ci.PARTITION_KEY: keys, ci.EMBEDDING: embedding})
-    table_location(storage, layout.clip_vectors_key()).write(rows, mode)
+    columns = {
+        ci.CLIP_ID: pa.array(ids),
+        ci.PARTITION_KEY: keys,
+        ci.EMBEDDING_MODEL: pa.array([table.model.name] * len(ids)),
+        ci.EMBEDDING_VERSION: pa.array([table.model.version] * len(ids)),
+        ci.EMBEDDING: embedding,
+    }
+    table_location(storage, table.key).write(pa.table(columns, schema=vector_schema(dim)), mode)
+    save_embedding_models(storage, EmbeddingModels((table,), table.model))
     if durations is not None:
         index = pa.table({ci.CLIP_ID: pa.array(ids), ci.DURATION: pa.array(durations, pa.float64())})
         table_location(storage, layout.clip_index_key()).write(index, mode)
