@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
+from dagster import AssetCheckSeverity, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from clip_assets.components.jobs import build_job_name, curate_job_name, index_job_name, verify_job_name
 from clip_assets.components.names import DatasetNames
@@ -43,11 +43,17 @@ def _summary(result: ExecuteInProcessResult, label: str, echo: Callable[[str], N
             echo(f"  {event.step_key}: {first}")
             for line in more:
                 echo(f"    {line.strip()}")
-    failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
-    for evaluation in failed_checks:
+    failed = False
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        # A warning (clips an export left out, a duplicate rate that jumped) is shown, not a failure.
+        warning = evaluation.severity == AssetCheckSeverity.WARN
+        failed |= not warning
         description = evaluation.description or "failed"
-        echo(f"  {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {description}")
-    return result.success and not failed_checks
+        level = "warning" if warning else "failed"
+        echo(f"  {evaluation.asset_key.to_user_string()}:{evaluation.check_name}: {level}: {description}")
+    return result.success and not failed
 
 
 def run_backfill(
