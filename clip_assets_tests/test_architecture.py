@@ -2,6 +2,7 @@
 
 import ast
 import hashlib
+import json
 from pathlib import Path
 
 from dagster import AssetCheckKey, AssetKey, materialize
@@ -12,6 +13,18 @@ from clip_assets.components.dataset import dataset_definitions, dataset_resource
 from clip_assets.components.names import DatasetNames
 from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract import ClipRecord
+from clip_assets.dataset import clip_index as ci
+from clip_assets.dataset.products import (
+    OUTPUT_FAMILIES,
+    PRODUCTS,
+    Built,
+    Checked,
+    DerivedProduct,
+    ProductCheck,
+    ProductOutput,
+    ProductRun,
+)
+from clip_assets.dataset.tables import read_clip_index
 from clip_assets.engine.manifest import load_manifest
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.families.base import Damaged, VideoContext
@@ -21,7 +34,7 @@ from clip_assets_tests.support.factories import make_clips, write_video
 PACKAGE = Path(clip_assets.__file__).parent
 # Bottom to top; a module may import its own layer or a lower one (docs/architecture.md).
 LAYERS = [
-    {"layout", "settings", "thread_pools"},
+    {"layout", "metadata", "settings", "thread_pools"},
     {"contract"},
     {"media", "storage"},
     {"families", "producer", "nemo"},
@@ -153,6 +166,69 @@ def test_a_family_added_in_one_place_gets_an_asset_a_check_and_its_outputs(tmp_p
     checked = job.execute_in_process(instance=instance, tags={"dagster/partition": "a.mp4"})
     evaluations = {e.asset_key.to_user_string(): e.passed for e in checked.get_asset_check_evaluations()}
     assert evaluations["clip_stamps"] is True and len(evaluations) == len(FAMILIES) + 1
+
+
+def count_passed(run: ProductRun) -> Built:
+    """A throw-away product: the passed clips of the dataset, counted from the families' views."""
+    counted = 0
+    for view in run.families["clip_metadata"].values():
+        counted += sum(1 for _, document in view.documents() if "/clips/" in document["clip_location"])
+    run.storage.put("counts/passed.json", json.dumps({"passed": counted}).encode())
+    return Built({"passed_count": {"passed": counted}})
+
+
+def counted_as_indexed(run: ProductRun) -> Checked:
+    counted = json.loads(run.storage.read("counts/passed.json"))["passed"]
+    indexed = read_clip_index(run.storage, [ci.PASSED], filter=ci.PASSED).num_rows
+    return Checked(counted == indexed, f"{counted} counted, {indexed} indexed")
+
+
+PASSED_COUNT = DerivedProduct(
+    name="passed_count",
+    outputs=(ProductOutput("passed_count", "The passed clips, counted.", frozenset({"json"})),),
+    build=count_passed,
+    depends_on=(OUTPUT_FAMILIES, "clip_index"),
+    checks=(
+        ProductCheck("counted_as_indexed", "passed_count", "The count agrees with the index.", counted_as_indexed),
+    ),
+    figures=lambda storage: {"passed_counted": json.loads(storage.read("counts/passed.json"))["passed"]},
+)
+
+
+def test_a_product_added_in_one_place_gets_an_asset_a_check_and_a_summary_entry(tmp_path, instance):
+    names = DatasetNames()
+    inbox, output = tmp_path / "inbox", tmp_path / "output"
+    for name in ("a.mp4", "b.mp4"):
+        write_video(
+            inbox / f"{name}.parquet",
+            make_clips(3, filtered=[1], source_video=f"/videos/{name}"),
+            source_video=f"/videos/{name}",
+        )
+    resources = dataset_resources(names, str(inbox), str(output), WriterSettingsResource(input_path="/videos"))
+    products = (*PRODUCTS[:-1], PASSED_COUNT, PRODUCTS[-1])  # before the summary, which asks each for its figures
+    definitions = dataset_definitions(names, resources, products=products)
+    assert (
+        AssetCheckKey(AssetKey("passed_count"), "counted_as_indexed")
+        in definitions.resolve_asset_graph().asset_check_keys
+    )
+    assert AssetKey("passed_count") in definitions.resolve_job_def("build_dataset").asset_layer.executable_asset_keys
+
+    instance.add_dynamic_partitions(names.partitions, ["a.mp4", "b.mp4"])
+    for partition in ("a.mp4", "b.mp4"):
+        tags = {"dagster/partition": partition}
+        for job in ("curate_videos", "index_clips"):
+            assert definitions.resolve_job_def(job).execute_in_process(instance=instance, tags=tags).success
+    built = definitions.resolve_job_def("build_dataset").execute_in_process(instance=instance)
+    assert built.success
+    metadata = {
+        event.asset_key.to_user_string(): {k: v.value for k, v in event.materialization.metadata.items()}
+        for event in built.get_asset_materialization_events()
+    }
+    assert metadata["passed_count"] == {"passed": 4}
+    checks = {e.check_name: e.passed for e in built.get_asset_check_evaluations()}
+    assert checks["counted_as_indexed"] is True
+    summary = json.loads((output / "_clip_assets/dataset_summary.json").read_text())
+    assert summary["dataset_tables"]["passed_counted"] == 4 and metadata["dataset_summary"]["passed_counted"] == 4
 
 
 def test_two_datasets_from_the_component_share_a_code_location_without_colliding(tmp_path, instance):

@@ -143,7 +143,7 @@ def test_a_second_model_lives_beside_the_first_and_changing_the_model_deletes_no
     )
     assert summary.success
     tables = json.loads((output / layout.dataset_summary_key()).read_text())["dataset_tables"]
-    assert tables["vectors_by_model"] == {COSMOS: 9, f"{INTERN} 2.0": 9} and tables["vectors"] == 18
+    assert tables["vectors_by_model"] == {COSMOS: 9, f"{INTERN} 2.0": 9} and tables["clip_vectors"] == 18
 
     # A removed video leaves no vector of any model.
     remove_partition(LocalStorage(output), "b.mp4", FAMILIES)

@@ -210,11 +210,11 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
     )
     assert materialization_metadata(summary, "dataset_summary")["clip_index_rows"] == 11
     figures = json.loads((output / "_clip_assets/dataset_summary.json").read_text())["dataset_tables"]
-    index_figures = ("index_rows", "index_passed", "vectors", "near_duplicate_groups", "duplicate_rate")
+    index_figures = ("clip_index_rows", "clip_index_passed", "clip_vectors", "near_duplicate_groups", "duplicate_rate")
     assert {name: figures[name] for name in index_figures} == {
-        "index_rows": 11,
-        "index_passed": 10,
-        "vectors": 10,
+        "clip_index_rows": 11,
+        "clip_index_passed": 10,
+        "clip_vectors": 10,
         "near_duplicate_groups": 0,
         "duplicate_rate": 0.0,
     }

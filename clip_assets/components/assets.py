@@ -14,20 +14,22 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
+    AssetOut,
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
     BetaWarning,
     CodeReferencesMetadataValue,
     LocalFileCodeReference,
-    MaterializeResult,
     MetadataValue,
+    Output,
     TableColumn,
     TableSchema,
     multi_asset,
 )
 
 from clip_assets import layout
+from clip_assets.components.metadata import dagster_value
 from clip_assets.components.names import INBOX_GROUP, OUTPUT_GROUP, WRITE_POOL, DatasetNames
 from clip_assets.components.partitions import video_partitions
 from clip_assets.components.resources import StorageResource, ValidationLimitsResource, WriterSettingsResource
@@ -35,7 +37,6 @@ from clip_assets.engine.batches import write_partitions
 from clip_assets.engine.partition import PartitionOutcome, WriteJob
 from clip_assets.engine.writer import WriteResult
 from clip_assets.families import BuildReport, OutputFamily
-from clip_assets.families.base import Markdown, MetadataEntry
 
 # Every artifact is in the manifest; the event log gets a sample (each row costs ~170 bytes in every event).
 _MAX_LISTED_ARTIFACTS = 20
@@ -80,10 +81,6 @@ class PartitionsFailed(Exception):
         )
 
 
-def _dagster_value(value: MetadataEntry) -> Any:
-    return MetadataValue.md(value) if isinstance(value, Markdown) else value
-
-
 def _metadata(
     family: OutputFamily, result: WriteResult, report: BuildReport, outcome: PartitionOutcome, root: str
 ) -> dict[str, Any]:
@@ -118,11 +115,13 @@ def _metadata(
         if family.row_count is not None:
             metadata["dagster/row_count"] = MetadataValue.int(family.row_count(report))
         if family.describe is not None:
-            metadata.update({name: _dagster_value(value) for name, value in family.describe(report).items()})
+            metadata.update({name: dagster_value(value) for name, value in family.describe(report).items()})
     return metadata
 
 
-def _spec(names: DatasetNames, family: OutputFamily, owners: Sequence[str]) -> AssetSpec:
+def _out(names: DatasetNames, family: OutputFamily, owners: Sequence[str]) -> AssetOut:
+    """The family's asset: its written results go to the families' IO manager, which what is downstream
+    reads them through."""
     source_file = inspect.getsourcefile(family.builder)
     metadata: dict[str, Any] = {}
     if source_file is not None:
@@ -132,14 +131,15 @@ def _spec(names: DatasetNames, family: OutputFamily, owners: Sequence[str]) -> A
     if family.tables:
         columns = [TableColumn(c.name, c.type, description=c.description) for c in family.tables]
         metadata["dagster/column_schema"] = TableSchema(columns=columns)
-    return AssetSpec(
-        names.key(family.name),
+    return AssetOut(
+        key=names.key(family.name),
         description=family.description,
         kinds=set(family.kinds),
         group_name=names.group(OUTPUT_GROUP),
-        deps=[names.key("processed_videos")],
         owners=list(owners),
         metadata=metadata,
+        io_manager_key=names.families_io,
+        is_required=False,
     )
 
 
@@ -160,19 +160,21 @@ def output_families_asset(
 
         @multi_asset(
             name=names.name("write_clip_outputs"),
-            specs=[_spec(names, family, owners) for family in families],
+            outs={family.name: _out(names, family, owners) for family in families},
+            deps=[names.key("processed_videos")],
             can_subset=True,
             partitions_def=video_partitions(names.partitions),
             backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run),
             pool=WRITE_POOL,
             required_resource_keys={names.inbox, names.output, names.writer_settings, names.validation_limits},
         )
-        def write_clip_outputs(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        def write_clip_outputs(context: AssetExecutionContext) -> Iterator[Output[dict[str, WriteResult]]]:
             selected = [family for key, family in by_key.items() if key in context.selected_asset_keys]
             job = _job(context, names, selected, families)
             in_parallel = getattr(context.resources, names.writer_settings).partitions_in_parallel
             keys = sorted(context.partition_keys)
             done: dict[str, dict[str, dict[str, Any]]] = {}
+            written: dict[str, dict[str, WriteResult]] = {}
             failures: dict[str, dict[str, Exception]] = {}
             for outcome in write_partitions(job, keys, context.log, in_parallel):
                 _log_warnings(context, outcome)
@@ -183,9 +185,10 @@ def output_families_asset(
                         result, report = outcome.results[family.name], outcome.report(family)
                         metadata = _metadata(family, result, report, outcome, job.output.root)
                         done.setdefault(family.name, {})[outcome.partition_key] = metadata
+                        written.setdefault(family.name, {})[outcome.partition_key] = result
             if failures:
                 _record_and_fail(context, names, selected, done, failures, len(keys))
-            yield from _results(context, names, done, keys)
+            yield from _results(context, names, done, written, keys)
 
     return write_clip_outputs
 
@@ -256,14 +259,15 @@ def _results(
     context: AssetExecutionContext,
     names: DatasetNames,
     done: Mapping[str, Mapping[str, dict[str, Any]]],
+    written: Mapping[str, dict[str, WriteResult]],
     keys: Sequence[str],
-) -> Iterator[MaterializeResult]:
-    """One result per family: its partition's metadata, or each partition's when the run has several."""
+) -> Iterator[Output[dict[str, WriteResult]]]:
+    """One output per family, its written results by partition for the families' IO manager, with its
+    partition's metadata, or each partition's when the run has several."""
     for family, by_partition in done.items():
-        key = names.key(family)
         if len(keys) == 1:
-            yield MaterializeResult(asset_key=key, metadata=by_partition[keys[0]])
+            yield Output(written[family], output_name=family, metadata=by_partition[keys[0]])
             continue
         for partition, metadata in by_partition.items():
-            context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
-        yield MaterializeResult(asset_key=key)
+            context.add_asset_metadata(metadata, asset_key=names.key(family), partition_key=partition)
+        yield Output(written[family], output_name=family)

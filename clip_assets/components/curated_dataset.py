@@ -9,7 +9,7 @@
       partitions_per_run: 50
       storage_options: {addressing_style: path}      # how to reach the stores (not credentials)
       writer_settings: {generate_captions: false}    # NeMo's writer knobs, for every run of this dataset
-      near_duplicates: {eps: 0.02, which_to_keep: easy}   # the near_duplicates run config's defaults
+      near_duplicates: {eps: 0.02, which_to_keep: easy}   # a product's settings (its run config's defaults)
 
 The file is the dataset's one source of truth: the UI, the sensors and `clip-assets --dataset cars`
 all read it. With `from_environment: true` (the embedded default dataset) each setting is taken from
@@ -18,6 +18,7 @@ never its value; credentials always come from each store's standard chain.
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from clip_assets.components.dataset import DEFAULT_OWNERS, dataset_definitions, dataset_resources
-from clip_assets.components.dataset_tables import NearDuplicatesSettings
 from clip_assets.components.environment import (
     DEFAULTS,
     EMBEDDING_ALGORITHM_VAR,
@@ -38,6 +38,7 @@ from clip_assets.components.environment import (
     SENSOR_INTERVAL_VAR,
 )
 from clip_assets.components.names import DatasetNames
+from clip_assets.components.products import ProductSettingsError
 from clip_assets.components.resources import ValidationLimitsResource, WriterSettingsResource, s3_connection
 
 # Set at the top level of the YAML (and by CLIP_ASSETS_* variables), not inside `writer_settings`.
@@ -86,8 +87,16 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
         "their own (a re-read of what was written); off, they run only when launched.",
     )
     owners: list[str] = Field(default_factory=lambda: list(DEFAULT_OWNERS))
-    near_duplicates: NearDuplicatesSettings = Field(
-        default_factory=NearDuplicatesSettings, description="The near_duplicates asset's settings for this dataset."
+    near_duplicates: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The near_duplicates product's settings, NeMo's names (eps, which_to_keep, n_clusters, rule, "
+        "...): the defaults of its run config.",
+    )
+    training_shards: dict[str, Any] = Field(
+        default_factory=dict, description="The training_shards product's settings (shard_bytes, batch_rows, strict)."
+    )
+    clip_gallery: dict[str, Any] = Field(
+        default_factory=dict, description="The clip_gallery product's settings (page_size)."
     )
     from_environment: bool = Field(
         default=False, description="Take each setting from its CLIP_ASSETS_* variable when that is set."
@@ -153,6 +162,12 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
             self._validation_limits(),
             storage_options=self.storage_options,
         )
+        try:
+            return self._definitions(resources)
+        except ProductSettingsError as exc:
+            raise DatasetConfigError(f"{self.source}: {exc}") from None
+
+    def _definitions(self, resources: Mapping[str, Any]) -> dg.Definitions:
         return dataset_definitions(
             self.names,
             resources,
@@ -160,7 +175,11 @@ class CuratedDataset(dg.Component, dg.Resolvable, dg.Model):
             sensor_interval_s=self.number(SENSOR_INTERVAL_VAR, self.sensor_interval_s),
             owners=self.owners,
             verify_after_write=self.verify_after_write,
-            near_duplicates=self.near_duplicates,
+            settings={
+                "near_duplicates": self.near_duplicates,
+                "training_shards": self.training_shards,
+                "clip_gallery": self.clip_gallery,
+            },
         )
 
 

@@ -1,20 +1,13 @@
 """A dataset's jobs: write its outputs, verify them, index the written partitions, build the derived dataset."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dagster import AssetSelection, define_asset_job
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from clip_assets.components.names import (
-    CLIP_GALLERY,
-    CLIP_INDEX,
-    CLIP_VECTORS,
-    DATASET_SUMMARY,
-    NEAR_DUPLICATES,
-    OUTPUT_GROUP,
-    TRAINING_SHARDS,
-    DatasetNames,
-)
+from clip_assets.components.names import OUTPUT_GROUP, DatasetNames
+from clip_assets.dataset.products import DerivedProduct
 
 
 def curate_job_name(names: DatasetNames) -> str:
@@ -51,11 +44,15 @@ class DatasetJobs:
         return [self.curate, self.verify, self.index, self.build]
 
 
-def dataset_jobs(names: DatasetNames) -> DatasetJobs:
+def dataset_jobs(names: DatasetNames, products: Sequence[DerivedProduct]) -> DatasetJobs:
+    """The jobs of a dataset whose derived products are `products`: the partitioned ones are indexed per
+    partition (`index`), the others built for the whole dataset (`build`)."""
     outputs = AssetSelection.groups(names.group(OUTPUT_GROUP))
-    whole = AssetSelection.assets(
-        *(names.key(name) for name in (NEAR_DUPLICATES, TRAINING_SHARDS, CLIP_GALLERY, DATASET_SUMMARY))
-    )
+
+    def outputs_of(per_partition: bool) -> AssetSelection:
+        chosen = [p for p in products if p.per_partition == per_partition]
+        return AssetSelection.assets(*(names.key(name) for p in chosen for name in p.output_names))
+
     return DatasetJobs(
         curate=define_asset_job(
             curate_job_name(names),
@@ -70,13 +67,13 @@ def dataset_jobs(names: DatasetNames) -> DatasetJobs:
         ),
         index=define_asset_job(
             index_job_name(names),
-            selection=AssetSelection.assets(names.key(CLIP_INDEX), names.key(CLIP_VECTORS)),
+            selection=outputs_of(per_partition=True),
             description="Bring the clip index and vectors up to date with the written outputs of a partition or a "
             "range.",
         ),
         build=define_asset_job(
             build_job_name(names),
-            selection=whole,
+            selection=outputs_of(per_partition=False),
             description="Build what the dataset hands on from its index: near-duplicates, training shards, gallery, "
             "and the dataset summary, with their checks.",
         ),

@@ -15,14 +15,6 @@ from dagster import AssetKey
 OUTPUT_GROUP = "clip_outputs"
 INBOX_GROUP = "inbox"
 DATASET_GROUP = "dataset"
-# The dataset tables' assets (clip_assets.components.dataset_tables), which later assets depend on.
-CLIP_INDEX = "clip_index"
-CLIP_VECTORS = "clip_vectors"
-NEAR_DUPLICATES = "near_duplicates"
-# What the dataset hands on (clip_assets.components.dataset_exports); the summary depends on the shards.
-TRAINING_SHARDS = "training_shards"
-CLIP_GALLERY = "clip_gallery"
-DATASET_SUMMARY = "dataset_summary"
 # Every write step takes a slot of this pool, so a deployment can bound simultaneous writers to its
 # output storage (`dagster instance concurrency set clip_assets_writes N`); shared by all datasets.
 WRITE_POOL = "clip_assets_writes"
@@ -65,6 +57,11 @@ class DatasetNames:
     @property
     def output(self) -> str:
         return self.name("output")
+
+    @property
+    def families_io(self) -> str:
+        """The families' IO manager: what downstream assets read the families through."""
+        return self.name("families_io_manager")
 
     @property
     def writer_settings(self) -> str:

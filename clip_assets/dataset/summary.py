@@ -1,103 +1,29 @@
 """Dataset-wide figures a curator asks for, rolled up from every partition's manifests and chunk stats.
 
-Each partition's families are read from their manifests (what was written, never the inbox); the
-counters come from NeMo's per-chunk JSON that `video_summaries` wrote; the derived tables' figures
-from the tables themselves (row counts are Lance metadata, no scan).
+Each partition's families are read through their views (what was written, never the inbox); the
+counters come from NeMo's per-chunk JSON that `video_summaries` wrote; the derived products give their
+own figures (`DerivedProduct.figures`: row counts from Lance metadata, the shards' and gallery's index
+files).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from clip_assets import layout
-from clip_assets.dataset import clip_index as ci
-from clip_assets.dataset.gallery import read_gallery_index
-from clip_assets.dataset.near_duplicates_update import read_near_duplicates_summary
-from clip_assets.dataset.shards import load_shards_index
-from clip_assets.dataset.tables import load_embedding_models, table_location, vector_counts
+from clip_assets.dataset.family_outputs import FamilyPartition
 from clip_assets.engine.failures import PartitionFailure, load_failures
-from clip_assets.engine.manifest import load_manifest
-from clip_assets.families import OutputFamily, video_summaries
+from clip_assets.families import video_summaries
+from clip_assets.metadata import MetadataEntry
 from clip_assets.storage import Storage
 
 # Failure reasons the summary lists, most frequent first.
 TOP_FAILURE_REASONS = 5
-# Clips left out of the training shards the summary lists by id (all are counted).
-LISTED_LEFT_OUT = 20
-
-
-@dataclass(frozen=True)
-class TableFigures:
-    """The clip index, the vector table and the last near-duplicate grouping, as a curator counts them."""
-
-    index_rows: int = 0
-    index_passed: int = 0
-    vectors: int = 0
-    # Every embedding model's vectors (the dataset keeps each model's when it moves to another).
-    vectors_by_model: dict[str, int] = field(default_factory=dict)
-    near_duplicate_groups: int | None = None
-    duplicate_rate: float | None = None
-    # The training shards' index file (zeros before the first shards were written).
-    shards: int = 0
-    shard_samples: int = 0
-    shard_bytes: int = 0
-    # Passed clips the shards left out (MP4 absent, missing or damaged): how many, and the first by id.
-    shard_clips_left_out: int = 0
-    shard_left_out: list[dict[str, Any]] = field(default_factory=list)
-    # The gallery's clips shown without their MP4 or preview (None before the first gallery).
-    gallery_clips_without_mp4: int | None = None
-    gallery_clips_without_preview: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "index_rows": self.index_rows,
-            "index_passed": self.index_passed,
-            "vectors": self.vectors,
-            "vectors_by_model": self.vectors_by_model,
-            "near_duplicate_groups": self.near_duplicate_groups,
-            "duplicate_rate": self.duplicate_rate,
-            "training_shards": self.shards,
-            "training_shard_samples": self.shard_samples,
-            "training_shard_bytes": self.shard_bytes,
-            "training_clips_left_out": self.shard_clips_left_out,
-            "training_left_out": self.shard_left_out,
-            "gallery_clips_without_mp4": self.gallery_clips_without_mp4,
-            "gallery_clips_without_preview": self.gallery_clips_without_preview,
-        }
-
-
-def table_figures(storage: Storage) -> TableFigures:
-    """Zeros and Nones for tables not written yet."""
-    index = table_location(storage, layout.clip_index_key()).open()
-    models = load_embedding_models(storage)
-    vectors = vector_counts(storage, models)
-    duplicates = read_near_duplicates_summary(storage)
-    shards = load_shards_index(storage)
-    left_out = shards.left_out if shards is not None else []
-    gallery = read_gallery_index(storage)
-    return TableFigures(
-        index_rows=index.count_rows() if index is not None else 0,
-        index_passed=index.count_rows(filter=ci.PASSED) if index is not None else 0,
-        vectors=sum(vectors),
-        vectors_by_model={str(table.model): count for table, count in zip(models.tables, vectors, strict=True)},
-        near_duplicate_groups=int(duplicates["groups"]) if duplicates else None,
-        duplicate_rate=float(duplicates["duplicate_rate"]) if duplicates else None,
-        shards=len(shards.shards) if shards is not None else 0,
-        shard_samples=shards.samples if shards is not None else 0,
-        shard_bytes=shards.total_bytes if shards is not None else 0,
-        shard_clips_left_out=len(left_out),
-        shard_left_out=[
-            {"clip_id": c.clip_id, "reason": c.reason, "mp4_key": c.mp4_key} for c in left_out[:LISTED_LEFT_OUT]
-        ],
-        gallery_clips_without_mp4=gallery.get("clipsWithoutMp4") if gallery else None,
-        gallery_clips_without_preview=gallery.get("clipsWithoutPreview") if gallery else None,
-    )
 
 
 @dataclass
@@ -112,7 +38,8 @@ class DatasetStats:
     bytes_by_family: Counter[str] = field(default_factory=Counter)
     files_by_family: Counter[str] = field(default_factory=Counter)
     clips_by_video: dict[str, int] = field(default_factory=dict)
-    tables: TableFigures = field(default_factory=TableFigures)
+    # The derived products' figures (each product's `figures`): index rows, vectors, shards, gallery, ...
+    tables: dict[str, MetadataEntry] = field(default_factory=dict)
     # From the failure records (clip_assets.engine.failures): partitions whose last run failed, and why.
     failed_partitions: int = 0
     failure_reasons: Counter[str] = field(default_factory=Counter)
@@ -155,31 +82,33 @@ class DatasetStats:
             "bytes_by_family": dict(sorted(self.bytes_by_family.items())),
             "files_by_family": dict(sorted(self.files_by_family.items())),
             "clips_by_video": dict(sorted(self.clips_by_video.items())),
-            "dataset_tables": self.tables.to_json(),
+            "dataset_tables": dict(self.tables),
             "failed_partitions": self.failed_partitions,
             "top_failure_reasons": dict(self.failure_reasons.most_common(TOP_FAILURE_REASONS)),
         }
 
 
 def summarize(
-    storage: Storage, families: Sequence[OutputFamily], partition_keys: Iterable[str]
+    storage: Storage,
+    views: Mapping[str, Mapping[str, FamilyPartition]],
+    partition_keys: Iterable[str],
+    tables: Mapping[str, MetadataEntry],
 ) -> tuple[DatasetStats, int]:
-    """The roll-up of every partition in `partition_keys`, and how many of them have no outputs yet."""
-    stats = DatasetStats()
+    """The roll-up of every partition in `partition_keys` from the families' views of them (by family, then
+    partition), the derived products' figures `tables`, and how many partitions have no outputs yet."""
+    stats = DatasetStats(tables=dict(tables))
     missing = 0
     keys = sorted(partition_keys)
     for key in keys:
-        summary = load_manifest(storage, video_summaries.FAMILY.name, key)
-        if summary is None:
+        summary = views[video_summaries.FAMILY.name][key]
+        if not summary.written:
             missing += 1
             continue
-        chunk_keys = sorted(k for k in summary.entries if k.startswith(layout.CHUNK_STATS))
-        stats.add_video(key, [json.loads(storage.read(k)) for k in chunk_keys])
-        for family in families:
-            manifest = summary if family is video_summaries.FAMILY else load_manifest(storage, family.name, key)
+        stats.add_video(key, [document for _, document in summary.documents(layout.CHUNK_STATS)])
+        for family, by_partition in views.items():
+            manifest = by_partition[key].manifest
             if manifest is not None:
-                stats.add_family(family.name, len(manifest.entries), manifest.total_bytes)
-    stats.tables = table_figures(storage)
+                stats.add_family(family, len(manifest.entries), manifest.total_bytes)
     registered = set(keys)
     for failure in load_failures(storage):  # records of partitions no longer registered are not counted
         if failure.partition_key in registered:
@@ -217,8 +146,9 @@ def plot_png(stats: DatasetStats) -> bytes:
 
     fig, (by_family, by_video) = plt.subplots(1, 2, figsize=(10, 3.6))
     sizes = dict(stats.bytes_by_family)
-    if stats.tables.shard_bytes:
-        sizes["training shards"] = stats.tables.shard_bytes
+    shard_bytes = stats.tables.get("training_shard_bytes")
+    if isinstance(shard_bytes, int) and shard_bytes:
+        sizes["training shards"] = shard_bytes
     names = sorted(sizes)
     by_family.barh(names, [sizes[name] / 1e6 for name in names], color="#4f46e5")
     by_family.set_xlabel("MB written")

@@ -17,7 +17,8 @@ import pyarrow as pa
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.clip_index import EmbeddingModel, PartitionOutputs
-from clip_assets.dataset.outputs import read_partition_outputs
+from clip_assets.dataset.family_outputs import FamilyPartition, family_partitions
+from clip_assets.dataset.outputs import partition_outputs
 from clip_assets.dataset.tables import (
     LOCK_TIMEOUT_S,
     MIN_INDEXED_ROWS,
@@ -108,15 +109,27 @@ def update_dataset_tables(
     )
 
 
-def read_locked(storage: Storage, partition_key: str) -> PartitionOutputs | None:
-    """One partition's outputs, read under its lock: a run writing it now is waited for, so they are read whole."""
+def read_locked(
+    storage: Storage, partition_key: str, views: Mapping[str, FamilyPartition] | None = None
+) -> PartitionOutputs | None:
+    """One partition's outputs, read under its lock: a run writing it now is waited for, so they are read
+    whole. `views` are the families' views of it (the IO manager's, handed to the clip index), else made here."""
     with storage.lock(layout.lock_key(partition_key), LOCK_TIMEOUT_S):
-        return read_partition_outputs(storage, partition_key)
+        return partition_outputs(views if views is not None else family_partitions(storage, partition_key))
 
 
-def read_partitions(storage: Storage, partition_keys: Sequence[str]) -> dict[str, PartitionOutputs | None]:
-    """The partitions' outputs, read one after another in this process."""
-    return {key: read_locked(storage, key) for key in sorted(set(partition_keys))}
+def read_partitions(
+    storage: Storage,
+    partition_keys: Sequence[str],
+    views: Mapping[str, Mapping[str, FamilyPartition]] | None = None,
+) -> dict[str, PartitionOutputs | None]:
+    """The partitions' outputs, read one after another in this process; `views` by family, then partition."""
+    return {
+        key: read_locked(
+            storage, key, {family: by_partition[key] for family, by_partition in views.items()} if views else None
+        )
+        for key in sorted(set(partition_keys))
+    }
 
 
 def read_partitions_on_ray(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from clip_assets.contract import ClipRecord, VideoInfo
 from clip_assets.media.probe import ClipProbe
+from clip_assets.metadata import MetadataEntry
 from clip_assets.settings import WriterSettings
 
 _MAX_WARNINGS = 50
@@ -163,13 +164,6 @@ class TableColumn:
     name: str
     type: str
     description: str
-
-
-class Markdown(str):
-    """Metadata text the UI renders as Markdown (an image, a table), not as plain text."""
-
-
-MetadataEntry = int | float | str | bool | Markdown
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,8 @@ from PIL import Image
 
 from clip_assets import layout
 from clip_assets.contract import ClipRecord, schema
-from clip_assets.families.base import (
-    Artifact,
-    BuildReport,
-    Damaged,
-    Markdown,
-    MetadataEntry,
-    OutputFamily,
-    VideoContext,
-)
+from clip_assets.families.base import Artifact, BuildReport, Damaged, OutputFamily, VideoContext
+from clip_assets.metadata import Markdown, MetadataEntry
 
 
 class ClipPreviews:
