@@ -61,6 +61,7 @@ def test_the_view_names_what_was_written_and_reads_it_lazily(tmp_path, run_parti
     assert {document["span_uuid"] for document in metadata.values()} == {clip.uuid for clip in clips}
     (embedding_file,) = FamilyPartition("clip_embeddings", "cam1/v.mp4", storage).vectors()
     key, vectors, model = embedding_file
+    assert key.endswith(".parquet") and key in FamilyPartition("clip_embeddings", "cam1/v.mp4", storage).keys
     assert model.name == "cosmos-embed1" and set(vectors) == {clips[0].uuid, clips[2].uuid}
     never = FamilyPartition("clip_files", "never.mp4", storage)
     assert not never.written and never.keys == [] and never.urls == []
