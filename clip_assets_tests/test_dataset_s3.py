@@ -48,6 +48,7 @@ def test_index_vectors_and_duplicates_on_a_store(store, inbox, instance):
     assert len(decisions) == 4 and len(removed) == 1
     assert sorted([removed[0]["clip_id"], removed[0]["max_id"]]) == sorted([a[1].uuid, b[0].uuid])
     assert "dataset/near_duplicates_centroids.npy" in store.keys("curated")
+
     transitive = materialize_near_duplicates(instance, str(inbox), output, s3=store.s3, rule="transitive")
     assert transitive.success and materialization_metadata(transitive, "near_duplicates")["groups"] == 1
     assert sorted(r["clip_id"] for r in dataset.near_duplicates().to_pylist()) == sorted([a[1].uuid, b[0].uuid])
@@ -63,6 +64,15 @@ def test_index_vectors_and_duplicates_on_a_store(store, inbox, instance):
     if store.name == "gcs":  # Lance commits a table version only if no other writer made it first
         commits = [r for r in store.requests(frozenset({"XmlPutObject"})) if "_versions" in unquote(r.path)]
         assert commits and all(r.headers.get("x-goog-if-generation-match") == "0" for r in commits)
+
+    # A re-run over unchanged outputs takes no lock and writes nothing: index, vectors, checks, decisions.
+    store.proxy.reset_counts()
+    for key in ("a.mp4", "b.mp4"):
+        assert materialize_dataset_tables(instance, key, str(inbox), output, s3=store.s3).success
+    assert materialize_near_duplicates(instance, str(inbox), output, s3=store.s3, rule="transitive").success
+    assert store.count(store.operations.reads) > 0  # the proxy saw the re-run
+    changed = store.requests(store.operations.writes | store.operations.deletes)
+    assert changed == [], [(r.operation, unquote(r.path)) for r in changed]
 
 
 def test_lance_reaches_s3_the_way_the_client_does(monkeypatch):

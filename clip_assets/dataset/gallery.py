@@ -43,7 +43,7 @@ import pyarrow as pa
 from clip_assets import layout
 from clip_assets.dataset import clip_index
 from clip_assets.dataset.gallery_page import GALLERY_CSS, GALLERY_HTML, GALLERY_SCRIPT
-from clip_assets.storage import Storage
+from clip_assets.storage import Storage, holds
 
 GALLERY_FORMAT = 1
 # Clips per data page (and per screen of the gallery): a page file of ~100 KB at typical captions.
@@ -304,50 +304,50 @@ def gallery_files(rows: pa.Table, page_size: int = PAGE_SIZE) -> GalleryContent:
     return GalleryContent(files, len(clips), len(videos), without_mp4, without_preview)
 
 
-def _same(storage: Storage, key: str, data: bytes, info_sha256: str | None, size: int | None) -> bool:
-    """Whether the stored object already holds `data`: by its recorded sha256 when the backend keeps
-    one (S3), else by reading it back (local files, where a read costs microseconds)."""
-    if size is None or size != len(data):
-        return False
-    if info_sha256 is not None:
-        return info_sha256 == hashlib.sha256(data).hexdigest()
-    return storage.read(key) == data
-
-
 def write_gallery(
     storage: Storage, rows: pa.Table, page_size: int = PAGE_SIZE, lock_timeout_s: float = 600.0
 ) -> GalleryBuild:
-    """Write the gallery of `rows` (clip index rows) under `gallery/`; unchanged files are not rewritten."""
+    """Write the gallery of `rows` (clip index rows) under `gallery/`; unchanged files are not rewritten, and
+    a gallery that is already what `rows` make takes no lock and writes nothing."""
     content = gallery_files(rows, page_size)
-    with storage.lock(layout.gallery_lock_key(), lock_timeout_s):
-        return _write_files(storage, content, page_size)
-
-
-def _write_files(storage: Storage, content: GalleryContent, page_size: int) -> GalleryBuild:
-    files = content.files
     build = GalleryBuild(
         clips=content.clips,
         videos=content.videos,
         pages=-(-content.clips // page_size),
         without_mp4=content.without_mp4,
         without_preview=content.without_preview,
+        bytes_total=sum(len(data) for data in content.files.values()),
     )
-    keys = sorted(files)
-    # The page files first and the index last, so an open gallery never names a page not yet written.
-    keys.sort(key=lambda key: key == layout.gallery_file_key("filter.js"))
-    for key, info in zip(keys, storage.stat_many(keys), strict=True):
-        data = files[key]
-        build.bytes_total += len(data)
-        if info is not None and _same(storage, key, data, info.sha256, info.size):
-            build.unchanged += 1
-            continue
-        storage.put(key, data, sha256=hashlib.sha256(data).hexdigest())
-        build.written.append(key)
-    for info in sorted(storage.list(layout.GALLERY), key=lambda info: info.key):
-        if info.key not in files and info.key.rsplit("/", 1)[-1].startswith("page-"):
-            storage.delete(info.key)
-            build.removed.append(info.key)
+    changed, stale = _changes(storage, content.files)
+    if changed or stale:
+        with storage.lock(layout.gallery_lock_key(), lock_timeout_s):
+            changed, stale = _changes(storage, content.files)
+            for key in changed:
+                data = content.files[key]
+                storage.put(key, data, sha256=hashlib.sha256(data).hexdigest())
+            for key in stale:
+                storage.delete(key)
+    build.written, build.removed = changed, stale
+    build.unchanged = len(content.files) - len(changed)
     return build
+
+
+def _changes(storage: Storage, files: dict[str, bytes]) -> tuple[list[str], list[str]]:
+    """The files to write (the page files first and the index last, so an open gallery never names a page
+    not yet written) and the pages no longer made."""
+    keys = sorted(files)
+    keys.sort(key=lambda key: key == layout.gallery_file_key("filter.js"))
+    changed = [
+        key
+        for key, info in zip(keys, storage.stat_many(keys), strict=True)
+        if not holds(storage, key, files[key], info)
+    ]
+    stale = sorted(
+        info.key
+        for info in storage.list(layout.GALLERY)
+        if info.key not in files and info.key.rsplit("/", 1)[-1].startswith("page-")
+    )
+    return changed, stale
 
 
 def read_gallery_index(storage: Storage) -> dict[str, Any] | None:
@@ -381,7 +381,7 @@ def verify_gallery(storage: Storage, rows: pa.Table) -> list[str]:
         where = layout.full_location(storage.root, key)
         if info is None:
             problems.append(f"{where} is missing")
-        elif not _same(storage, key, expected.files[key], info.sha256, info.size):
+        elif not holds(storage, key, expected.files[key], info):
             problems.append(
                 f"{where} is not what the clip index makes (changed since it was written, or the index changed: "
                 "materialize clip_gallery)"

@@ -55,7 +55,7 @@ from clip_assets.dataset.near_duplicates import (
     transitive_groups,
 )
 from clip_assets.dataset.tables import LOCK_TIMEOUT_S, open_vectors, read_clip_index
-from clip_assets.storage import Storage, read_if_exists
+from clip_assets.storage import Storage, holds, put_if_changed, read_if_exists
 
 if TYPE_CHECKING:
     import lance
@@ -412,19 +412,35 @@ def update_near_duplicates(
     The `duplicate_rate_steady` check compares a build's rate with the last rate it accepted: after
     a jump that baseline stays where it was (the check keeps warning, however often the asset is
     re-materialized) until a build's rate is back within the tolerance, or `accept_rate` takes this
-    build's rate as the new baseline."""
+    build's rate as the new baseline. A build that finds the clusters as stored and derives the stored table writes
+    nothing (a re-run of an unchanged dataset costs no request); the state then stays the last written one's."""
     build = build_near_duplicates(storage, settings or DedupSettings(), model=model, refit=refit)
     sink = io.BytesIO()
     pq.write_table(build.grouping.table, sink, compression="zstd")
+    table = sink.getvalue()
+    previous = read_near_duplicates_summary(storage)
+    if (
+        previous is not None
+        and not accept_rate
+        and not build.refit.needed
+        and previous.get("fingerprints") == list(build.fingerprints)
+        and previous.get("decision_key") == build.grouping.settings.decision_key()
+        and holds(storage, layout.near_duplicates_key(), table, storage.stat(layout.near_duplicates_key()))
+    ):
+        return _rated(build, previous, accept_rate)  # the same decisions of the same clusters: nothing written
     with storage.lock(layout.dataset_lock_key(), LOCK_TIMEOUT_S):
-        previous = read_near_duplicates_summary(storage)
-        previous_rate = None if previous is None else float(previous["duplicate_rate"])
-        baseline = build.grouping.duplicate_rate if accept_rate else _baseline(previous)
-        update = NearDuplicatesUpdate(build, previous_rate, baseline)
+        update = _rated(build, read_near_duplicates_summary(storage), accept_rate)
         if build.centroids is not None and build.refit.needed:
             array = io.BytesIO()
             np.save(array, build.centroids.means, allow_pickle=False)
             storage.put(layout.near_duplicates_centroids_key(), array.getvalue())
-        storage.put(layout.near_duplicates_key(), sink.getvalue())
-        storage.put(layout.near_duplicates_summary_key(), json.dumps(update.to_json(), indent=1).encode())
+        put_if_changed(storage, layout.near_duplicates_key(), table)
+        put_if_changed(storage, layout.near_duplicates_summary_key(), json.dumps(update.to_json(), indent=1).encode())
     return update
+
+
+def _rated(build: NearDuplicatesBuild, previous: dict[str, Any] | None, accept_rate: bool) -> NearDuplicatesUpdate:
+    """The build with the rates its check compares: the last build's, and the baseline it is measured against."""
+    previous_rate = None if previous is None else float(previous["duplicate_rate"])
+    baseline = build.grouping.duplicate_rate if accept_rate else _baseline(previous)
+    return NearDuplicatesUpdate(build, previous_rate, baseline)

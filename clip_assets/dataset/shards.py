@@ -45,7 +45,7 @@ import mmap
 import tarfile
 import tempfile
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -761,6 +761,9 @@ def update_shards(
     """
     catalog = _catalog(rows, excluded, model, strict, batch_rows)
     ranges = plan_ranges(catalog.high, catalog.low, catalog.sizes, shard_bytes)
+    unchanged = _as_stored(storage, catalog, ranges, shard_bytes, strict)
+    if unchanged is not None:  # a dataset whose shards are up to date takes no lock and writes nothing
+        return unchanged
     with storage.lock(layout.training_shards_lock_key(), lock_timeout_s):
         previous = load_shards_index(storage)
         by_range = {entry.range_name: entry for entry in previous.shards} if previous else {}
@@ -770,12 +773,7 @@ def update_shards(
         for depth, prefix, first, end in ranges:
             name, planned = range_name(depth, prefix), catalog.fingerprint(first, end)
             old = by_range.get(name)
-            if (
-                old is not None
-                and old.fingerprint == planned
-                and existing.get(old.key) == old.bytes
-                and not (old.left_out and (strict or _readable_again(storage, old.left_out)))
-            ):
+            if old is not None and _still_stands(storage, old, planned, existing, strict):
                 entries.append(old)
                 update.kept.append(old.key)
             else:
@@ -790,6 +788,37 @@ def update_shards(
             storage.delete(key)
             update.removed.append(key)
     return update
+
+
+def _still_stands(storage: Storage, old: ShardEntry, planned: str, existing: Mapping[str, int], strict: bool) -> bool:
+    """Whether a stored shard is what its range plans now: same members and rows, its tar whole, and none of
+    the clips it left out readable again."""
+    return (
+        old.fingerprint == planned
+        and existing.get(old.key) == old.bytes
+        and not (old.left_out and (strict or _readable_again(storage, old.left_out)))
+    )
+
+
+def _as_stored(
+    storage: Storage, catalog: _Catalog, ranges: Sequence[tuple[int, int, int, int]], shard_bytes: int, strict: bool
+) -> ShardsUpdate | None:
+    """The update, when the stored shards and index are already exactly what `ranges` plan; None otherwise."""
+    previous = load_shards_index(storage)
+    if previous is None:
+        return None
+    by_range = {entry.range_name: entry for entry in previous.shards}
+    existing = {info.key: info.size for info in storage.list(layout.TRAINING_SHARDS) if info.key.endswith(".tar")}
+    entries = []
+    for depth, prefix, first, end in ranges:
+        old = by_range.get(range_name(depth, prefix))
+        if old is None or not _still_stands(storage, old, catalog.fingerprint(first, end), existing, strict):
+            return None
+        entries.append(old)
+    index = ShardsIndex(shard_bytes, tuple(entries), catalog.model, tuple(catalog.absent))
+    if index != previous or existing.keys() - {entry.key for entry in entries}:
+        return None
+    return ShardsUpdate(index, kept=[entry.key for entry in entries])
 
 
 def duplicates_not_kept(groups: pa.Table | None) -> frozenset[str]:

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from clip_assets import layout
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.clip_index import EmbeddingModel
-from clip_assets.storage import Storage, read_if_exists
+from clip_assets.storage import Storage, put_if_changed, read_if_exists
 
 if TYPE_CHECKING:
     import lance
@@ -209,7 +209,7 @@ def load_embedding_models(storage: Storage) -> EmbeddingModels:
 
 
 def save_embedding_models(storage: Storage, models: EmbeddingModels) -> None:
-    storage.put(layout.embedding_models_key(), json.dumps(models.to_json(), indent=1).encode())
+    put_if_changed(storage, layout.embedding_models_key(), json.dumps(models.to_json(), indent=1).encode())
 
 
 def open_vectors(
@@ -284,11 +284,11 @@ def replace_rows(
         table = location.write(rows, "create")
         return TableUpdate(table.count_rows(), len(rows), 0, 0, len(table.get_fragments()), table.version)
     if scope is None and not len(rows):
-        return TableUpdate(table.count_rows(), 0, 0, 0, len(table.get_fragments()), table.version)
-    rows = rows.select(table.schema.names).cast(table.schema)
-    if scope is not None and _same_rows(table, scope, rows):
+        return unchanged(table)
+    if scope is not None and holds_rows(table, scope, rows):
         # A re-materialization of unchanged outputs commits nothing: no version, no fragment.
-        return TableUpdate(table.count_rows(), 0, 0, 0, len(table.get_fragments()), table.version)
+        return unchanged(table)
+    rows = rows.select(table.schema.names).cast(table.schema)
     builder = table.merge_insert(ci.CLIP_ID).when_matched_update_all().when_not_matched_insert_all()
     if delete is not None:
         builder = builder.when_not_matched_by_source_delete(delete)
@@ -311,12 +311,19 @@ def replace_rows(
     )
 
 
-def _same_rows(table: lance.LanceDataset, scope: str, rows: pa.Table) -> bool:
-    """Whether the table's rows matching `scope` are exactly `rows` (in clip id order)."""
+def holds_rows(table: lance.LanceDataset, scope: str, rows: pa.Table) -> bool:
+    """Whether the table's rows matching `scope` are exactly `rows` (in clip id order): a commit would change
+    nothing."""
+    rows = rows.select(table.schema.names).cast(table.schema)
     current = table.to_table(filter=scope)
     if current.num_rows != rows.num_rows:
         return False
     return bool(current.sort_by(ci.CLIP_ID).equals(rows.sort_by(ci.CLIP_ID)))
+
+
+def unchanged(table: lance.LanceDataset) -> TableUpdate:
+    """The figures of an update that committed nothing."""
+    return TableUpdate(table.count_rows(), 0, 0, 0, len(table.get_fragments()), table.version)
 
 
 def rows_of_model(index_rows: pa.Table, model: EmbeddingModel) -> pa.Table:

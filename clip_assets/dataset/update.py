@@ -10,7 +10,7 @@ behind whichever partition is materialized next.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -26,6 +26,7 @@ from clip_assets.dataset.tables import (
     TableLocation,
     TableUpdate,
     VectorTable,
+    holds_rows,
     indexed_partitions,
     load_embedding_models,
     models_of,
@@ -38,11 +39,12 @@ from clip_assets.dataset.tables import (
     rows_of_model,
     save_embedding_models,
     table_location,
+    unchanged,
     vector_rows,
 )
 from clip_assets.engine.manifest import load_manifest
-from clip_assets.families import clip_metadata
-from clip_assets.storage import Lease, Storage, StorageSpec
+from clip_assets.families import FAMILIES, clip_metadata
+from clip_assets.storage import Storage, StorageError, StorageSpec
 
 
 @dataclass(frozen=True)
@@ -112,10 +114,36 @@ def update_dataset_tables(
 def read_locked(
     storage: Storage, partition_key: str, views: Mapping[str, FamilyPartition] | None = None
 ) -> PartitionOutputs | None:
-    """One partition's outputs, read under its lock: a run writing it now is waited for, so they are read
-    whole. `views` are the families' views of it (the IO manager's, handed to the clip index), else made here."""
+    """One partition's outputs, read whole: a run writing it now is waited for. `views` are the families'
+    views of it (the IO manager's, handed to the clip index), else made here.
+
+    First without its lock, since on an object store a lock is two writes: when no run holds the
+    partition before the read and no manifest changed by its end, what was read is one run's outputs
+    (writers publish manifests last, under that lock). Otherwise, or when a file went mid-read, read again
+    under the lock. (A local lock file stays after use; there the read takes the lock, which costs no request.)
+    """
+    watched = [layout.manifest_key(family.name, partition_key) for family in FAMILIES]
+    watched.append(layout.lock_key(partition_key))
+
+    def read() -> PartitionOutputs | None:
+        # New views each time: a view keeps the manifest it read first.
+        fresh = {family: replace(view) for family, view in views.items()} if views else None
+        return partition_outputs(fresh if fresh is not None else family_partitions(storage, partition_key))
+
+    before = _fingerprints(storage, watched)
+    if before[-1] is None:
+        try:
+            found = read()
+        except (StorageError, ci.ClipIndexError):
+            before = []  # read again under the lock: it waits for the writer, and then fails if it is real
+        if before and _fingerprints(storage, watched) == before:
+            return found
     with storage.lock(layout.lock_key(partition_key), LOCK_TIMEOUT_S):
-        return partition_outputs(views if views is not None else family_partitions(storage, partition_key))
+        return read()
+
+
+def _fingerprints(storage: Storage, keys: Sequence[str]) -> list[str | None]:
+    return [None if info is None else info.fingerprint for info in storage.stat_many(keys)]
 
 
 def read_partitions(
@@ -143,6 +171,16 @@ def read_partitions_on_ray(
     return dict(sorted(map_partitions(read_locked, storage, sorted(set(partition_keys)), cpus)))
 
 
+@dataclass(frozen=True)
+class _VectorCommit:
+    """What one model's vector table gets: `source` in, the rows matching `delete` that it lacks out."""
+
+    table: VectorTable
+    location: TableLocation
+    source: pa.Table
+    delete: str
+
+
 def commit_partitions(
     storage: Storage,
     outputs: Mapping[str, PartitionOutputs | None],
@@ -151,15 +189,18 @@ def commit_partitions(
     configured: EmbeddingModel | None = None,
     min_indexed_rows: int = MIN_INDEXED_ROWS,
 ) -> DatasetUpdate:
-    """`update_dataset_tables` once the outputs are read: one commit per table, under the dataset lock."""
+    """`update_dataset_tables` once the outputs are read: one commit per table, under the dataset lock; none,
+    and no lock, when the tables hold exactly these outputs already (a re-run of unchanged partitions)."""
     index_location = table_location(storage, layout.clip_index_key())
+    standing = _standing(storage, index_location, outputs, live_partitions, configured)
+    if standing is not None:
+        return standing
     with storage.lock(layout.dataset_lock_key(), LOCK_TIMEOUT_S) as lease:
         stored = load_embedding_models(storage)
         migrated = migrate_clip_index(storage, index_location)
         models = EmbeddingModels(tuple(sorted({*stored.tables, *migrated}, key=lambda t: t.model)), stored.configured)
         index = index_location.open()
-        tables = [ci.clip_rows(found, models.dims()) for found in outputs.values() if found is not None]
-        rows = pa.concat_tables(tables) if tables else ci.clip_index_schema().empty_table()
+        rows = _index_rows(outputs, models)
         stale = set()
         if live_partitions is not None:
             stale = indexed_partitions(index) - set(live_partitions)
@@ -168,23 +209,73 @@ def commit_partitions(
         index_update = replace_partitions(index_location, replaced, rows)
         lease.check()
         written = tuple(key for key, found in outputs.items() if found is not None)
-        updates = _commit_vectors(storage, models, rows, written, removed, lease, min_indexed_rows)
+        updates = []
+        for commit in _vector_commits(storage, models, rows, written, removed):
+            if not len(commit.source) and commit.location.open() is None:
+                continue
+            update = replace_rows(commit.location, commit.source, commit.delete, commit.delete)
+            lease.check()
+            if update.inserted or update.updated or update.deleted:
+                vector_index = refresh_vector_index(commit.location, min_rows=min_indexed_rows)
+            else:  # a model no written partition changed: its table and index stay as they are
+                vector_index = f"unchanged ({update.rows} vectors)"
+            updates.append(ModelUpdate(commit.table, update, vector_index))
         known = {model.table.model: model.table for model in updates} | {t.model: t for t in models.tables}
         recorded = EmbeddingModels(tuple(known[m] for m in sorted(known)), configured or stored.configured)
         if recorded != stored:
             save_embedding_models(storage, recorded)
-    return DatasetUpdate(index_update, updates, written, removed, rows.num_rows)
+    return DatasetUpdate(index_update, tuple(updates), written, removed, rows.num_rows)
 
 
-def _commit_vectors(
+def _index_rows(outputs: Mapping[str, PartitionOutputs | None], models: EmbeddingModels) -> pa.Table:
+    tables = [ci.clip_rows(found, models.dims()) for found in outputs.values() if found is not None]
+    return pa.concat_tables(tables) if tables else ci.clip_index_schema().empty_table()
+
+
+def _standing(
+    storage: Storage,
+    index_location: TableLocation,
+    outputs: Mapping[str, PartitionOutputs | None],
+    live_partitions: Collection[str] | None,
+    configured: EmbeddingModel | None,
+) -> DatasetUpdate | None:
+    """The update, when the index and every vector table already hold exactly `outputs` and nothing else would
+    change (no stale partition, no new model, no migration); None when a commit is needed. Reads only."""
+    stored = load_embedding_models(storage)
+    index = index_location.open()
+    if index is None or ci.EMBEDDING_MODEL not in index.schema.names or not outputs:
+        return None
+    if configured is not None and configured != stored.configured:
+        return None
+    rows = _index_rows(outputs, stored)
+    if models_of(rows) - stored.dims().keys():
+        return None
+    if live_partitions is not None and indexed_partitions(index) - set(live_partitions):
+        return None
+    if not holds_rows(index, partitions_filter(sorted(outputs)), rows):
+        return None
+    written = tuple(key for key, found in outputs.items() if found is not None)
+    removed = tuple(sorted(key for key, found in outputs.items() if found is None))
+    updates = []
+    for commit in _vector_commits(storage, stored, rows, written, removed):
+        table = commit.location.open()
+        if table is None:
+            if len(commit.source):
+                return None
+            continue
+        if not holds_rows(table, commit.delete, commit.source):
+            return None
+        updates.append(ModelUpdate(commit.table, unchanged(table), f"unchanged ({table.count_rows()} vectors)"))
+    return DatasetUpdate(unchanged(index), tuple(updates), written, removed, rows.num_rows)
+
+
+def _vector_commits(
     storage: Storage,
     models: EmbeddingModels,
     rows: pa.Table,
     written: Sequence[str],
     removed: Sequence[str],
-    lease: Lease,
-    min_indexed_rows: int,
-) -> tuple[ModelUpdate, ...]:
+) -> list[_VectorCommit]:
     """Each model's vector table in step with the written partitions' rows: a model a partition has vectors
     of now gets exactly those; another model keeps the partition's vectors of clips it still has passed (a
     change of model deletes nothing), and a removed partition leaves no vector of any model."""
@@ -203,11 +294,9 @@ def _commit_vectors(
             kept_clips[key].append(clip_id)
         if name is not None:
             models_of_partition[key].add(EmbeddingModel(name, version))
-    updates = []
+    commits = []
     for model in sorted(dims):
         table = VectorTable(model, dims[model])
-        location = table_location(storage, table.key)
-        source = vector_rows(rows, model, table.dim)
         without = [key for key in written if model not in models_of_partition[key]]
         whole = (
             [key for key in written if key not in without] + [k for k in without if not kept_clips[k]] + list(removed)
@@ -218,17 +307,10 @@ def _commit_vectors(
             for key in without
             if kept_clips[key]
         ]
-        if not clauses or (not len(source) and location.open() is None):
-            continue
-        delete = " OR ".join(clauses)
-        update = replace_rows(location, source, delete, delete)
-        lease.check()
-        if update.inserted or update.updated or update.deleted:
-            vector_index = refresh_vector_index(location, min_rows=min_indexed_rows)
-        else:  # a model no written partition changed: its table and index stay as they are
-            vector_index = f"unchanged ({update.rows} vectors)"
-        updates.append(ModelUpdate(table, update, vector_index))
-    return tuple(updates)
+        if clauses:
+            location = table_location(storage, table.key)
+            commits.append(_VectorCommit(table, location, vector_rows(rows, model, table.dim), " OR ".join(clauses)))
+    return commits
 
 
 def migrate_clip_index(storage: Storage, location: TableLocation) -> tuple[VectorTable, ...]:

@@ -40,18 +40,15 @@ def record_checked(
     """Replace what is recorded for the `checked` partitions with what was found now (nothing: sound), drop
     partitions that are `gone`, and return every problem still open, these and earlier checks' alike.
 
-    Under a lock, so two checks of one family never drop each other's findings.
+    Under a lock, so two checks of one family never drop each other's findings; a check that changes
+    nothing recorded takes no lock and writes nothing (a re-run of a sound dataset costs reads only).
     """
+    before = load_open_problems(storage, family)
+    if _merged(before, checked, gone) == before:
+        return before
     with storage.lock(layout.check_problems_lock_key(family), LOCK_TIMEOUT_S):
         before = load_open_problems(storage, family)
-        open_problems = dict(before)
-        for partition, problems in checked.items():
-            if problems:
-                open_problems[partition] = list(problems)
-            else:
-                open_problems.pop(partition, None)
-        for partition in gone:
-            open_problems.pop(partition, None)
+        open_problems = _merged(before, checked, gone)
         if not open_problems:
             if before:
                 storage.delete(layout.check_problems_key(family))
@@ -64,4 +61,19 @@ def record_checked(
                 },
             }
             storage.put(layout.check_problems_key(family), json.dumps(document, indent=1).encode())
+    return open_problems
+
+
+def _merged(
+    before: Mapping[str, list[Problem]], checked: Mapping[str, Sequence[Problem]], gone: Collection[str]
+) -> dict[str, list[Problem]]:
+    """The open problems once this check's findings are in."""
+    open_problems = dict(before)
+    for partition, problems in checked.items():
+        if problems:
+            open_problems[partition] = list(problems)
+        else:
+            open_problems.pop(partition, None)
+    for partition in gone:
+        open_problems.pop(partition, None)
     return open_problems

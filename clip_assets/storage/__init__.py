@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from clip_assets.storage.base import ConditionalWrites, Lease, ObjectInfo, Storage, StorageError, read_if_exists
+from clip_assets.storage.base import (
+    ConditionalWrites,
+    Lease,
+    ObjectInfo,
+    Storage,
+    StorageError,
+    holds,
+    put_if_changed,
+    read_if_exists,
+)
 from clip_assets.storage.local import LocalStorage
 from clip_assets.storage.options import StorageOptionError, option_names, parse_options
 
@@ -172,7 +181,9 @@ __all__ = [
     "StorageSpec",
     "UnknownStorageError",
     "backend_for",
+    "holds",
     "open_storage",
+    "put_if_changed",
     "read_if_exists",
     "url_scheme",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -139,3 +140,22 @@ def read_if_exists(storage: Storage, key: str) -> bytes | None:
         if exc.errno == errno.ENOENT:
             return None
         raise
+
+
+def holds(storage: Storage, key: str, data: bytes, info: ObjectInfo | None) -> bool:
+    """Whether the stored object (`info`, its stat) already holds `data`: by its recorded sha256 when the
+    backend keeps one (the clouds), else by reading it back (local files, where a read costs microseconds)."""
+    if info is None or info.size != len(data):
+        return False
+    if info.sha256 is not None:
+        return info.sha256 == hashlib.sha256(data).hexdigest()
+    return read_if_exists(storage, key) == data
+
+
+def put_if_changed(storage: Storage, key: str, data: bytes) -> bool:
+    """`put` unless the object holds `data` already; whether it wrote. A re-run that derives the same bytes
+    then writes nothing: no request on a cloud store, no new modification time on disk."""
+    if holds(storage, key, data, storage.stat(key)):
+        return False
+    storage.put(key, data, sha256=hashlib.sha256(data).hexdigest())
+    return True

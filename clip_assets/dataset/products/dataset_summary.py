@@ -18,6 +18,7 @@ from clip_assets.dataset.products.near_duplicates import NEAR_DUPLICATES
 from clip_assets.dataset.products.training_shards import TRAINING_SHARDS
 from clip_assets.dataset.summary import plot_png, summarize
 from clip_assets.metadata import Location, Markdown, MetadataEntry
+from clip_assets.storage import put_if_changed
 
 DATASET_SUMMARY = "dataset_summary"
 
@@ -32,7 +33,7 @@ def build(run: ProductRun) -> Built:
     stats, missing = summarize(storage, run.families, partitions, tables)
     document = json.dumps(stats.to_json(), indent=2).encode()
     key = layout.dataset_summary_key()
-    storage.put(key, document)
+    put_if_changed(storage, key, document)
     if missing:
         run.log.warning(f"{missing} of {len(partitions)} partitions have no outputs yet")
     plot = base64.b64encode(plot_png(stats)).decode() if stats.videos else ""
