@@ -63,7 +63,12 @@ def ranges(keys: Sequence[str], size: int = PARTITIONS_PER_RUN) -> Iterator[list
 
 
 def engine_write(
-    inbox: str, output: str, keys: Sequence[str], s3: S3ConnectionResource | None = None, verify_unchanged: bool = True
+    inbox: str,
+    output: str,
+    keys: Sequence[str],
+    s3: S3ConnectionResource | None = None,
+    verify_unchanged: bool = True,
+    read_ahead: bool = True,
 ) -> None:
     """Every family of every partition, as the assets' step writes them, without Dagster."""
     output_storage = StorageResource(url=output, s3=s3).get_storage()
@@ -75,7 +80,7 @@ def engine_write(
         limits=ValidationLimitsResource().to_limits(),
     )
     for batch in ranges(keys):
-        for outcome in write_partitions(job, batch, LOG):
+        for outcome in write_partitions(job, batch, LOG, read_ahead=read_ahead):
             for error in outcome.errors.values():
                 raise error
 

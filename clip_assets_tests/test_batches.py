@@ -1,12 +1,24 @@
 """Batched backfills: many partitions in one run, each written, recorded and failed on its own."""
 
 import json
+import logging
+import time
+from pathlib import Path
+from typing import BinaryIO
 
+import pytest
 from dagster import AssetKey, materialize
 
+from clip_assets import layout
 from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.components.resources import WriterSettingsResource
+from clip_assets.contract.limits import ValidationLimits
 from clip_assets.definitions import defs
+from clip_assets.engine.batches import write_partitions
+from clip_assets.engine.partition import WriteJob
+from clip_assets.families import FAMILIES as FAMILY_LIST
+from clip_assets.settings import WriterSettings
+from clip_assets.storage import LocalStorage, ObjectInfo
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     PARTITIONS_NAME,
@@ -16,6 +28,7 @@ from clip_assets_tests.support.dataset import (
 )
 from clip_assets_tests.support.factories import make_clips, write_video
 
+LOG = logging.getLogger(__name__)
 FAMILIES = ["clip_files", "clip_previews", "clip_embeddings", "clip_metadata", "video_summaries"]
 
 
@@ -143,3 +156,69 @@ def test_two_videos_claiming_one_clip_id_in_one_run_leave_the_first_intact(insta
         json.loads((output / shared).read_text())["source_video"]
         == json.loads((alone_output / shared).read_text())["source_video"]
     )
+
+
+class Recording(LocalStorage):
+    """A folder that notes, in order, each read of an inbox file and each manifest it is given."""
+
+    def __init__(self, root: Path, events: list[tuple[str, str]]) -> None:
+        super().__init__(root)
+        self.events = events
+
+    def read(self, key: str) -> bytes:
+        self.events.append(("read", key))
+        return super().read(key)
+
+    def open(self, key: str) -> BinaryIO:
+        self.events.append(("read", key))
+        return super().open(key)
+
+    def put(self, key: str, data: bytes | memoryview, sha256: str | None = None) -> ObjectInfo:
+        self.events.append(("put", key))
+        return super().put(key, data, sha256)
+
+
+def engine_job(inbox: Path, output: Path, events: list[tuple[str, str]]) -> WriteJob:
+    storage = Recording(output, events)
+    return WriteJob(
+        FAMILY_LIST, Recording(inbox, events), storage, WriterSettings(input_path="/videos"), ValidationLimits()
+    )
+
+
+@pytest.mark.parametrize("read_ahead", [True, False])
+def test_the_next_partition_is_read_while_this_one_is_written(inbox, output, read_ahead):
+    """Read ahead (the default), partition b's input is read before a's last manifest is recorded: reading
+    overlaps writing. Off, b waits for a. The trees are the same either way."""
+    names = ["a.mp4", "b.mp4", "c.mp4"]
+    for name in names:
+        write_video(
+            inbox / f"{name}.parquet", make_clips(6, source_video=f"/videos/{name}"), source_video=f"/videos/{name}"
+        )
+    events: list[tuple[str, str]] = []
+    outcomes = list(write_partitions(engine_job(inbox, output, events), names, LOG, read_ahead=read_ahead))
+    assert [outcome.partition_key for outcome in outcomes] == names and not any(o.errors for o in outcomes)
+    manifests_of_a = {layout.manifest_key(family.name, "a.mp4") for family in FAMILY_LIST}
+    last_of_a = max(i for i, (kind, key) in enumerate(events) if kind == "put" and key in manifests_of_a)
+    first_of_b = events.index(("read", "b.mp4.parquet"))
+    assert (first_of_b < last_of_a) == read_ahead, events
+    assert len(list(output.glob("metas/v0/*.json"))) == 18
+
+
+def test_an_input_replaced_after_it_was_read_ahead_is_read_again(inbox, output):
+    """b is replaced while a is written, after b was read ahead: b's turn finds the new file and writes it."""
+    write_video(inbox / "a.mp4.parquet", make_clips(4, source_video="/videos/a.mp4"), source_video="/videos/a.mp4")
+    write_video(inbox / "b.mp4.parquet", make_clips(2, source_video="/videos/b.mp4"), source_video="/videos/b.mp4")
+    events: list[tuple[str, str]] = []
+    outcomes = write_partitions(engine_job(inbox, output, events), ["a.mp4", "b.mp4"], LOG)
+    first = next(outcomes)
+    assert first.partition_key == "a.mp4" and not first.errors
+    while ("read", "b.mp4.parquet") not in events:  # b's read ahead has begun (it began with a's turn)
+        time.sleep(0.01)
+    time.sleep(0.2)  # and has ended: it is a 2-clip file
+    replaced = make_clips(3, source_video="/videos/b.mp4")
+    write_video(inbox / "b.mp4.parquet", replaced, source_video="/videos/b.mp4")
+    second = next(outcomes)
+    assert second.partition_key == "b.mp4" and not second.errors, second.errors
+    video = json.loads((output / "processed_videos/b.mp4.json").read_text())
+    assert video["num_total_clips"] == 3
+    assert {p.stem for p in output.glob("metas/v0/*.json")} >= {clip.uuid for clip in replaced}

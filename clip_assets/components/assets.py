@@ -171,12 +171,12 @@ def output_families_asset(
         def write_clip_outputs(context: AssetExecutionContext) -> Iterator[Output[dict[str, WriteResult]]]:
             selected = [family for key, family in by_key.items() if key in context.selected_asset_keys]
             job = _job(context, names, selected, families)
-            in_parallel = getattr(context.resources, names.writer_settings).partitions_in_parallel
+            writing = getattr(context.resources, names.writer_settings)
             keys = sorted(context.partition_keys)
             done: dict[str, dict[str, dict[str, Any]]] = {}
             written: dict[str, dict[str, WriteResult]] = {}
             failures: dict[str, dict[str, Exception]] = {}
-            for outcome in write_partitions(job, keys, context.log, in_parallel):
+            for outcome in write_partitions(job, keys, context.log, writing.partitions_in_parallel, writing.read_ahead):
                 _log_warnings(context, outcome)
                 for family in selected:
                     if family.name in outcome.errors:

@@ -16,7 +16,7 @@ from clip_assets.components.environment import (
     S3_SSE_VAR,
 )
 from clip_assets.contract.limits import ValidationLimits
-from clip_assets.engine.batches import PARTITIONS_IN_PARALLEL
+from clip_assets.engine.batches import PARTITIONS_IN_PARALLEL, READ_AHEAD
 from clip_assets.settings import WriterSettings
 from clip_assets.storage import Storage, StorageSpec
 from clip_assets.storage.options import options_of
@@ -191,6 +191,13 @@ class WriterSettingsResource(ConfigurableResource):
         description=(
             "Partitions of a run written at once: one partition's round trips (S3) and reading overlap "
             "another's writing; each holds its own read of the input (clip_assets/engine/batches.py)."
+        ),
+    )
+    read_ahead: bool = Field(
+        default=READ_AHEAD,
+        description=(
+            "Written one at a time, the next partition is found and its input inspected while this one is "
+            "written (one more input in memory); off: each partition's reading waits for the one before."
         ),
     )
     parallel_backend: str = Field(

@@ -10,16 +10,23 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from clip_assets import layout
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.engine.failures import record_failures
-from clip_assets.engine.inbox import find_delivery
+from clip_assets.engine.inbox import VideoDelivery, find_delivery
 from clip_assets.engine.intent import load_intent
 from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.engine.output_version import output_version
-from clip_assets.engine.partition_input import PartitionInput, open_partition_input, settle_intent
+from clip_assets.engine.partition_input import (
+    InspectedInput,
+    PartitionInput,
+    inspect_input,
+    open_partition_input,
+    settle_intent,
+)
 from clip_assets.engine.writer import ArtifactWriter, FamilyWrite, WriteResult
 from clip_assets.families import FAMILIES, Artifact, BuildReport, OutputFamily
 from clip_assets.settings import WriterSettings
@@ -84,10 +91,41 @@ class PartitionOutcome:
                 self.errors.setdefault(family.name, error)
 
 
-def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> PartitionOutcome:
+@dataclass(frozen=True)
+class LookAhead:
+    """What `look_ahead` found of a partition before its turn: its input, its manifests as they were, and the
+    input's inspection when some family will need writing."""
+
+    delivery: VideoDelivery
+    recorded: dict[str, PartitionManifest | None]
+    inspected: InspectedInput | None
+
+
+def look_ahead(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> LookAhead:
+    """The reading half of a partition's write, done while the partition before it is written: the input found,
+    the manifests read and, unless every one records this input's version already, the input inspected.
+    Nothing is written and no lock taken; the write re-checks all of it under its lock, and an input changed
+    since is inspected again there."""
+    delivery = find_delivery(job.inbox, partition_key)
+    version = output_version(delivery.fingerprint, job.settings)
+    recorded = writer.load_manifests([family.name for family in job.families], partition_key)
+    current = all(manifest is not None and manifest.output_version == version for manifest in recorded.values())
+    inspected = None if current else inspect_input(delivery, job.limits, job.dataset_families, log)
+    return LookAhead(delivery, recorded, inspected)
+
+
+def write_partition(
+    job: WriteJob,
+    partition_key: str,
+    writer: ArtifactWriter,
+    log: logging.Logger,
+    ahead: Future[LookAhead] | None = None,
+) -> PartitionOutcome:
     """Write the job's families of one partition; never raises: failures are in the outcome, and in the
-    partition's failure record (`clip_assets.engine.failures`), which a success clears."""
-    outcome = _write(job, partition_key, writer, log)
+    partition's failure record (`clip_assets.engine.failures`), which a success clears. `ahead`: this
+    partition's `look_ahead`, started earlier; if it failed, its steps are done again here (and fail here,
+    if the failure is real)."""
+    outcome = _write(job, partition_key, writer, log, _found(ahead))
     if all(result.unchanged_input for result in outcome.results.values()) and not outcome.errors:
         return outcome  # up to date: written successfully before, so nothing is recorded as failed
     try:
@@ -98,15 +136,32 @@ def write_partition(job: WriteJob, partition_key: str, writer: ArtifactWriter, l
     return outcome
 
 
-def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> PartitionOutcome:
+def _found(ahead: Future[LookAhead] | None) -> LookAhead | None:
+    if ahead is None:
+        return None
+    try:
+        return ahead.result()
+    except Exception:  # read again, in the partition's own turn: a real problem fails it there, named
+        return None
+
+
+def _write(
+    job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger, found: LookAhead | None
+) -> PartitionOutcome:
     outcome = PartitionOutcome(partition_key, source=f"{job.inbox.root}/{partition_key}")
     try:
-        delivery = find_delivery(job.inbox, partition_key)  # one file, or every chunk file of the video
+        # One file, or every chunk file of the video.
+        delivery = found.delivery if found is not None else find_delivery(job.inbox, partition_key)
         outcome.source, outcome.fingerprint = delivery.name, delivery.fingerprint
         version = output_version(delivery.fingerprint, job.settings)
         # 0. Unchanged? Then verify, don't read (and take no lock).
-        recorded = writer.load_manifests([family.name for family in job.families], partition_key)
+        if found is not None:
+            recorded = found.recorded
+        else:
+            recorded = writer.load_manifests([family.name for family in job.families], partition_key)
         pending = _changed(job.families, recorded, version, writer, outcome)
+        if pending and found is not None and find_delivery(job.inbox, partition_key) != delivery:
+            return _write(job, partition_key, writer, log, None)  # changed since it was read ahead: read anew
         # Every manifest current, but the intent still names keys: a run died after its last manifest and
         # before settling (its lease is still there too). Written again (nothing is rewritten) to settle.
         unsettled = False
@@ -125,8 +180,9 @@ def _write(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: loggi
                 if not pending:
                     return outcome
             # 2. Inspect all of the input, then check that its outputs are its own.
+            inspected = found.inspected if found is not None else None
             video = open_partition_input(
-                delivery, partition_key, job.output, job.settings, job.limits, job.dataset_families, log
+                delivery, partition_key, job.output, job.settings, job.limits, job.dataset_families, log, inspected
             )
             # 3-4. Build every family's artifacts in one pass over the input, writing them as they come.
             writes = {

@@ -119,9 +119,20 @@ def _check_name(file: InboxFile, info: VideoInfo) -> None:
         )
 
 
+@dataclass(frozen=True)
+class InspectedInput:
+    """What inspection of a delivery found: the video's facts, each file's footer and (when read whole) bytes."""
+
+    delivery: VideoDelivery
+    info: VideoInfo
+    inspection: VideoInspection
+    footers: tuple[pq.FileMetaData, ...]
+    contents: tuple[bytes | None, ...]
+
+
 def inspect_input(
     delivery: VideoDelivery, limits: ValidationLimits, families: Sequence[OutputFamily], log: logging.Logger
-) -> tuple[VideoInfo, VideoInspection, tuple[pq.FileMetaData, ...], tuple[bytes | None, ...]]:
+) -> InspectedInput:
     """Every column of every clip of every file checked, every MP4 probed and WebP parsed, every family's
     `check_clip` asked; a chunked video's files must agree on the video's facts."""
     checks = VideoChecks()
@@ -134,7 +145,8 @@ def inspect_input(
         f"({inspection.num_passed} passed, {inspection.num_filtered} filtered)"
         + (f" in {len(delivery.files)} chunk files" if delivery.chunked else "")
     )
-    return info, inspection, tuple(item[2] for item in inspected), tuple(item[3] for item in inspected)
+    footers, contents = tuple(item[2] for item in inspected), tuple(item[3] for item in inspected)
+    return InspectedInput(delivery, info, inspection, footers, contents)
 
 
 def open_partition_input(
@@ -145,14 +157,18 @@ def open_partition_input(
     limits: ValidationLimits,
     families: Sequence[OutputFamily],
     log: logging.Logger,
+    inspected: InspectedInput | None = None,
 ) -> PartitionInput:
-    """Inspect the input, then make its output paths its own (claims.py); raises before any write.
+    """Inspect the input (unless `inspected` is this delivery's inspection, read ahead), then make its output
+    paths its own (claims.py); raises before any write.
 
     The intent record names every clip id about to be claimed and every key about to be written (with
     those a killed run may have left) before the claims are taken, so a run killed after claiming or
     mid-write leaves nothing the next run does not know to release or remove.
     """
-    info, inspection, footers, contents = inspect_input(delivery, limits, families, log)
+    if inspected is None or inspected.delivery != delivery:
+        inspected = inspect_input(delivery, limits, families, log)
+    info, inspection, footers, contents = inspected.info, inspected.inspection, inspected.footers, inspected.contents
     try:
         relative_video = layout.video_relative_path(info.source_video, settings.input_path)
     except layout.LayoutError as exc:
