@@ -14,8 +14,9 @@ from clip_assets.components.partitions import RANGE_END_TAG, RANGE_START_TAG
 from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract.limits import ValidationLimits
 from clip_assets.definitions import defs
+from clip_assets.engine import partition
 from clip_assets.engine.batches import write_partitions
-from clip_assets.engine.partition import WriteJob
+from clip_assets.engine.partition import READ_AHEAD_MIN_BYTES, WriteJob
 from clip_assets.families import FAMILIES as FAMILY_LIST
 from clip_assets.settings import WriterSettings
 from clip_assets.storage import LocalStorage, ObjectInfo
@@ -185,27 +186,34 @@ def engine_job(inbox: Path, output: Path, events: list[tuple[str, str]]) -> Writ
     )
 
 
-@pytest.mark.parametrize("read_ahead", [True, False])
-def test_the_next_partition_is_read_while_this_one_is_written(inbox, output, read_ahead):
+@pytest.mark.parametrize(
+    ("read_ahead", "min_bytes", "overlap"), [(True, 0, True), (False, 0, False), (True, READ_AHEAD_MIN_BYTES, False)]
+)
+def test_the_next_partition_is_read_while_this_one_is_written(
+    inbox, output, monkeypatch, read_ahead, min_bytes, overlap
+):
     """Read ahead (the default), partition b's input is read before a's last manifest is recorded: reading
-    overlaps writing. Off, b waits for a. The trees are the same either way."""
+    overlaps writing. Off, or for inputs below READ_AHEAD_MIN_BYTES (these are), b waits for a. The trees
+    are the same either way."""
+    monkeypatch.setattr(partition, "READ_AHEAD_MIN_BYTES", min_bytes)
     names = ["a.mp4", "b.mp4", "c.mp4"]
     for name in names:
-        write_video(
-            inbox / f"{name}.parquet", make_clips(6, source_video=f"/videos/{name}"), source_video=f"/videos/{name}"
-        )
+        source = f"/videos/{name}"
+        write_video(inbox / f"{name}.parquet", make_clips(6, source_video=source), source_video=source)
+    assert all(path.stat().st_size < READ_AHEAD_MIN_BYTES for path in inbox.iterdir())
     events: list[tuple[str, str]] = []
     outcomes = list(write_partitions(engine_job(inbox, output, events), names, LOG, read_ahead=read_ahead))
     assert [outcome.partition_key for outcome in outcomes] == names and not any(o.errors for o in outcomes)
     manifests_of_a = {layout.manifest_key(family.name, "a.mp4") for family in FAMILY_LIST}
     last_of_a = max(i for i, (kind, key) in enumerate(events) if kind == "put" and key in manifests_of_a)
     first_of_b = events.index(("read", "b.mp4.parquet"))
-    assert (first_of_b < last_of_a) == read_ahead, events
+    assert (first_of_b < last_of_a) == overlap, events
     assert len(list(output.glob("metas/v0/*.json"))) == 18
 
 
-def test_an_input_replaced_after_it_was_read_ahead_is_read_again(inbox, output):
+def test_an_input_replaced_after_it_was_read_ahead_is_read_again(inbox, output, monkeypatch):
     """b is replaced while a is written, after b was read ahead: b's turn finds the new file and writes it."""
+    monkeypatch.setattr(partition, "READ_AHEAD_MIN_BYTES", 0)
     write_video(inbox / "a.mp4.parquet", make_clips(4, source_video="/videos/a.mp4"), source_video="/videos/a.mp4")
     write_video(inbox / "b.mp4.parquet", make_clips(2, source_video="/videos/b.mp4"), source_video="/videos/b.mp4")
     events: list[tuple[str, str]] = []

@@ -91,6 +91,12 @@ class PartitionOutcome:
                 self.errors.setdefault(family.name, error)
 
 
+# Inputs smaller than this are inspected in their own turn, not ahead: their reading is too short to gain
+# from overlapping, and a second thread wanting the interpreter slows the writing it would overlap (W2's
+# 250 KB videos ran slower read ahead, W1's 42 MB ones faster; docs/performance.md).
+READ_AHEAD_MIN_BYTES = 4 * 1024**2
+
+
 @dataclass(frozen=True)
 class LookAhead:
     """What `look_ahead` found of a partition before its turn: its input, its manifests as they were, and the
@@ -103,14 +109,16 @@ class LookAhead:
 
 def look_ahead(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> LookAhead:
     """The reading half of a partition's write, done while the partition before it is written: the input found,
-    the manifests read and, unless every one records this input's version already, the input inspected.
-    Nothing is written and no lock taken; the write re-checks all of it under its lock, and an input changed
-    since is inspected again there."""
+    the manifests read and, unless every one records this input's version already or the input is small
+    (`READ_AHEAD_MIN_BYTES`), the input inspected. Nothing is written and no lock taken; the write re-checks
+    all of it under its lock, and an input changed since is inspected again there."""
     delivery = find_delivery(job.inbox, partition_key)
     version = output_version(delivery.fingerprint, job.settings)
     recorded = writer.load_manifests([family.name for family in job.families], partition_key)
     current = all(manifest is not None and manifest.output_version == version for manifest in recorded.values())
-    inspected = None if current else inspect_input(delivery, job.limits, job.dataset_families, log)
+    size = sum(file.info.size for file in delivery.files)
+    small = size < READ_AHEAD_MIN_BYTES
+    inspected = None if current or small else inspect_input(delivery, job.limits, job.dataset_families, log)
     return LookAhead(delivery, recorded, inspected)
 
 
