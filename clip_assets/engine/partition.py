@@ -91,8 +91,8 @@ class PartitionOutcome:
                 self.errors.setdefault(family.name, error)
 
 
-# Inputs smaller than this are inspected in their own turn, not ahead: their reading is too short to gain
-# from overlapping, and a second thread wanting the interpreter slows the writing it would overlap (W2's
+# Inputs smaller than this are read in their own turn, not ahead: their reading is too short to gain from
+# overlapping, and a second thread wanting the interpreter slows the writing it would overlap (W2's
 # 250 KB videos ran slower read ahead, W1's 42 MB ones faster; docs/performance.md).
 READ_AHEAD_MIN_BYTES = 4 * 1024**2
 
@@ -103,22 +103,23 @@ class LookAhead:
     input's inspection when some family will need writing."""
 
     delivery: VideoDelivery
-    recorded: dict[str, PartitionManifest | None]
+    # None for a small input: left to its own turn.
+    recorded: dict[str, PartitionManifest | None] | None
     inspected: InspectedInput | None
 
 
 def look_ahead(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> LookAhead:
-    """The reading half of a partition's write, done while the partition before it is written: the input found,
-    the manifests read and, unless every one records this input's version already or the input is small
-    (`READ_AHEAD_MIN_BYTES`), the input inspected. Nothing is written and no lock taken; the write re-checks
+    """The reading half of a partition's write, done while the partition before it is written: the input found
+    and, unless it is small (`READ_AHEAD_MIN_BYTES`), the manifests read and, unless every one records this
+    input's version already, the input inspected. Nothing is written and no lock taken; the write re-checks
     all of it under its lock, and an input changed since is inspected again there."""
     delivery = find_delivery(job.inbox, partition_key)
+    if sum(file.info.size for file in delivery.files) < READ_AHEAD_MIN_BYTES:
+        return LookAhead(delivery, None, None)
     version = output_version(delivery.fingerprint, job.settings)
     recorded = writer.load_manifests([family.name for family in job.families], partition_key)
     current = all(manifest is not None and manifest.output_version == version for manifest in recorded.values())
-    size = sum(file.info.size for file in delivery.files)
-    small = size < READ_AHEAD_MIN_BYTES
-    inspected = None if current or small else inspect_input(delivery, job.limits, job.dataset_families, log)
+    inspected = None if current else inspect_input(delivery, job.limits, job.dataset_families, log)
     return LookAhead(delivery, recorded, inspected)
 
 
@@ -163,7 +164,7 @@ def _write(
         outcome.source, outcome.fingerprint = delivery.name, delivery.fingerprint
         version = output_version(delivery.fingerprint, job.settings)
         # 0. Unchanged? Then verify, don't read (and take no lock).
-        if found is not None:
+        if found is not None and found.recorded is not None:
             recorded = found.recorded
         else:
             recorded = writer.load_manifests([family.name for family in job.families], partition_key)
