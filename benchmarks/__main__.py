@@ -130,6 +130,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--clips", type=int, nargs="+", help="dataset sizes in clips for `dataset` (full: 10000 100000), e.g. 1000000"
     )
+    parser.add_argument(
+        "--per-run",
+        type=int,
+        nargs="*",
+        help="scaleout: partitions per run whose Dagster cost is measured (full: 500 5000); none given: the "
+        "one-node-against-two comparison alone (a few minutes, not an hour)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="where JSON and PNG go")
     parser.add_argument("--tmp", type=Path, help="parent of the scratch folder (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (generated inputs, logs)")
@@ -166,7 +173,9 @@ def run_all(
         "dataset": lambda: bench_dataset.run(ctx, args.clips or sizes["dataset_clips"]),
         "exports": lambda: bench_exports.run(ctx, sizes["exports_clips"]),
         "partitions": lambda: bench_partitions.run(ctx, args.partitions or sizes["partitions"]),
-        "scaleout": lambda: bench_scaleout.run(ctx, *sizes["scaleout"]),
+        "scaleout": lambda: bench_scaleout.run(
+            ctx, *sizes["scaleout"][:2], sizes["scaleout"][2] if args.per_run is None else args.per_run
+        ),
     }
     rows: list[Row] = []
     status: dict[str, Any] = {}
