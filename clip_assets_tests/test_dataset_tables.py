@@ -8,7 +8,10 @@ rewrites only its own rows, and a removed one leaves nothing behind.
 
 import hashlib
 import json
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import lance
 import numpy as np
@@ -24,7 +27,7 @@ from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.read import open_dataset
 from clip_assets.dataset.tables import verify_vectors
-from clip_assets.dataset.update import verify_index
+from clip_assets.dataset.update import read_locked, verify_index
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
@@ -34,6 +37,7 @@ from clip_assets_tests.support.dataset import (
     materialization_metadata,
     materialize_dataset_tables,
     materialize_near_duplicates,
+    materialize_partition,
     output_checks,
     processed_videos,
     write_vectors,
@@ -358,3 +362,35 @@ def test_the_table_checks_fail_on_a_row_missing_or_extra_and_on_a_vector_missing
     evaluation = run_table_checks(instance, inbox, output)["matches_index"]
     assert not evaluation.passed and evaluation.severity.value == "ERROR"
     assert evaluation.description == "1 missing, 1 not in the index, 1 differ"
+
+
+def test_a_partition_no_run_holds_is_read_without_its_lock_and_one_a_run_holds_after_that_run(inbox, output, instance):
+    """On an object store a lock is two writes, so the index reads a partition no run holds without one; a
+    partition a run holds now is read once that run is done."""
+    clips = clips_with_vectors("/videos/a.mp4", 2, seed=5)
+    write_video(inbox / "a.mp4.parquet", clips, source_video="/videos/a.mp4")
+    assert materialize_partition(instance, "a.mp4", str(inbox), str(output)).success
+    storage = LocalStorage(output)
+    lock = storage.path(layout.lock_key("a.mp4"))
+    lock.unlink()  # what an object store's lease leaves once released: nothing
+    found = read_locked(storage, "a.mp4")
+    assert found is not None and sorted(found.vectors) == sorted(clip.uuid for clip in clips)
+    assert not lock.exists()  # read without taking the lock
+
+    held, release = threading.Event(), threading.Event()
+
+    def run_holding_it() -> None:
+        with storage.lock(layout.lock_key("a.mp4"), 10):
+            held.set()
+            release.wait(10)
+
+    with ThreadPoolExecutor(2) as pool:
+        holding = pool.submit(run_holding_it)
+        assert held.wait(10)
+        reading = pool.submit(read_locked, storage, "a.mp4")
+        time.sleep(0.3)
+        assert not reading.done()  # waiting for the run that holds the partition
+        release.set()
+        again = reading.result(timeout=10)
+        holding.result()
+    assert again is not None and sorted(again.documents) == sorted(found.documents)
