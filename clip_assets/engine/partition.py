@@ -103,19 +103,18 @@ class LookAhead:
     input's inspection when some family will need writing."""
 
     delivery: VideoDelivery
-    # None for a small input: left to its own turn.
-    recorded: dict[str, PartitionManifest | None] | None
+    recorded: dict[str, PartitionManifest | None]
     inspected: InspectedInput | None
 
 
-def look_ahead(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> LookAhead:
-    """The reading half of a partition's write, done while the partition before it is written: the input found
-    and, unless it is small (`READ_AHEAD_MIN_BYTES`), the manifests read and, unless every one records this
-    input's version already, the input inspected. Nothing is written and no lock taken; the write re-checks
-    all of it under its lock, and an input changed since is inspected again there."""
+def look_ahead(job: WriteJob, partition_key: str, writer: ArtifactWriter, log: logging.Logger) -> LookAhead | None:
+    """The reading half of a partition's write, done while the partition before it is written: the input found,
+    the manifests read and, unless every one records this input's version already, the input inspected. None
+    for a small input (`READ_AHEAD_MIN_BYTES`), left whole to its own turn. Nothing is written and no lock
+    taken; the write re-checks all of it under its lock, and an input changed since is read again there."""
     delivery = find_delivery(job.inbox, partition_key)
     if sum(file.info.size for file in delivery.files) < READ_AHEAD_MIN_BYTES:
-        return LookAhead(delivery, None, None)
+        return None
     version = output_version(delivery.fingerprint, job.settings)
     recorded = writer.load_manifests([family.name for family in job.families], partition_key)
     current = all(manifest is not None and manifest.output_version == version for manifest in recorded.values())
@@ -128,7 +127,7 @@ def write_partition(
     partition_key: str,
     writer: ArtifactWriter,
     log: logging.Logger,
-    ahead: Future[LookAhead] | None = None,
+    ahead: Future[LookAhead | None] | None = None,
 ) -> PartitionOutcome:
     """Write the job's families of one partition; never raises: failures are in the outcome, and in the
     partition's failure record (`clip_assets.engine.failures`), which a success clears. `ahead`: this
@@ -145,7 +144,7 @@ def write_partition(
     return outcome
 
 
-def _found(ahead: Future[LookAhead] | None) -> LookAhead | None:
+def _found(ahead: Future[LookAhead | None] | None) -> LookAhead | None:
     if ahead is None:
         return None
     try:
@@ -164,7 +163,7 @@ def _write(
         outcome.source, outcome.fingerprint = delivery.name, delivery.fingerprint
         version = output_version(delivery.fingerprint, job.settings)
         # 0. Unchanged? Then verify, don't read (and take no lock).
-        if found is not None and found.recorded is not None:
+        if found is not None:
             recorded = found.recorded
         else:
             recorded = writer.load_manifests([family.name for family in job.families], partition_key)
