@@ -11,7 +11,8 @@ import pytest
 
 from clip_assets import layout
 from clip_assets.contract.limits import ValidationLimits
-from clip_assets.engine.intent import load_intent
+from clip_assets.engine.intent import PartitionIntent, load_intent, save_intent
+from clip_assets.engine.manifest import load_manifest
 from clip_assets.engine.partition import WriteJob, write_partition
 from clip_assets.engine.writer import ArtifactWriter
 from clip_assets.families import FAMILIES
@@ -57,6 +58,32 @@ def test_removing_a_clip_from_the_input_leaves_no_file_or_folder_of_it(inbox, ou
     assert run_partition(REL).success
     assert [path for path in everything(output) if gone in path] == []
     assert layout.preview_prefix(clips[0].uuid) in everything(output)
+
+
+def test_a_clip_folder_a_killed_run_made_but_never_wrote_into_goes_with_the_clip(inbox, output):
+    """Killed between making a clip's `previews/<uuid>/` and publishing into it, a run leaves that folder empty,
+    no file in it and no manifest; once the input drops the clip, the next run removes the folder too (CI
+    found one after a kill in test_a_run_killed_mid_write_then_a_changed_input_leaves_no_orphan)."""
+    clips = make_clips(3, source_video="/videos/v.mp4")
+    write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
+    storage = LocalStorage(output)
+    job = WriteJob(FAMILIES, LocalStorage(inbox), storage, WriterSettings(input_path="/videos"), ValidationLimits())
+    assert not write_partition(job, "v.mp4", ArtifactWriter(storage), logging.getLogger(__name__)).errors
+    # What the kill leaves: every key the run meant to write named in its intent, no manifest recording any.
+    written = set()
+    for family in FAMILIES:
+        manifest = load_manifest(storage, family.name, "v.mp4")
+        assert manifest is not None
+        written |= set(manifest.entries)
+        storage.delete(layout.manifest_key(family.name, "v.mp4"))
+    save_intent(storage, PartitionIntent("v.mp4", frozenset(clip.uuid for clip in clips), frozenset(written)))
+    dropped = clips[0]
+    folder = (output / layout.preview_key(dropped.uuid, 0, 1)).parent
+    for path in folder.iterdir():
+        path.unlink()  # killed before its previews were published: the folder is all there is of them
+    write_video(inbox / "v.mp4.parquet", clips[1:], source_video="/videos/v.mp4")
+    assert not write_partition(job, "v.mp4", ArtifactWriter(storage), logging.getLogger(__name__)).errors
+    assert [path for path in everything(output) if dropped.uuid in path] == []
 
 
 def test_a_run_killed_mid_write_then_a_changed_input_leaves_no_orphan(tmp_path, inbox, instance, reliability):

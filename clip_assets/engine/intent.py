@@ -78,10 +78,16 @@ def remove_unrecorded(storage: Storage, intent: PartitionIntent, recorded: Itera
     """Delete the keys the intent names that exist but no manifest of the partition records: what a killed
     run wrote for an input that has changed since. Called under the partition's lock, after a run wrote
     every family, so nothing of a run in progress is touched; the keys are the partition's own (its clip
-    ids are claimed, its video too). Returns the keys removed."""
+    ids are claimed, its video too). Returns the keys removed.
+
+    A key that was never written may still have its folder: a run killed between making a clip's
+    `previews/<uuid>/` and publishing into it leaves it empty on local disk. Deleting the key (nothing, where
+    it is missing) removes the folders it would have emptied; on an object store there are none, and this
+    path runs only after a killed run."""
     candidates = sorted(intent.keys - set(recorded))
     found = storage.stat_many(candidates)
     removed = [key for key, info in zip(candidates, found, strict=True) if info is not None]
-    for key in removed:
-        storage.delete(key)
+    for key, info in zip(candidates, found, strict=True):
+        if info is not None or layout.folders_emptied_by(key):
+            storage.delete(key)
     return removed
