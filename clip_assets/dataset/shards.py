@@ -45,7 +45,7 @@ import mmap
 import tarfile
 import tempfile
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -761,24 +761,27 @@ def update_shards(
     """
     catalog = _catalog(rows, excluded, model, strict, batch_rows)
     ranges = plan_ranges(catalog.high, catalog.low, catalog.sizes, shard_bytes)
-    unchanged = _as_stored(storage, catalog, ranges, shard_bytes, strict)
-    if unchanged is not None:  # a dataset whose shards are up to date takes no lock and writes nothing
-        return unchanged
+    previous, existing, plan = _plan(storage, catalog, ranges, strict)
+    if previous is not None and all(shard.stands is not None for shard in plan):
+        index = ShardsIndex(
+            shard_bytes, tuple(s.stands for s in plan if s.stands), catalog.model, tuple(catalog.absent)
+        )
+        if index == previous and not existing.keys() - {entry.key for entry in index.shards}:
+            # Up to date: no lock taken, nothing written (looked at again under the lock otherwise).
+            return ShardsUpdate(index, kept=[entry.key for entry in index.shards])
     with storage.lock(layout.training_shards_lock_key(), lock_timeout_s):
-        previous = load_shards_index(storage)
-        by_range = {entry.range_name: entry for entry in previous.shards} if previous else {}
-        existing = {info.key: info.size for info in storage.list(layout.TRAINING_SHARDS) if info.key.endswith(".tar")}
+        previous, existing, plan = _plan(storage, catalog, ranges, strict)
         update = ShardsUpdate(ShardsIndex(shard_bytes, ()))
         entries = []
-        for depth, prefix, first, end in ranges:
-            name, planned = range_name(depth, prefix), catalog.fingerprint(first, end)
-            old = by_range.get(name)
-            if old is not None and _still_stands(storage, old, planned, existing, strict):
-                entries.append(old)
-                update.kept.append(old.key)
+        for shard in plan:
+            if shard.stands is not None:
+                entries.append(shard.stands)
+                update.kept.append(shard.stands.key)
             else:
-                samples = _range_samples(rows, catalog, first, end, excluded, batch_rows)
-                entries.append(_store(storage, name, planned, samples, existing, workers, strict, update))
+                samples = _range_samples(rows, catalog, shard.first, shard.end, excluded, batch_rows)
+                entries.append(
+                    _store(storage, shard.name, shard.fingerprint, samples, existing, workers, strict, update)
+                )
         update.index = ShardsIndex(shard_bytes, tuple(entries), catalog.model, tuple(catalog.absent))
         if update.index != previous:  # an unchanged dataset writes nothing at all
             document = json.dumps(update.index.to_json(), indent=1).encode()
@@ -790,35 +793,37 @@ def update_shards(
     return update
 
 
-def _still_stands(storage: Storage, old: ShardEntry, planned: str, existing: Mapping[str, int], strict: bool) -> bool:
-    """Whether a stored shard is what its range plans now: same members and rows, its tar whole, and none of
-    the clips it left out readable again."""
-    return (
-        old.fingerprint == planned
-        and existing.get(old.key) == old.bytes
-        and not (old.left_out and (strict or _readable_again(storage, old.left_out)))
-    )
+@dataclass(frozen=True)
+class _PlannedRange:
+    """One range of the plan, and its stored shard when that is still exactly what the range makes."""
+
+    name: str
+    fingerprint: str
+    first: int
+    end: int
+    stands: ShardEntry | None
 
 
-def _as_stored(
-    storage: Storage, catalog: _Catalog, ranges: Sequence[tuple[int, int, int, int]], shard_bytes: int, strict: bool
-) -> ShardsUpdate | None:
-    """The update, when the stored shards and index are already exactly what `ranges` plan; None otherwise."""
+def _plan(
+    storage: Storage, catalog: _Catalog, ranges: Sequence[tuple[int, int, int, int]], strict: bool
+) -> tuple[ShardsIndex | None, dict[str, int], list[_PlannedRange]]:
+    """The stored index, the stored tars (key -> size) and each range with the shard of it that still stands: same
+    members and rows, its tar whole, none of the clips it left out readable again."""
     previous = load_shards_index(storage)
-    if previous is None:
-        return None
-    by_range = {entry.range_name: entry for entry in previous.shards}
+    by_range = {entry.range_name: entry for entry in previous.shards} if previous else {}
     existing = {info.key: info.size for info in storage.list(layout.TRAINING_SHARDS) if info.key.endswith(".tar")}
-    entries = []
+    plan = []
     for depth, prefix, first, end in ranges:
-        old = by_range.get(range_name(depth, prefix))
-        if old is None or not _still_stands(storage, old, catalog.fingerprint(first, end), existing, strict):
-            return None
-        entries.append(old)
-    index = ShardsIndex(shard_bytes, tuple(entries), catalog.model, tuple(catalog.absent))
-    if index != previous or existing.keys() - {entry.key for entry in entries}:
-        return None
-    return ShardsUpdate(index, kept=[entry.key for entry in entries])
+        name, planned = range_name(depth, prefix), catalog.fingerprint(first, end)
+        old = by_range.get(name)
+        stands = (
+            old is not None
+            and old.fingerprint == planned
+            and existing.get(old.key) == old.bytes
+            and not (old.left_out and (strict or _readable_again(storage, old.left_out)))
+        )
+        plan.append(_PlannedRange(name, planned, first, end, old if stands else None))
+    return previous, existing, plan
 
 
 def duplicates_not_kept(groups: pa.Table | None) -> frozenset[str]:

@@ -135,9 +135,10 @@ def read_locked(
         try:
             found = read()
         except (StorageError, ci.ClipIndexError):
-            before = []  # read again under the lock: it waits for the writer, and then fails if it is real
-        if before and _fingerprints(storage, watched) == before:
-            return found
+            pass  # read again under the lock: it waits for a writer, and then fails if the problem is real
+        else:
+            if _fingerprints(storage, watched) == before:
+                return found
     with storage.lock(layout.lock_key(partition_key), LOCK_TIMEOUT_S):
         return read()
 
