@@ -15,10 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import materialize
 
 from clip_assets import layout
-from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset import clip_index as ci
 from clip_assets.dataset.clip_index import ClipIndexError, EmbeddingModel
 from clip_assets.dataset.outputs import read_partition_outputs
@@ -30,12 +28,10 @@ from clip_assets.families import FAMILIES
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.curated import materialize_exports
 from clip_assets_tests.support.dataset import (
-    FAMILY_ASSETS,
-    build_resources,
-    dataset_summary,
     materialization_metadata,
     materialize_dataset_tables,
     materialize_near_duplicates,
+    materialize_summary,
     synthetic_outputs,
 )
 from clip_assets_tests.support.factories import make_clips, write_video
@@ -135,12 +131,7 @@ def test_a_second_model_lives_beside_the_first_and_changing_the_model_deletes_no
                     expected = clips[member.name.split(".")[0]].embeddings[INTERN]
                     np.testing.assert_array_equal(np.load(io.BytesIO(data)), expected)
 
-    summary = materialize(
-        [*FAMILY_ASSETS, dataset_summary],
-        selection=[dataset_summary],
-        instance=instance,
-        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
-    )
+    summary = materialize_summary(instance, str(inbox), str(output))
     assert summary.success
     tables = json.loads((output / layout.dataset_summary_key()).read_text())["dataset_tables"]
     assert tables["vectors_by_model"] == {COSMOS: 9, f"{INTERN} 2.0": 9} and tables["clip_vectors"] == 18

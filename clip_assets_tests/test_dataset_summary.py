@@ -2,15 +2,13 @@ import io
 import json
 import tarfile
 
-from dagster import materialize
 from PIL import Image
 
-from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.dataset.shards import load_shards_index
 from clip_assets.dataset.summary import HISTOGRAM_BINS, MAX_VIDEO_BARS, DatasetStats, plot_png, videos_chart
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.curated import curate, materialize_exports
-from clip_assets_tests.support.dataset import FAMILY_ASSETS, build_resources, dataset_summary
+from clip_assets_tests.support.dataset import materialize_summary
 from clip_assets_tests.support.factories import write_video
 
 
@@ -20,7 +18,7 @@ def test_rolls_up_every_partition(inbox, output, instance, run_partition):
     assert run_partition("a.mp4").success and run_partition("b.mp4").success
     instance.add_dynamic_partitions("processed_videos", ["never-materialized.mp4"])
 
-    result = summarize(inbox, output, instance)
+    result = materialize_summary(instance, str(inbox), str(output))
     summary = json.loads((output / "_clip_assets/dataset_summary.json").read_text())
     assert summary["videos"] == 2
     assert (summary["clips_passed"], summary["clips_filtered"]) == (4, 1)
@@ -37,21 +35,12 @@ def test_rolls_up_every_partition(inbox, output, instance, run_partition):
     assert metadata["plot"].value.startswith("![dataset summary](data:image/png;base64,")
 
 
-def summarize(inbox, output, instance):
-    return materialize(
-        [*FAMILY_ASSETS, dataset_summary],
-        selection=[dataset_summary],
-        instance=instance,
-        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
-    )
-
-
 def test_one_partition_and_no_partition(inbox, output, instance, run_partition):
-    assert summarize(inbox, output, instance).success
+    assert materialize_summary(instance, str(inbox), str(output)).success
     assert json.loads((output / "_clip_assets/dataset_summary.json").read_text())["videos"] == 0
     write_video(inbox / "a.mp4.parquet", source_video="/videos/a.mp4", num_clips=2)
     assert run_partition("a.mp4").success
-    assert summarize(inbox, output, instance).success
+    assert materialize_summary(instance, str(inbox), str(output)).success
     summary = json.loads((output / "_clip_assets/dataset_summary.json").read_text())
     assert summary["videos"] == 1 and summary["clips_by_video"] == {"a.mp4": 2}
 
@@ -61,7 +50,7 @@ def test_the_summary_counts_the_training_shards(inbox, output, instance):
     assert materialize_exports(instance, inbox, str(output), shard_bytes=1 << 20, page_size=3).success
     index = load_shards_index(LocalStorage(output))
     assert index is not None and index.samples == 5  # a: 2 passed, b: 3, no near-duplicates between them
-    result = summarize(inbox, output, instance)
+    result = materialize_summary(instance, str(inbox), str(output))
     tables = json.loads((output / "_clip_assets/dataset_summary.json").read_text())["dataset_tables"]
     # What is on disk, counted here: the tars, their bytes, the samples in them (one MP4 each).
     tars = sorted((output / "training_shards").glob("*.tar"))

@@ -32,12 +32,12 @@ from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import (
     FAMILY_ASSETS,
     build_resources,
-    dataset_summary,
     dataset_tables,
     materialization_metadata,
     materialize_dataset_tables,
     materialize_near_duplicates,
     materialize_partition,
+    materialize_summary,
     output_checks,
     processed_videos,
     write_vectors,
@@ -206,12 +206,7 @@ def test_near_duplicates_group_every_planted_pair(inbox, output, instance, run_p
     assert materialization_metadata(tight, "near_duplicates")["groups"] == 0
 
     # The dataset summary carries the tables' figures.
-    summary = materialize(
-        [*FAMILY_ASSETS, dataset_summary],
-        selection=[dataset_summary],
-        instance=instance,
-        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
-    )
+    summary = materialize_summary(instance, str(inbox), str(output))
     assert materialization_metadata(summary, "dataset_summary")["clip_index_rows"] == 11
     figures = json.loads((output / "_clip_assets/dataset_summary.json").read_text())["dataset_tables"]
     index_figures = ("clip_index_rows", "clip_index_passed", "clip_vectors", "near_duplicate_groups", "duplicate_rate")

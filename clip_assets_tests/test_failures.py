@@ -8,15 +8,12 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dagster import materialize
-
 from clip_assets import layout
-from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract import schema
 from clip_assets.engine.failures import record_failures
 from clip_assets.families import FAMILIES as OUTPUT_FAMILIES
 from clip_assets.storage import LocalStorage, StorageError
-from clip_assets_tests.support.dataset import FAMILY_ASSETS, build_resources, dataset_summary
+from clip_assets_tests.support.dataset import materialize_summary
 from clip_assets_tests.support.factories import make_clips, write_video
 
 FAMILIES = sorted(family.name for family in OUTPUT_FAMILIES)
@@ -67,12 +64,7 @@ def test_a_failed_partition_is_recorded_with_file_row_field_time_and_run_and_cle
     assert [(f["partition"], f["run_id"], f["errors"][0]["row"]) for f in listed] == [("bad.mp4", failed_run.run_id, 2)]
 
     # The summary shows the failed partition and its reason.
-    summary_run = materialize(
-        [*FAMILY_ASSETS, dataset_summary],
-        selection=[dataset_summary],
-        instance=instance,
-        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
-    )
+    summary_run = materialize_summary(instance, str(inbox), str(output))
     summary = json.loads((output / layout.dataset_summary_key()).read_text())
     assert summary["failed_partitions"] == 1
     assert summary["top_failure_reasons"] == {f"ProcessedVideoError in {schema.SPAN_END}": 1}

@@ -23,23 +23,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from dagster import materialize
 
 from benchmarks.compare_trees import Report, compare_file, list_tree, pattern_of, root_forms
 from clip_assets import layout
-from clip_assets.components.resources import WriterSettingsResource
 from clip_assets.contract.identity import derive_clip_uuid
 from clip_assets.dataset.read import open_dataset
 from clip_assets.dataset.shards import duplicates_not_kept
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.curated import materialize_exports
 from clip_assets_tests.support.dataset import (
-    FAMILY_ASSETS,
-    build_resources,
-    dataset_summary,
     materialization_metadata,
     materialize_dataset_tables,
     materialize_partition,
+    materialize_summary,
     sensor_tick,
 )
 from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_in_session, run_nemo_side
@@ -433,12 +429,7 @@ def test_a_nemo_tree_with_a_passed_clip_without_its_mp4_makes_every_dataset_asse
             members += [name.removesuffix(".mp4") for name in archive.getnames() if name.endswith(".mp4")]
     assert sorted(members) == sorted(passed_with_mp4 - removed) and removed < passed_with_mp4
 
-    summary = materialize(
-        [*FAMILY_ASSETS, dataset_summary],
-        selection=[dataset_summary],
-        instance=instance,
-        resources=build_resources(str(inbox), str(output), WriterSettingsResource()),
-    )
+    summary = materialize_summary(instance, str(inbox), str(output))
     assert summary.success
     figures = json.loads((output / "_clip_assets/dataset_summary.json").read_text())["dataset_tables"]
     assert figures["training_clips_left_out"] == 1 and figures["gallery_clips_without_mp4"] == 1

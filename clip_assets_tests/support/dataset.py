@@ -139,6 +139,16 @@ def materialize_dataset_tables(
     )
 
 
+def materialize_summary(instance: DagsterInstance, inbox: str, output: str) -> ExecuteInProcessResult:
+    """The dataset summary over every partition's outputs, as they are."""
+    return materialize(
+        [*FAMILY_ASSETS, dataset_summary],
+        selection=[dataset_summary],
+        instance=instance,
+        resources=build_resources(inbox, output, WriterSettingsResource()),
+    )
+
+
 def materialize_near_duplicates(
     instance: DagsterInstance,
     inbox: str,
