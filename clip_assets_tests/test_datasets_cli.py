@@ -3,6 +3,7 @@ dataset from its own defs.yaml and touches nothing of the other; mistakes are on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -156,10 +157,14 @@ def test_a_dot_env_file_sets_the_home_as_for_dagster_s_own_commands(two_datasets
     home.mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    (tmp_path / ".env").write_text(f"DAGSTER_HOME={home}\n")
+    monkeypatch.delenv("CLIP_ASSETS_INPUT_PATH", raising=False)
+    (tmp_path / ".env").write_text(f"DAGSTER_HOME={home}\nCLIP_ASSETS_INPUT_PATH=/videos-of-the-demo\n")
     assert made.cli("discover", env={"DAGSTER_HOME": None}).exit_code == 0
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_dynamic_partitions("processed_videos") == ["d.mp4"]
+    # The file's settings were the command's: whatever calls the CLI in-process (here, the test session)
+    # keeps its own environment, so nothing after it records in the demo's home or reads its folders.
+    assert "CLIP_ASSETS_INPUT_PATH" not in os.environ
 
 
 def test_version():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,16 @@ from clip_assets_tests.support.dataset import (
     materialize_summary,
     sensor_tick,
 )
-from clip_assets_tests.support.nemo import INSTALL, REPO, checkout_first, nemo_python, run_in_session, run_nemo_side
+from clip_assets_tests.support.nemo import (
+    FFPROBE_MISSING,
+    INSTALL,
+    REPO,
+    checkout_first,
+    nemo_python,
+    run_in_session,
+    run_nemo_side,
+)
+from clip_assets_tests.support.processes import unavailable_here
 
 # The first test builds NeMo's virtualenv when it is not cached (bounded by support/nemo.py), a real
 # NeMo pipeline runs up to 15 minutes (run_nemo_side's bound): each test gets room for both.
@@ -54,7 +64,11 @@ DELIBERATE = {("metas/v0/*.json", "value", "num_frames"), ("metas/v0/*.json", "v
 
 @pytest.fixture(scope="session")
 def nemo() -> Path:
-    """The NeMo Curator virtualenv's interpreter; a failure to build it fails the tests, loudly."""
+    """The NeMo Curator virtualenv's interpreter. Without Debian's ffprobe the tests are skipped on a
+    workstation and fail under CI, as the browser tests without Chromium; a failure to build it fails
+    them, loudly."""
+    if shutil.which("ffprobe") is None:
+        unavailable_here(FFPROBE_MISSING)
     return nemo_python()
 
 

@@ -66,10 +66,10 @@ def _debugging(ctx: click.Context) -> bool:
 @click.pass_context
 def main(ctx: click.Context, debug: bool, module: str) -> None:
     """Turn processed videos into NeMo Curator-compatible curated outputs and a curated dataset, as Dagster assets."""
-    from clip_assets.cli.home import load_env_file
+    from clip_assets.cli.home import env_file_applied
 
     del debug  # read through the context by ClipAssetsGroup
-    load_env_file()
+    ctx.with_resource(env_file_applied())
     ctx.obj = module
 
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import DagsterInstance
-from dotenv import load_dotenv
+from dotenv import dotenv_values
 
 from clip_assets.cli.errors import UsageProblem
 from clip_assets.components.environment import DATA_DIR
@@ -30,11 +30,25 @@ def project_home(workdir: Path = Path(DATA_DIR)) -> Path:
     return workdir / "dagster_home"
 
 
-def load_env_file(directory: Path | None = None) -> None:
-    """The working directory's `.env`, as Dagster's commands load it; set variables win."""
+@contextmanager
+def env_file_applied(directory: Path | None = None) -> Iterator[None]:
+    """The working directory's `.env`, as Dagster's commands load it (set variables win), for one command.
+
+    Its variables leave with the command: a program that calls the CLI in-process (a notebook, a test)
+    keeps its own environment, and a later command run elsewhere does not inherit the demo's settings."""
     env_file = (directory or Path.cwd()) / ENV_FILE
-    if env_file.is_file():
-        load_dotenv(env_file, override=False)
+    added = {
+        name: value
+        for name, value in (dotenv_values(env_file).items() if env_file.is_file() else ())
+        if value is not None and name not in os.environ
+    }
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name, value in added.items():
+            if os.environ.get(name) == value:
+                del os.environ[name]
 
 
 @contextmanager

@@ -202,7 +202,9 @@ def running_deployment(home: Path, env: Mapping[str, str], logs: Path) -> Iterat
         }
     )
     graphql = DagsterGraphQL(f"http://127.0.0.1:{web_port}")
-    deployment = Deployment(full_env, REPO, logs, home=home, webserver_port=web_port, graphql=graphql)
+    # Started in the logs' folder, not the checkout: Dagster's commands apply a `.env` of their working
+    # directory over their environment, and the demo leaves one in the checkout pointing at its own home.
+    deployment = Deployment(full_env, logs, logs, home=home, webserver_port=web_port, graphql=graphql)
     try:
         deployment.start(
             "code-server",

@@ -31,6 +31,9 @@ CACHE = Path.home() / ".cache" / "clip-assets"
 IMPORT_CHECK = "import clip_assets.nemo, nemo_curator.stages.video.io.clip_writer, nemo_curator.backends.ray_actor_pool"
 
 
+FFPROBE_MISSING = "ffprobe not found: NeMo probes clips with it (Debian: apt-get install -y ffmpeg)"
+
+
 class NemoSetupError(RuntimeError):
     """The NeMo virtualenv could not be built; the message holds the command and its output."""
 
@@ -49,7 +52,7 @@ def _run(command: list[str], env: dict[str, str], what: str) -> None:
 def nemo_python() -> Path:
     """The interpreter of the cached virtualenv, built first if needed (about two minutes)."""
     if shutil.which("ffprobe") is None:
-        raise NemoSetupError("ffprobe not found: NeMo probes clips with it (Debian: apt-get install -y ffmpeg)")
+        raise NemoSetupError(FFPROBE_MISSING)
     venv = CACHE / f"nemo-{venv_key()}"
     python = venv / "bin" / "python"
     stamp = venv / "clip-assets-ready"
