@@ -594,7 +594,13 @@ def backfill_on_the_cluster(
         retries = [run for run in curate_runs(instance) if run.tags.get("dagster/root_run_id") == last.run_id]
         assert [run.run_id for run in retries] == [retry.run_id]
         assert retry.tags["dagster/retry_number"] == "1"
-        jobs = ray_job_nodes(cluster)
+        # Dagster has the retry's success from its events; Ray ends its job when the process exits, after.
+        jobs = deployment.wait(
+            lambda: (found := ray_job_nodes(cluster))[retry.run_id][0] not in ("PENDING", "RUNNING") and found,
+            60,
+            "the retry's Ray job to end",
+            context=runs_now,
+        )
         assert jobs[last.run_id] == ("FAILED", killed_ip), jobs[last.run_id]
         (other_ip,) = set(WORKER_IPS) - {killed_ip}
         assert jobs[retry.run_id] == ("SUCCEEDED", other_ip), jobs[retry.run_id]

@@ -6,6 +6,7 @@ Everything here talks to a real `dagster-webserver` over loopback; nothing is mo
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from typing import Any
 
 # Definitions(...) without a repository name gets this one.
 REPOSITORY_NAME = "__repository__"
+# The sensor daemon starts a tick at most every 5 s; twice that without a new tick means none is coming.
+SENSORS_QUIET_S = 10.0
+SENSORS_SETTLE_TIMEOUT_S = 120.0
 
 
 class GraphQLError(RuntimeError):
@@ -81,7 +85,7 @@ SENSORS_QUERY = """
 query Sensors($selector: RepositorySelector!) {
   sensorsOrError(repositorySelector: $selector) {
     __typename
-    ... on Sensors { results { id name sensorState { status } } }
+    ... on Sensors { results { id name sensorState { status ticks(limit: 1) { id status } } } }
     ... on PythonError { message }
   }
 }
@@ -100,18 +104,41 @@ mutation StopSensor($id: String!) {
 
 
 def stop_all_sensors(graphql: DagsterGraphQL, location: str) -> list[str]:
-    """Stops every sensor of the location (they run by default); returns their names."""
+    """Stops every sensor of the location (they run by default) and returns their names once no tick of
+    theirs can still request a run.
+
+    Stopping does not end a tick already under way: the daemon reads which sensors run, then evaluates
+    each, and a tick begun before the stop still submits its runs. So this waits until no tick is in
+    progress and none has begun for longer than the daemon's loop (5 s) takes to start one."""
     selector = {"repositoryLocationName": location, "repositoryName": REPOSITORY_NAME}
-    sensors = graphql(SENSORS_QUERY, {"selector": selector})["sensorsOrError"]
-    if sensors["__typename"] != "Sensors":
-        raise GraphQLError(str(sensors))
+
+    def sensors() -> list[dict[str, Any]]:
+        found = graphql(SENSORS_QUERY, {"selector": selector})["sensorsOrError"]
+        if found["__typename"] != "Sensors":
+            raise GraphQLError(str(found))
+        results: list[dict[str, Any]] = found["results"]
+        return results
+
     stopped = []
-    for sensor in sensors["results"]:
+    for sensor in sensors():
         result = graphql(STOP_SENSOR, {"id": sensor["id"]})["stopSensor"]
         state = result.get("instigationState") or {}
         if state.get("status") != "STOPPED":
             raise GraphQLError(f"could not stop sensor {sensor['name']}: {result}")
         stopped.append(sensor["name"])
+
+    def last_ticks() -> list[tuple[str, str]]:
+        return [(tick["id"], tick["status"]) for sensor in sensors() for tick in sensor["sensorState"]["ticks"]]
+
+    deadline = time.monotonic() + SENSORS_SETTLE_TIMEOUT_S
+    seen, quiet_since = last_ticks(), time.monotonic()
+    while time.monotonic() - quiet_since < SENSORS_QUIET_S:
+        if time.monotonic() > deadline:
+            raise GraphQLError(f"sensors {stopped} still ticking {SENSORS_SETTLE_TIMEOUT_S} s after they were stopped")
+        time.sleep(0.5)
+        now = last_ticks()
+        if now != seen or any(status == "STARTED" for _, status in now):
+            seen, quiet_since = now, time.monotonic()
     return stopped
 
 
