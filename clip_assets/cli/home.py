@@ -31,12 +31,12 @@ def project_home(workdir: Path = Path(DATA_DIR)) -> Path:
 
 
 @contextmanager
-def env_file_applied(directory: Path | None = None) -> Iterator[None]:
+def env_file_applied() -> Iterator[None]:
     """The working directory's `.env`, as Dagster's commands load it (set variables win), for one command.
 
     Its variables leave with the command: a program that calls the CLI in-process (a notebook, a test)
     keeps its own environment, and a later command run elsewhere does not inherit the demo's settings."""
-    env_file = (directory or Path.cwd()) / ENV_FILE
+    env_file = Path.cwd() / ENV_FILE
     added = {
         name: value
         for name, value in (dotenv_values(env_file).items() if env_file.is_file() else ())
