@@ -81,6 +81,8 @@ class RayCluster(ServerGroup):
     lost: list[RayNode] = field(default_factory=list, kw_only=True)
     # Seconds from the first `ray start` to the last node listed alive.
     started_in_s: float = field(default=0.0, kw_only=True)
+    # Every node id -> address the dashboard has listed: it drops a dead node from its list after a while.
+    seen_node_ips: dict[str, str] = field(default_factory=dict, kw_only=True)
 
     @property
     def address(self) -> str:
@@ -156,9 +158,11 @@ class RayCluster(ServerGroup):
         return {"Authorization": f"Bearer {Path(token_path).read_text().strip()}"} if token_path else {}
 
     def node_id_ips(self) -> dict[str, str]:
-        """Ray's node id -> the node's address, for every node the cluster ever had (dead ones too)."""
+        """Ray's node id -> the node's address, for every node listed now or by any earlier call (a killed
+        node's id still names it after the dashboard has let it go)."""
         nodes = self.dashboard_get("/nodes?view=summary")["data"]["summary"]
-        return {n["raylet"]["nodeId"]: n["raylet"]["nodeManagerAddress"] for n in nodes}
+        self.seen_node_ips.update({n["raylet"]["nodeId"]: n["raylet"]["nodeManagerAddress"] for n in nodes})
+        return dict(self.seen_node_ips)
 
     def jobs(self) -> list[dict[str, Any]]:
         """Ray's job table: every submitted job with its status and the node its driver ran on."""
