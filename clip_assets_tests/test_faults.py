@@ -18,7 +18,7 @@ from clip_assets.engine.manifest import PartitionManifest
 from clip_assets.storage import LocalStorage
 from clip_assets_tests.support.dataset import materialize_partition, unrecorded
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
-from clip_assets_tests.support.partition_process import kill_when, spawn
+from clip_assets_tests.support.partition_process import SHORT_LEASES, kill_when, spawn
 from clip_assets_tests.support.processes import unavailable_here
 
 KEY = "v.mp4"
@@ -97,6 +97,7 @@ def test_a_run_killed_mid_upload_leaves_no_partial_object_on_s3(tmp_path, heavy_
     assert materialize_partition(instance, KEY, str(heavy_inbox), clean, s3=s3.connection).success
     clean_files = nemo_files(s3.storage("clean"))
     env = {
+        **SHORT_LEASES,  # the re-run waits out the killed run's lease
         "AWS_ENDPOINT_URL_S3": s3.proxy.url,
         "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path",
     }
@@ -118,12 +119,12 @@ def test_a_run_killed_mid_upload_leaves_no_partial_object_on_s3(tmp_path, heavy_
     )
 
 
-@pytest.mark.timeout(900)  # the re-runs wait out the killed runs' leases (lease.TTL_S + CLOCK_SKEW_S: 150 s)
+@pytest.mark.timeout(900)  # the re-runs wait out the killed runs' leases (SHORT_LEASES)
 def test_on_azure_and_gcs_a_run_killed_mid_upload_leaves_no_partial_object_and_no_orphan(
     tmp_path, heavy_inbox, azure, gcs, instance, reliability
 ):
     """test_a_run_killed_mid_upload_leaves_no_partial_object_on_s3 and leftovers' killed-run case in one,
-    on both stores at once, so that the waits for the killed runs' leases (150 s each) overlap: killed
+    on both stores at once, so that the waits for the killed runs' (short) leases overlap: killed
     mid-upload, every visible object is complete; the input then drops the clips the killed run wrote,
     and the re-run gives exactly a clean run's tree of the new input, with no object that no manifest
     records."""
@@ -139,14 +140,14 @@ def test_on_azure_and_gcs_a_run_killed_mid_upload_leaves_no_partial_object_and_n
         clean_changed[cloud.name] = nemo_files(cloud.storage("clean-changed"))
         cloud.proxy.reset_counts()
         home = tmp_path / f"home {cloud.name}"
-        process = start(heavy_inbox, cloud.url("killed"), home, cloud.env)
+        process = start(heavy_inbox, cloud.url("killed"), home, {**cloud.env, **SHORT_LEASES})
         kill_when(process, lambda cloud=cloud: cloud.writes_under(f"killed/{layout.CLIPS}") >= 3)
         storage = cloud.storage("killed")
         for key, data in nemo_files(storage).items():
             assert data == clean[key], f"{cloud.name}: {key} is visible but not complete"
         manifests_parse(storage)
         assert any(key.startswith(layout.CLIPS) for key in unrecorded(storage))  # what the kill left behind
-        reruns[cloud.name] = start(changed_inbox, cloud.url("killed"), home, cloud.env)
+        reruns[cloud.name] = start(changed_inbox, cloud.url("killed"), home, {**cloud.env, **SHORT_LEASES})
 
     for cloud in (azure, gcs):
         rerun = reruns[cloud.name]

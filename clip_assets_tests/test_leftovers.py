@@ -17,10 +17,10 @@ from clip_assets.engine.partition import WriteJob, write_partition
 from clip_assets.engine.writer import ArtifactWriter
 from clip_assets.families import FAMILIES
 from clip_assets.settings import WriterSettings
-from clip_assets.storage import LocalStorage, ObjectInfo, StorageError
+from clip_assets.storage import LocalStorage, ObjectInfo, StorageError, lease
 from clip_assets_tests.support.dataset import materialize_partition, unrecorded
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
-from clip_assets_tests.support.partition_process import kill_when, spawn
+from clip_assets_tests.support.partition_process import SHORT_LEASE_TTL_S, SHORT_LEASES, kill_when, spawn
 
 REL = "cam1/street walk.mp4"
 
@@ -116,13 +116,17 @@ def test_a_run_killed_mid_write_then_a_changed_input_leaves_no_orphan(tmp_path, 
     )
 
 
-@pytest.mark.timeout(600)  # the re-run waits out the killed run's lease (lease.TTL_S + CLOCK_SKEW_S: 150 s)
-def test_on_s3_a_killed_run_then_a_changed_input_leaves_no_orphan(tmp_path, inbox, s3, instance, reliability):
+@pytest.mark.timeout(600)  # the re-run waits out the killed run's lease (SHORT_LEASES)
+def test_on_s3_a_killed_run_then_a_changed_input_leaves_no_orphan(
+    tmp_path, inbox, s3, instance, reliability, monkeypatch
+):
     clips = make_clips(6, source_video="/videos/v.mp4")
     for index, clip in enumerate(clips):
         clip.mp4 = noise_mp4(1_000_000, seed=index)
     write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
-    env = {"AWS_ENDPOINT_URL_S3": s3.proxy.url, "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path"}
+    env = {**SHORT_LEASES, "AWS_ENDPOINT_URL_S3": s3.proxy.url, "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path"}
+    # The re-run is this process's: it takes the killed child's short lease over with the children's margin.
+    monkeypatch.setattr(lease, "CLOCK_SKEW_S", SHORT_LEASE_TTL_S / 4)
     run = spawn(inbox, s3.url("out"), tmp_path / "home", "v.mp4", 1, env)
     storage = s3.storage("out")
     clip_puts = f"/out/{layout.CLIPS}"

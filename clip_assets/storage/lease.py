@@ -31,12 +31,13 @@ class ExpiringLease:
     """Held from `acquire` to `release`; `check` raises if a renewal failed long enough to lose it."""
 
     def __init__(
-        self, storage: ConditionalWrites, key: str, ttl_s: float = TTL_S, renew_every_s: float = RENEW_EVERY_S
+        self, storage: ConditionalWrites, key: str, ttl_s: float | None = None, renew_every_s: float | None = None
     ) -> None:
         self.storage = storage
         self.key = key
-        self.ttl_s = ttl_s
-        self.renew_every_s = renew_every_s
+        # The module's values when the lease is made, not when this module was imported.
+        self.ttl_s = TTL_S if ttl_s is None else ttl_s
+        self.renew_every_s = RENEW_EVERY_S if renew_every_s is None else renew_every_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.etag: str | None = None
         self.lost: str | None = None

@@ -22,10 +22,23 @@ from dagster import DagsterInstance, materialize
 
 from clip_assets.components.environment import configured
 from clip_assets.components.resources import WriterSettingsResource, s3_connection
+from clip_assets.storage import lease
 from clip_assets_tests.support.dataset import FAMILY_ASSETS, PARTITIONS_NAME, build_resources, processed_videos
 from clip_assets_tests.support.processes import wait_for
 
 BARRIER_VAR = "CLIP_ASSETS_TEST_BARRIER"
+# Seconds a lease of the child lasts (SHORT_LEASES): a killed run's lease is then waited out in seconds.
+LEASE_TTL_VAR = "CLIP_ASSETS_TEST_LEASE_TTL_S"
+SHORT_LEASE_TTL_S = 8.0
+SHORT_LEASES = {LEASE_TTL_VAR: str(SHORT_LEASE_TTL_S)}
+
+
+def use_short_leases(ttl_s: float = SHORT_LEASE_TTL_S) -> None:
+    """Leases of `ttl_s` in this process, renewed every quarter of it, a quarter's clock-skew margin.
+
+    A re-run after a killed run waits out the killed run's lease: lease.TTL_S + CLOCK_SKEW_S, 150 s, on
+    every store but local disk. Expiry, renewal and takeover run the same code at this scale."""
+    lease.TTL_S, lease.RENEW_EVERY_S, lease.CLOCK_SKEW_S = ttl_s, ttl_s / 4, ttl_s / 4
 
 
 def spawn(
@@ -78,6 +91,8 @@ def _wait_at_barrier(barrier: Path) -> None:
 
 
 def main(inbox: str, output: str, home: str, partition_key: str, max_workers: str = "2") -> int:
+    if LEASE_TTL_VAR in os.environ:
+        use_short_leases(float(os.environ[LEASE_TTL_VAR]))
     if BARRIER_VAR in os.environ:
         _wait_at_barrier(Path(os.environ[BARRIER_VAR]))
     instance = DagsterInstance.from_config(home)
