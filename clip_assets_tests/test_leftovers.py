@@ -20,7 +20,7 @@ from clip_assets.settings import WriterSettings
 from clip_assets.storage import LocalStorage, ObjectInfo, StorageError, lease
 from clip_assets_tests.support.dataset import materialize_partition, unrecorded
 from clip_assets_tests.support.factories import make_clips, noise_mp4, write_video
-from clip_assets_tests.support.partition_process import SHORT_LEASE_TTL_S, SHORT_LEASES, kill_when, spawn
+from clip_assets_tests.support.partition_process import SHORT_LEASES, kill_when, short_lease_margins, spawn
 
 REL = "cam1/street walk.mp4"
 
@@ -126,7 +126,7 @@ def test_on_s3_a_killed_run_then_a_changed_input_leaves_no_orphan(
     write_video(inbox / "v.mp4.parquet", clips, source_video="/videos/v.mp4")
     env = {**SHORT_LEASES, "AWS_ENDPOINT_URL_S3": s3.proxy.url, "CLIP_ASSETS_S3_ADDRESSING_STYLE": "path"}
     # The re-run is this process's: it takes the killed child's short lease over with the children's margin.
-    monkeypatch.setattr(lease, "CLOCK_SKEW_S", SHORT_LEASE_TTL_S / 4)
+    monkeypatch.setattr(lease, "CLOCK_SKEW_S", short_lease_margins()[1])
     run = spawn(inbox, s3.url("out"), tmp_path / "home", "v.mp4", 1, env)
     storage = s3.storage("out")
     clip_puts = f"/out/{layout.CLIPS}"

@@ -33,12 +33,18 @@ SHORT_LEASE_TTL_S = 8.0
 SHORT_LEASES = {LEASE_TTL_VAR: str(SHORT_LEASE_TTL_S)}
 
 
+def short_lease_margins(ttl_s: float = SHORT_LEASE_TTL_S) -> tuple[float, float]:
+    """A short lease's renewal interval and clock-skew margin: a quarter of its TTL each."""
+    return ttl_s / 4, ttl_s / 4
+
+
 def use_short_leases(ttl_s: float = SHORT_LEASE_TTL_S) -> None:
-    """Leases of `ttl_s` in this process, renewed every quarter of it, a quarter's clock-skew margin.
+    """Leases of `ttl_s` in this process, with `short_lease_margins`.
 
     A re-run after a killed run waits out the killed run's lease: lease.TTL_S + CLOCK_SKEW_S, 150 s, on
     every store but local disk. Expiry, renewal and takeover run the same code at this scale."""
-    lease.TTL_S, lease.RENEW_EVERY_S, lease.CLOCK_SKEW_S = ttl_s, ttl_s / 4, ttl_s / 4
+    lease.TTL_S = ttl_s
+    lease.RENEW_EVERY_S, lease.CLOCK_SKEW_S = short_lease_margins(ttl_s)
 
 
 def spawn(
